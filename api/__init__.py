@@ -1,0 +1,1 @@
+"""The HTTP API: support API, auth, audit, OpenAPI, health and metrics."""

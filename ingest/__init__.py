@@ -1,0 +1,1 @@
+"""Ingest adapters: SMTP server, chat webhooks, MIME parsing, threading, account linking."""

@@ -1,0 +1,1 @@
+"""Scheduled jobs: purge sweeps, hold expiry, housekeeping, and the leader lease."""

@@ -1,0 +1,93 @@
+"""The ``serve`` process: database, HTTP, SMTP and scheduler on one event loop, stopped in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from api.app import create_app
+from api.state import ApiConfig
+from service.settings import Settings
+from store.database import Database, open_database
+from store.embedded import EmbeddedMongo
+
+log = logging.getLogger("archive.service")
+
+# How long in-flight requests may take to finish once a shutdown begins.
+SHUTDOWN_GRACE_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Roles:
+    http: bool = True
+
+
+@asynccontextmanager
+async def database_from(settings: Settings) -> AsyncIterator[Database]:
+    """The configured MongoDB, or an embedded mongod under ``ARCHIVE_DATA_DIR``."""
+    async with AsyncExitStack() as stack:
+        uri = settings.mongodb_uri
+        if uri is None:
+            mongo = EmbeddedMongo(settings.data_dir / "mongo", binary=settings.mongod_bin)
+            await stack.enter_async_context(mongo)
+            uri = mongo.uri
+        database = await stack.enter_async_context(
+            open_database(uri, name=settings.db_name, timeout=settings.db_timeout)
+        )
+        yield database
+
+
+def build_app(settings: Settings, database: Database) -> web.Application:
+    config = ApiConfig(max_body_bytes=settings.webhook_max_body_bytes)
+    return create_app(database=database, config=config)
+
+
+@asynccontextmanager
+async def http_server(app: web.Application, *, host: str, port: int) -> AsyncIterator[str]:
+    """Serve ``app``; on exit stop accepting, then let in-flight requests finish."""
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=logging.getLogger("archive.http"),
+        access_log_format='%a "%r" %s %b %Tfs',
+        shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    url = site.name
+    log.info("HTTP API listening on %s", url)
+    try:
+        yield url
+    finally:
+        await runner.cleanup()
+        log.info("HTTP API stopped")
+
+
+async def serve(settings: Settings, roles: Roles, *, stop: asyncio.Event | None = None) -> None:
+    """Run until SIGINT/SIGTERM (or ``stop``), then stop accepting, finish writes, close."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with AsyncExitStack() as stack:
+            database = await stack.enter_async_context(database_from(settings))
+            if roles.http:
+                app = build_app(settings, database)
+                await stack.enter_async_context(
+                    http_server(app, host=settings.http_host, port=settings.http_port)
+                )
+            log.info("ready; press Ctrl-C to stop")
+            await stop.wait()
+            log.info("shutting down: no new connections, finishing what is in flight")
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    log.info("stopped")

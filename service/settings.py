@@ -1,0 +1,186 @@
+"""The one settings object of the service: read once from ``ARCHIVE_*`` variables and validated."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import secrets
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "ARCHIVE_"
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+# The privacy policy promises deletion "after a period of up to 6 months" after account deletion.
+MAX_RETENTION_GRACE = timedelta(days=183)
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``90s``, ``10m``, ``6h``, ``180d`` (or a timedelta, or plain seconds) to a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a duration like 90s, 10m, 6h or 180d")
+    return timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class WebhookSource(StrEnum):
+    GENERIC = "generic"
+    CHATWOOT = "chatwoot"
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told, with the defaults of SPEC.md "Configuration"."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    env: Environment = Environment.DEVELOPMENT
+    mongodb_uri: str | None = None
+    db_name: str = Field(default="support_archive", pattern=r"^[A-Za-z0-9_-]{1,63}$")
+    data_dir: Path = Path("./var")
+    mongod_bin: Path | None = None
+    db_timeout: Duration = timedelta(seconds=10)
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=2525, ge=0, le=65535)
+    smtp_max_message_bytes: int = Field(default=26_214_400, ge=1024)
+    smtp_allowed_clients: CsvList = ["127.0.0.0/8", "::1"]
+    smtp_tls_cert: Path | None = None
+    smtp_tls_key: Path | None = None
+    support_addresses: CsvList = []
+    webhook_sources: CsvList = []
+    webhook_max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+
+    retention_grace: Duration = timedelta(days=180)
+    retention_max_age: Duration = timedelta(days=1095)
+    purge_interval: Duration = timedelta(minutes=10)
+    audit_max_age: Duration = timedelta(days=395)
+    export_max_age: Duration = timedelta(days=7)
+    secret_key: str | None = Field(default=None, min_length=32)
+
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    log_format: str = Field(default="text", pattern=r"^(text|json)$")
+
+    @field_validator("smtp_allowed_clients")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an IP network (CIDR)") from None
+        return value
+
+    @field_validator("webhook_sources")
+    @classmethod
+    def _sources(cls, value: list[str]) -> list[str]:
+        names: set[str] = set()
+        for entry in value:
+            name, _, rest = entry.partition(":")
+            fmt, _, secret = rest.partition(":")
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", name):
+                raise ValueError(f"source name {name!r} must be lowercase letters, digits, - or _")
+            if fmt not in {f.value for f in WebhookSource}:
+                raise ValueError(f"source {name!r}: format must be generic or chatwoot")
+            if len(secret) < 16:
+                raise ValueError(f"source {name!r}: secret must be at least 16 characters")
+            if name in names:
+                raise ValueError(f"source {name!r} is listed twice")
+            names.add(name)
+        return value
+
+    @field_validator("retention_grace")
+    @classmethod
+    def _grace(cls, value: timedelta) -> timedelta:
+        if value > MAX_RETENTION_GRACE:
+            raise ValueError("must be at most 183d: the privacy policy promises up to 6 months")
+        return value
+
+    @model_validator(mode="after")
+    def _production_needs_secret(self) -> Settings:
+        if self.env is Environment.PRODUCTION and self.secret_key is None:
+            raise ValueError("ARCHIVE_SECRET_KEY must be set when ARCHIVE_ENV=production")
+        if (self.smtp_tls_cert is None) != (self.smtp_tls_key is None):
+            raise ValueError("ARCHIVE_SMTP_TLS_CERT and ARCHIVE_SMTP_TLS_KEY go together")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        return self.mongodb_uri is None
+
+    def webhook_source_table(self) -> dict[str, tuple[WebhookSource, bytes]]:
+        """``{name: (format, secret)}`` of ``ARCHIVE_WEBHOOK_SOURCES``."""
+        table: dict[str, tuple[WebhookSource, bytes]] = {}
+        for entry in self.webhook_sources:
+            name, fmt, secret = entry.split(":", 2)
+            table[name] = (WebhookSource(fmt), secret.encode())
+        return table
+
+    def resolved_secret_key(self) -> bytes:
+        """The HMAC key; in development one is generated once into the data directory."""
+        if self.secret_key is not None:
+            return self.secret_key.encode()
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip().encode()
+
+
+_SECRET_FIELDS = {"secret_key", "webhook_sources", "mongodb_uri"}
+
+
+class SettingsError(Exception):
+    """A setting is invalid; the message is one line that names the variable."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings once, turning pydantic's report into one clear line."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        loc = error.get("loc") or ()
+        field = str(loc[0]) if loc else ""
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        if field:
+            value = error.get("input")
+            secret = field in _SECRET_FIELDS
+            shown = f"={value!r}" if isinstance(value, str | int) and not secret else ""
+            parts.append(f"{ENV_PREFIX}{field.upper()}{shown}: {message}")
+        else:
+            parts.append(message)
+    return "invalid setting: " + "; ".join(parts)

@@ -1,0 +1,1 @@
+"""Persistence of Support Archive: documents, queries, blobs, retention rules, embedded mongod."""

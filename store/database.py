@@ -1,0 +1,91 @@
+"""The MongoDB connection: durable writes (majority, journaled), bounded waits, Beanie set-up."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pymongo
+from beanie import init_beanie
+from pymongo import AsyncMongoClient, WriteConcern
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import ConnectionFailure, PyMongoError
+
+from store.documents import ALL_DOCUMENTS
+
+log = logging.getLogger("archive.db")
+
+RawDocument = dict[str, object]
+
+
+@dataclass(frozen=True)
+class Database:
+    client: AsyncMongoClient[RawDocument]
+    db: AsyncDatabase[RawDocument]
+
+    async def ping(self, *, within: float = 2.0) -> bool:
+        """True when the primary answers within ``within`` seconds."""
+        try:
+            with pymongo.timeout(within):
+                await self.db.command("ping")
+            return True
+        except PyMongoError:
+            return False
+
+
+def make_client(uri: str, *, timeout: timedelta) -> AsyncMongoClient[RawDocument]:
+    """A client whose every write waits for a journaled majority, and no wait is unbounded.
+
+    ``serverSelectionTimeoutMS`` bounds how long a request waits for a reachable primary, so
+    that ingest can answer a temporary failure instead of hanging the sender.
+    """
+    ms = int(timeout.total_seconds() * 1000)
+    return AsyncMongoClient(
+        uri,
+        w="majority",
+        journal=True,
+        wTimeoutMS=ms,
+        serverSelectionTimeoutMS=ms,
+        connectTimeoutMS=min(ms, 5000),
+        socketTimeoutMS=ms * 3,
+        retryWrites=True,
+        tz_aware=True,
+        appname="support-archive",
+    )
+
+
+@asynccontextmanager
+async def open_database(
+    uri: str,
+    *,
+    name: str,
+    timeout: timedelta = timedelta(seconds=10),  # noqa: ASYNC109
+) -> AsyncIterator[Database]:
+    """Connect, check the server is a replica set member, bind the documents, create indexes.
+
+    ``timeout`` configures the client (see ``make_client``); it does not bound this call.
+    """
+    client = make_client(uri, timeout=timeout)
+    try:
+        db = client.get_database(name, write_concern=WriteConcern(w="majority", j=True))
+        await _require_replica_set(client)
+        await init_beanie(database=db, document_models=ALL_DOCUMENTS)
+        log.info("connected to database %r", name)
+        yield Database(client=client, db=db)
+    finally:
+        await client.close()
+
+
+async def _require_replica_set(client: AsyncMongoClient[RawDocument]) -> None:
+    try:
+        hello = await client.admin.command("hello")
+    except ConnectionFailure as exc:
+        raise ConnectionFailure(f"MongoDB is not reachable: {exc}") from exc
+    if "setName" not in hello and hello.get("msg") != "isdbgrid":
+        raise RuntimeError(
+            "MongoDB must run as a replica set (a single-node one is enough): "
+            "start mongod with --replSet and run rs.initiate()"
+        )

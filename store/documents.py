@@ -1,0 +1,457 @@
+"""The Beanie documents of the whole domain and their indexes.
+
+Designed for every feature of SPEC.md up front (threading, dedup, retention, search, holds,
+proof of deletion, audit, exports) so that later work adds behaviour, not migrations.
+All times are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated
+
+from beanie import Document, PydanticObjectId
+from pydantic import BaseModel, Field
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+
+def utcnow() -> datetime:
+    """Now, at MongoDB's precision (milliseconds), so what is stored equals what was written."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+class Channel(StrEnum):
+    EMAIL = "email"
+    CHAT = "chat"
+
+
+class Direction(StrEnum):
+    INBOUND = "inbound"  # from the customer
+    OUTBOUND = "outbound"  # from the support side (agent, bot)
+    INTERNAL = "internal"  # private notes, system events: never sent to the customer
+
+
+class AuthorRole(StrEnum):
+    CUSTOMER = "customer"
+    AGENT = "agent"
+    BOT = "bot"
+    SYSTEM = "system"
+
+
+class AccountStatus(StrEnum):
+    ACTIVE = "active"
+    DELETED = "deleted"
+
+
+class HoldKind(StrEnum):
+    DISPUTE = "dispute"
+    CRIMINAL_INVESTIGATION = "criminal_investigation"
+    LEGAL_OBLIGATION = "legal_obligation"
+
+
+class Role(StrEnum):
+    AGENT = "agent"
+    PLATFORM = "platform"
+    COMPLIANCE = "compliance"
+    ADMIN = "admin"
+
+
+class PurgeRule(StrEnum):
+    ACCOUNT_DELETION = "account_deletion"
+    ERASURE = "erasure"
+    MAX_AGE = "max_age"
+
+
+# --- accounts -------------------------------------------------------------------------------
+
+
+class Account(Document):
+    """A customer account of the main platform; ``id`` is the platform's own account id."""
+
+    id: str  # type: ignore[assignment]
+    emails: list[str] = Field(default_factory=list)  # lowercased
+    name: str | None = None
+    status: AccountStatus = AccountStatus.ACTIVE
+    deleted_at: datetime | None = None
+    erasure_requested_at: datetime | None = None
+    # When everything of this account must be gone; None while the account lives.
+    purge_due_at: datetime | None = None
+    purged_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "accounts"
+        indexes = [
+            IndexModel([("emails", ASCENDING)], name="emails"),
+            IndexModel(
+                [("purge_due_at", ASCENDING)],
+                name="purge_due",
+                partialFilterExpression={"purge_due_at": {"$type": "date"}},
+            ),
+        ]
+
+
+# --- conversations and messages -------------------------------------------------------------
+
+
+class Conversation(Document):
+    """A thread of messages: an email thread, or one chat conversation of one source."""
+
+    channel: Channel
+    account_id: str | None = None
+    # Chat: the webhook source and its conversation id; email: None.
+    source: str | None = None
+    external_id: str | None = None
+    subject: str | None = None
+    customer_emails: list[str] = Field(default_factory=list)  # lowercased, for late linking
+    participants: list[str] = Field(default_factory=list)  # lowercased addresses
+    message_count: int = 0
+    first_message_at: datetime | None = None
+    last_message_at: datetime | None = None
+    collected_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "conversations"
+        indexes = [
+            IndexModel(
+                [("source", ASCENDING), ("external_id", ASCENDING)],
+                name="source_external_id",
+                unique=True,
+                partialFilterExpression={"external_id": {"$type": "string"}},
+            ),
+            IndexModel(
+                [("account_id", ASCENDING), ("last_message_at", DESCENDING)], name="account"
+            ),
+            IndexModel(
+                [("customer_emails", ASCENDING)],
+                name="unlinked_customer_emails",
+                partialFilterExpression={"account_id": None},
+            ),
+            IndexModel([("collected_at", ASCENDING)], name="collected_at"),
+        ]
+
+
+class Address(BaseModel):
+    email: str | None = None  # lowercased
+    name: str | None = None
+
+
+class Author(BaseModel):
+    role: AuthorRole
+    name: str | None = None
+    email: str | None = None
+
+
+class BlobRef(BaseModel):
+    """A reference to content-addressed bytes in ``blobs``."""
+
+    sha256: str
+    size: int
+
+
+class AttachmentRef(BlobRef):
+    filename: str | None = None
+    content_type: str = "application/octet-stream"
+    inline: bool = False
+    content_id: str | None = None
+
+
+class Envelope(BaseModel):
+    """What the sending MTA said in the SMTP session, kept beside the message bytes."""
+
+    mail_from: str
+    rcpt_tos: list[str]
+    client_address: str
+    helo: str | None = None
+    tls: bool = False
+
+
+class MessageVersion(BaseModel):
+    """A previous text of an edited chat message."""
+
+    text: str
+    html: str | None = None
+    replaced_at: datetime
+
+
+class Message(Document):
+    """One email or chat message, with what search, threading, dedup and retention need."""
+
+    conversation_id: PydanticObjectId
+    account_id: str | None = None
+    channel: Channel
+    direction: Direction
+    source: str | None = None  # chat webhook source; "smtp" or "import" for email
+    # Unique across the archive: "email:<Message-ID>", "email-sha256:<hex>" (no Message-ID),
+    # "chat:<source>:<message id>". A retry of a stored message hits this and is not stored twice.
+    dedup_key: str
+    external_id: str | None = None
+
+    # Email headers used for threading (normalised, without angle brackets).
+    message_id_header: str | None = None
+    in_reply_to: str | None = None
+    references: list[str] = Field(default_factory=list)
+
+    subject: str | None = None
+    author: Author
+    sender: Address | None = None
+    to: list[Address] = Field(default_factory=list)
+    cc: list[Address] = Field(default_factory=list)
+    participants: list[str] = Field(default_factory=list)  # lowercased addresses
+    sent_at: datetime
+    collected_at: datetime = Field(default_factory=utcnow)
+
+    text: str = ""
+    html: str | None = None
+    # Normalised words of subject and text: the inverted index behind search.
+    search_terms: list[str] = Field(default_factory=list)
+    attachments: list[AttachmentRef] = Field(default_factory=list)
+    has_attachments: bool = False
+
+    raw: BlobRef | None = None  # the original bytes (email), byte-exact
+    envelope: Envelope | None = None
+    parse_error: str | None = None
+    history: list[MessageVersion] = Field(default_factory=list)
+
+    class Settings:
+        name = "messages"
+        indexes = [
+            IndexModel([("dedup_key", ASCENDING)], name="dedup_key", unique=True),
+            IndexModel(
+                [("message_id_header", ASCENDING)],
+                name="message_id_header",
+                partialFilterExpression={"message_id_header": {"$type": "string"}},
+            ),
+            IndexModel([("conversation_id", ASCENDING), ("sent_at", ASCENDING)], name="thread"),
+            IndexModel([("account_id", ASCENDING), ("sent_at", DESCENDING)], name="account_time"),
+            IndexModel([("sent_at", DESCENDING), ("_id", DESCENDING)], name="newest"),
+            IndexModel([("search_terms", ASCENDING), ("sent_at", DESCENDING)], name="terms_newest"),
+            IndexModel(
+                [("account_id", ASCENDING), ("search_terms", ASCENDING), ("sent_at", DESCENDING)],
+                name="account_terms_newest",
+            ),
+            IndexModel([("participants", ASCENDING), ("sent_at", DESCENDING)], name="participant"),
+            IndexModel([("collected_at", ASCENDING)], name="collected_at"),
+            # Blob reference lookups: a blob may go only when nothing points at it any more.
+            IndexModel([("raw.sha256", ASCENDING)], name="raw_blob", sparse=True),
+            IndexModel([("attachments.sha256", ASCENDING)], name="attachment_blobs", sparse=True),
+        ]
+
+
+# --- blobs ----------------------------------------------------------------------------------
+
+# Content up to this size lives inside the blob document; larger content is chunked because
+# a BSON document cannot exceed 16 MiB and SMTP accepts 25 MiB by default.
+BLOB_INLINE_MAX = 4 * 1024 * 1024
+BLOB_CHUNK_SIZE = 4 * 1024 * 1024
+
+
+class Blob(Document):
+    """Content-addressed bytes (``id`` = hex SHA-256): the same content is stored once."""
+
+    id: str  # type: ignore[assignment]
+    size: int
+    data: bytes | None = None  # inline when small
+    chunk_count: int = 0  # otherwise in ``blob_chunks``
+    created_at: datetime = Field(default_factory=utcnow)
+    # Bumped by every writer that references the blob, so a purge never removes a blob that a
+    # message being ingested at the same moment is about to reference.
+    last_referenced_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "blobs"
+        indexes = [IndexModel([("last_referenced_at", ASCENDING)], name="last_referenced_at")]
+
+
+class BlobChunk(Document):
+    blob_id: str
+    n: int
+    data: bytes
+
+    class Settings:
+        name = "blob_chunks"
+        indexes = [
+            IndexModel([("blob_id", ASCENDING), ("n", ASCENDING)], name="blob_n", unique=True)
+        ]
+
+
+# --- retention ------------------------------------------------------------------------------
+
+
+class Hold(Document):
+    """A legal or dispute hold: while active, nothing in its scope is purged by any path."""
+
+    account_id: str | None = None
+    conversation_id: PydanticObjectId | None = None
+    kind: HoldKind
+    reason: str
+    case_ref: str | None = None
+    created_by: str
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    released_at: datetime | None = None
+    released_by: str | None = None
+    release_reason: str | None = None
+
+    class Settings:
+        name = "holds"
+        indexes = [
+            IndexModel([("account_id", ASCENDING), ("released_at", ASCENDING)], name="account"),
+            IndexModel(
+                [("conversation_id", ASCENDING), ("released_at", ASCENDING)], name="conversation"
+            ),
+            IndexModel([("expires_at", ASCENDING)], name="expires_at", sparse=True),
+        ]
+
+
+class PurgeCounts(BaseModel):
+    conversations: int = 0
+    messages: int = 0
+    blobs: int = 0
+    bytes: int = 0
+
+
+class PurgeRecord(Document):
+    """Proof of one deletion, without personal data: the account appears only as an HMAC."""
+
+    subject_hmac: str | None = None  # HMAC-SHA256(secret key, account id); None for unlinked
+    rule: PurgeRule
+    due_at: datetime
+    started_at: datetime
+    done_at: datetime | None = None
+    counts: PurgeCounts = Field(default_factory=PurgeCounts)
+    # Unique per purge so that two sweepers can never write two records for one purge.
+    purge_key: str
+
+    class Settings:
+        name = "purge_records"
+        indexes = [
+            IndexModel([("purge_key", ASCENDING)], name="purge_key", unique=True),
+            IndexModel([("subject_hmac", ASCENDING), ("done_at", DESCENDING)], name="subject"),
+            IndexModel([("done_at", DESCENDING)], name="done_at"),
+        ]
+
+
+class Lease(Document):
+    """A named lease in MongoDB: of several ``serve`` processes, one holds it at a time."""
+
+    id: str  # type: ignore[assignment]
+    holder: str
+    acquired_at: datetime
+    expires_at: datetime
+
+    class Settings:
+        name = "leases"
+
+
+# --- access ---------------------------------------------------------------------------------
+
+
+class ApiKey(Document):
+    """An API key; only the SHA-256 of the token is stored, the token is shown once."""
+
+    name: str
+    role: Role
+    token_sha256: str
+    prefix: str  # the first characters of the token, to recognise it in a list
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+    class Settings:
+        name = "api_keys"
+        indexes = [
+            IndexModel([("name", ASCENDING)], name="name", unique=True),
+            IndexModel([("token_sha256", ASCENDING)], name="token", unique=True),
+        ]
+
+
+class AuditEvent(Document):
+    """Who did what to which personal data, when and from where. Expires by TTL."""
+
+    at: datetime = Field(default_factory=utcnow)
+    actor: str  # API key name, or "cli:<user>", or "system"
+    role: Role | None = None
+    action: str  # e.g. "search", "message.read", "hold.create"
+    target: dict[str, str] = Field(default_factory=dict)  # ids only
+    query: dict[str, str] = Field(default_factory=dict)
+    client_address: str | None = None
+    outcome: Annotated[int, Field(ge=100, le=599)] = 200
+    expires_at: datetime
+
+    class Settings:
+        name = "audit_events"
+        indexes = [
+            IndexModel([("expires_at", ASCENDING)], name="ttl", expireAfterSeconds=0),
+            IndexModel([("at", DESCENDING)], name="at"),
+            IndexModel([("actor", ASCENDING), ("at", DESCENDING)], name="actor"),
+            IndexModel([("action", ASCENDING), ("at", DESCENDING)], name="action"),
+            IndexModel([("target.account_id", ASCENDING), ("at", DESCENDING)], name="account"),
+        ]
+
+
+# --- exports --------------------------------------------------------------------------------
+
+
+class ExportStatus(StrEnum):
+    RUNNING = "running"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class Export(Document):
+    """A zip of an account's data (subject access) or of a hold's scope (disclosure)."""
+
+    account_id: str | None = None
+    hold_id: PydanticObjectId | None = None
+    status: ExportStatus = ExportStatus.RUNNING
+    path: str | None = None
+    size: int | None = None
+    manifest_sha256: str | None = None
+    error: str | None = None
+    created_by: str
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+
+    class Settings:
+        name = "exports"
+        indexes = [
+            IndexModel([("expires_at", ASCENDING)], name="expires_at"),
+            IndexModel([("account_id", ASCENDING)], name="account", sparse=True),
+        ]
+
+
+class Disclosure(Document):
+    """The register of disclosures to authorities. Holds no message content."""
+
+    export_id: PydanticObjectId
+    hold_id: PydanticObjectId
+    case_ref: str | None = None
+    authority: str
+    legal_basis: str
+    disclosed_by: str
+    disclosed_at: datetime = Field(default_factory=utcnow)
+    manifest_sha256: str | None = None
+
+    class Settings:
+        name = "disclosures"
+        indexes = [IndexModel([("disclosed_at", DESCENDING)], name="disclosed_at")]
+
+
+ALL_DOCUMENTS: list[type[Document]] = [
+    Account,
+    Conversation,
+    Message,
+    Blob,
+    BlobChunk,
+    Hold,
+    PurgeRecord,
+    Lease,
+    ApiKey,
+    AuditEvent,
+    Export,
+    Disclosure,
+]

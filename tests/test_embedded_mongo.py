@@ -1,0 +1,53 @@
+"""The embedded mongod: a real single-node replica set that starts, restarts and stops cleanly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from store.embedded import EmbeddedMongo, MongodNotFound, find_mongod
+from tests.helpers import mongod_pids_using
+
+
+async def test_the_embedded_mongod_runs_transactions(mongo: EmbeddedMongo) -> None:
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo.uri)
+    collection = client.get_database("embedded_test").get_collection("tx")
+    try:
+        async with client.start_session() as session, await session.start_transaction():
+            await collection.insert_one({"_id": 1}, session=session)
+            await collection.insert_one({"_id": 2}, session=session)
+        assert await collection.count_documents({}) == 2
+    finally:
+        await client.drop_database("embedded_test")
+        await client.close()
+
+
+async def test_data_survives_a_restart_on_another_port(tmp_path: Path) -> None:
+    async with EmbeddedMongo(tmp_path) as first:
+        client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(first.uri)
+        await client.kept.things.insert_one({"_id": "kept"})
+        await client.close()
+        first_port = first.port
+
+    async with EmbeddedMongo(tmp_path) as second:
+        assert second.port != first_port
+        client = AsyncMongoClient(second.uri)
+        assert await client.kept.things.find_one({"_id": "kept"}) == {"_id": "kept"}
+        await client.close()
+
+
+async def test_stopping_leaves_no_mongod_running(tmp_path: Path) -> None:
+    async with EmbeddedMongo(tmp_path):
+        assert len(mongod_pids_using(tmp_path)) == 1
+    assert mongod_pids_using(tmp_path) == []
+
+
+def test_a_configured_binary_that_is_not_executable_is_named(tmp_path: Path) -> None:
+    with pytest.raises(MongodNotFound, match="ARCHIVE_MONGOD_BIN"):
+        find_mongod(tmp_path / "no-such-mongod")
+
+
+def test_without_configuration_the_wheel_binary_is_found() -> None:
+    assert find_mongod().name == "mongod"

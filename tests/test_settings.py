@@ -1,0 +1,99 @@
+"""Settings: defaults of SPEC.md, durations, and one clear line for a bad variable."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from service.settings import SettingsError, load_settings, parse_duration
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("90s", timedelta(seconds=90)),
+        ("10m", timedelta(minutes=10)),
+        ("6h", timedelta(hours=6)),
+        ("180d", timedelta(days=180)),
+    ],
+)
+def test_durations_accept_seconds_minutes_hours_and_days(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "10", "1w", "-5m", "m10", "1.5h"])
+def test_durations_without_a_known_unit_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)
+
+
+def test_defaults_are_those_of_the_spec(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert settings.embedded
+    assert settings.db_name == "support_archive"
+    assert (settings.http_host, settings.http_port) == ("127.0.0.1", 8080)
+    assert (settings.smtp_host, settings.smtp_port) == ("127.0.0.1", 2525)
+    assert settings.smtp_max_message_bytes == 26_214_400
+    assert settings.smtp_allowed_clients == ["127.0.0.0/8", "::1"]
+    assert settings.retention_grace == timedelta(days=180)
+    assert settings.retention_max_age == timedelta(days=1095)
+    assert settings.purge_interval == timedelta(minutes=10)
+    assert settings.audit_max_age == timedelta(days=395)
+
+
+def test_variables_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARCHIVE_HTTP_PORT", "9000")
+    monkeypatch.setenv("ARCHIVE_PURGE_INTERVAL", "1s")
+    monkeypatch.setenv("ARCHIVE_SMTP_ALLOWED_CLIENTS", "10.0.0.0/8, 192.168.1.7")
+    monkeypatch.setenv("ARCHIVE_WEBHOOK_SOURCES", "widget:generic:0123456789abcdef")
+    settings = load_settings()
+    assert settings.http_port == 9000
+    assert settings.purge_interval == timedelta(seconds=1)
+    assert settings.smtp_allowed_clients == ["10.0.0.0/8", "192.168.1.7"]
+    assert settings.webhook_source_table()["widget"][1] == b"0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("ARCHIVE_HTTP_PORT", "abc"),
+        ("ARCHIVE_SMTP_PORT", "70000"),
+        ("ARCHIVE_PURGE_INTERVAL", "soon"),
+        ("ARCHIVE_RETENTION_GRACE", "200d"),
+        ("ARCHIVE_SMTP_ALLOWED_CLIENTS", "not-a-network"),
+        ("ARCHIVE_WEBHOOK_SOURCES", "widget:slack:0123456789abcdef"),
+        ("ARCHIVE_DB_NAME", "a/b"),
+    ],
+)
+def test_a_bad_variable_is_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert variable in message
+    assert "\n" not in message
+
+
+def test_production_refuses_to_start_without_a_secret_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARCHIVE_ENV", "production")
+    with pytest.raises(SettingsError, match="ARCHIVE_SECRET_KEY"):
+        load_settings()
+
+
+def test_secret_values_are_not_echoed_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARCHIVE_SECRET_KEY", "too-short-secret")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "ARCHIVE_SECRET_KEY" in str(caught.value)
+    assert "too-short-secret" not in str(caught.value)
+
+
+def test_development_generates_a_secret_key_once_into_the_data_dir(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    settings = load_settings(data_dir=tmp_path)
+    first = settings.resolved_secret_key()
+    assert len(first) >= 32
+    assert settings.resolved_secret_key() == first
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
