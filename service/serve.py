@@ -13,9 +13,12 @@ from aiohttp import web
 
 from api.app import create_app
 from api.state import ApiConfig
+from ingest.mime import SupportSide
+from ingest.smtp import ArchiveHandler, networks, smtp_server, tls_context
 from service.settings import Settings
 from store.database import Database, open_database
-from store.embedded import EmbeddedMongo
+from store.embedded import EmbeddedMongo, running_embedded_uri
+from store.messages import file_email
 
 log = logging.getLogger("archive.service")
 
@@ -26,15 +29,23 @@ SHUTDOWN_GRACE_SECONDS = 30.0
 @dataclass(frozen=True)
 class Roles:
     http: bool = True
+    smtp: bool = True
 
 
 @asynccontextmanager
-async def database_from(settings: Settings) -> AsyncIterator[Database]:
-    """The configured MongoDB, or an embedded mongod under ``ARCHIVE_DATA_DIR``."""
+async def database_from(settings: Settings, *, share: bool = False) -> AsyncIterator[Database]:
+    """The configured MongoDB, or an embedded mongod under ``ARCHIVE_DATA_DIR``.
+
+    With ``share`` (CLI commands), an embedded mongod that a running ``serve`` owns is used
+    rather than started: its data directory is locked to it.
+    """
     async with AsyncExitStack() as stack:
         uri = settings.mongodb_uri
+        mongo_dir = settings.data_dir / "mongo"
+        if uri is None and share:
+            uri = await running_embedded_uri(mongo_dir)
         if uri is None:
-            mongo = EmbeddedMongo(settings.data_dir / "mongo", binary=settings.mongod_bin)
+            mongo = EmbeddedMongo(mongo_dir, binary=settings.mongod_bin)
             await stack.enter_async_context(mongo)
             uri = mongo.uri
         database = await stack.enter_async_context(
@@ -70,6 +81,14 @@ async def http_server(app: web.Application, *, host: str, port: int) -> AsyncIte
         log.info("HTTP API stopped")
 
 
+def smtp_handler(settings: Settings) -> ArchiveHandler:
+    return ArchiveHandler(
+        file_email=file_email,
+        support=SupportSide.parse(settings.support_addresses),
+        allowed_clients=networks(settings.smtp_allowed_clients),
+    )
+
+
 async def serve(settings: Settings, roles: Roles, *, stop: asyncio.Event | None = None) -> None:
     """Run until SIGINT/SIGTERM (or ``stop``), then stop accepting, finish writes, close."""
     stop = stop or asyncio.Event()
@@ -83,6 +102,20 @@ async def serve(settings: Settings, roles: Roles, *, stop: asyncio.Event | None 
                 app = build_app(settings, database)
                 await stack.enter_async_context(
                     http_server(app, host=settings.http_host, port=settings.http_port)
+                )
+            if roles.smtp:
+                tls = None
+                if settings.smtp_tls_cert and settings.smtp_tls_key:
+                    tls = tls_context(str(settings.smtp_tls_cert), str(settings.smtp_tls_key))
+                await stack.enter_async_context(
+                    smtp_server(
+                        smtp_handler(settings),
+                        host=settings.smtp_host,
+                        port=settings.smtp_port,
+                        max_message_bytes=settings.smtp_max_message_bytes,
+                        tls=tls,
+                        shutdown_grace=SHUTDOWN_GRACE_SECONDS,
+                    )
                 )
             log.info("ready; press Ctrl-C to stop")
             await stop.wait()

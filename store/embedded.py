@@ -104,6 +104,10 @@ class EmbeddedMongo:
     def log_path(self) -> Path:
         return self.data_dir / "mongod.log"
 
+    @property
+    def port_file(self) -> Path:
+        return port_file(self.data_dir)
+
     async def __aenter__(self) -> EmbeddedMongo:
         await self.start()
         return self
@@ -141,6 +145,7 @@ class EmbeddedMongo:
         except BaseException:
             await self.stop()
             raise
+        self.port_file.write_text(str(self.port))
         log.info("embedded mongod ready at %s (pid %d)", self.host, self.process.pid)
 
     async def _become_primary(self) -> None:
@@ -195,6 +200,7 @@ class EmbeddedMongo:
         process, self.process = self.process, None
         if process is None or process.returncode is not None:
             return
+        self.port_file.unlink(missing_ok=True)
         process.terminate()
         try:
             await asyncio.wait_for(process.wait(), grace)
@@ -208,6 +214,31 @@ class EmbeddedMongo:
         """SIGKILL, as a crash would (fault tests)."""
         if self.process is not None and self.process.returncode is None:
             self.process.kill()
+
+
+def port_file(data_dir: Path) -> Path:
+    """Where a running embedded mongod leaves its port, so that CLI commands can use it."""
+    return data_dir / "mongod.port"
+
+
+async def running_embedded_uri(data_dir: Path) -> str | None:
+    """The URI of the embedded mongod already running on ``data_dir`` (a ``serve``), if any."""
+    try:
+        port = int(port_file(data_dir).read_text())
+    except (OSError, ValueError):
+        return None
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+        f"127.0.0.1:{port}", directConnection=True, serverSelectionTimeoutMS=1000
+    )
+    try:
+        hello = await client.admin.command("hello")
+    except PyMongoError:
+        return None
+    finally:
+        await client.close()
+    if not hello.get("isWritablePrimary"):
+        return None
+    return f"mongodb://127.0.0.1:{port}/?replicaSet={REPLICA_SET}"
 
 
 def _tail(path: Path, lines: int = 3) -> str:

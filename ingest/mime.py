@@ -1,0 +1,322 @@
+"""MIME parsing: raw email bytes to what the store files. Never raises for content: whatever
+cannot be understood is noted in ``parse_error`` and the raw bytes are kept as they are."""
+
+from __future__ import annotations
+
+import email
+import email.utils
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email import policy
+from email.message import EmailMessage, Message
+from html.parser import HTMLParser
+
+from store.documents import Address, Author, AuthorRole, Direction, Envelope
+from store.messages import NewAttachment, NewEmail
+
+_MSGID = re.compile(r"<([^<>\s]+)>")
+
+
+@dataclass(frozen=True)
+class SupportSide:
+    """Which addresses are the company's support side (``ARCHIVE_SUPPORT_ADDRESSES``):
+    full addresses, or domains written ``@example.com`` or ``example.com``."""
+
+    addresses: frozenset[str] = frozenset()
+    domains: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, entries: list[str]) -> SupportSide:
+        addresses, domains = set(), set()
+        for entry in (e.strip().lower() for e in entries if e.strip()):
+            if "@" in entry.lstrip("@"):
+                addresses.add(entry)
+            else:
+                domains.add(entry.lstrip("@"))
+        return cls(frozenset(addresses), frozenset(domains))
+
+    def __contains__(self, address: object) -> bool:
+        if not isinstance(address, str):
+            return False
+        address = address.lower()
+        return address in self.addresses or address.rpartition("@")[2] in self.domains
+
+
+def parse_email(
+    raw: bytes,
+    *,
+    support: SupportSide,
+    received_at: datetime,
+    envelope: Envelope | None = None,
+    source: str = "smtp",
+) -> NewEmail:
+    """What the store needs to file ``raw``; best effort for anything broken."""
+    problems: list[str] = []
+    try:
+        msg = email.message_from_bytes(raw, policy=policy.default)
+        assert isinstance(msg, EmailMessage)
+    except Exception as exc:  # the email package can fail on pathological input
+        return _unparsed(raw, f"unparseable: {exc!r}", received_at, envelope, source)
+
+    problems += [type(d).__name__ for d in msg.defects]
+    sender = _first(_addresses(msg, "From", problems))
+    to = _addresses(msg, "To", problems)
+    cc = _addresses(msg, "Cc", problems)
+    if sender is None and envelope is not None and envelope.mail_from:
+        sender = Address(email=envelope.mail_from.lower())
+    outbound = sender is not None and sender.email in support
+    parties = [a.email for a in (sender, *to, *cc) if a is not None and a.email]
+    customers = [a for a in parties if a not in support]
+    if not outbound:
+        customers = [sender.email] if sender is not None and sender.email else customers[:1]
+    message_id = _msgid(_header(msg, "Message-ID", problems))
+    text, html, attachments = _body(msg, problems)
+    return NewEmail(
+        raw=raw,
+        dedup_key=f"email:{message_id}" if message_id else f"email-sha256:{_sha256(raw)}",
+        received_at=received_at,
+        sent_at=_date(msg, problems) or received_at,
+        direction=Direction.OUTBOUND if outbound else Direction.INBOUND,
+        author=Author(
+            role=AuthorRole.AGENT if outbound else AuthorRole.CUSTOMER,
+            email=sender.email if sender else None,
+            name=sender.name if sender else None,
+        ),
+        envelope=envelope,
+        source=source,
+        message_id=message_id,
+        in_reply_to=_msgid(_header(msg, "In-Reply-To", problems)),
+        references=_MSGID.findall(_header(msg, "References", problems) or ""),
+        subject=_header(msg, "Subject", problems),
+        sender=sender,
+        to=to,
+        cc=cc,
+        participants=sorted(set(parties)),
+        customer_emails=sorted(set(customers)),
+        text=text,
+        html=html,
+        attachments=attachments,
+        parse_error="; ".join(dict.fromkeys(problems)) or None,
+    )
+
+
+def _unparsed(
+    raw: bytes, error: str, received_at: datetime, envelope: Envelope | None, source: str
+) -> NewEmail:
+    sender = envelope.mail_from.lower() if envelope and envelope.mail_from else None
+    return NewEmail(
+        raw=raw,
+        dedup_key=f"email-sha256:{_sha256(raw)}",
+        received_at=received_at,
+        sent_at=received_at,
+        direction=Direction.INBOUND,
+        author=Author(role=AuthorRole.CUSTOMER, email=sender),
+        envelope=envelope,
+        source=source,
+        customer_emails=[sender] if sender else [],
+        participants=[sender] if sender else [],
+        parse_error=error,
+    )
+
+
+def _sha256(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def clean(text: str) -> str:
+    """A string MongoDB can store: undecodable 8-bit bytes (surrogate escapes) read as UTF-8
+    if they are, else as Windows-1252, the usual culprit."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        data = text.encode("utf-8", "surrogateescape")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return data.decode("cp1252", "replace")
+
+
+def _header(msg: EmailMessage, name: str, problems: list[str]) -> str | None:
+    try:
+        value = msg.get(name)
+    except Exception as exc:
+        problems.append(f"{name}: {exc}")
+        value = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), None)
+    if value is None:
+        return None
+    return clean(str(value)).strip() or None
+
+
+def _msgid(value: str | None) -> str | None:
+    if not value:
+        return None
+    found = _MSGID.search(value)
+    ident = found[1] if found else value.strip().strip("<>")
+    return ident or None
+
+
+def _addresses(msg: EmailMessage, name: str, problems: list[str]) -> list[Address]:
+    raw_values = msg.get_all(name) or []
+    result = []
+    for value in raw_values:
+        try:
+            pairs = [(a.display_name, a.addr_spec) for a in value.addresses]
+        except Exception:  # a header the strict parser could not read: fall back to the lenient
+            problems.append(f"{name}: unreadable address")
+            pairs = email.utils.getaddresses([clean(str(value))])
+        for display, addr in pairs:
+            addr = clean(addr).strip().lower()
+            if addr and "@" in addr:
+                result.append(Address(email=addr, name=clean(display).strip() or None))
+    return result
+
+
+def _first(addresses: list[Address]) -> Address | None:
+    return addresses[0] if addresses else None
+
+
+def _date(msg: EmailMessage, problems: list[str]) -> datetime | None:
+    try:
+        header = msg.get("Date")
+        when: datetime | None = getattr(header, "datetime", None)
+    except Exception:
+        problems.append("Date: unreadable")
+        return None
+    if header is not None and when is None:
+        problems.append("Date: unreadable")
+    if when is None:
+        return None
+    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return when.replace(microsecond=when.microsecond // 1000 * 1000)
+
+
+# --- bodies and attachments ---------------------------------------------------------------
+
+
+def _body(msg: EmailMessage, problems: list[str]) -> tuple[str, str | None, list[NewAttachment]]:
+    plain = _safe_body(msg, "plain")
+    html_part = _safe_body(msg, "html")
+    html = _text_of(html_part, problems) if html_part is not None else None
+    text = _text_of(plain, problems) if plain is not None else None
+    if text is None and html is not None:
+        text = html_to_text(html)
+    attachments = []
+    for part in _leaves(msg):
+        if part is plain or part is html_part:
+            continue
+        attachment = _attachment(part, problems)
+        if attachment is not None:
+            attachments.append(attachment)
+    return text or "", html, attachments
+
+
+def _safe_body(msg: EmailMessage, kind: str) -> EmailMessage | None:
+    try:
+        part = msg.get_body(preferencelist=(kind,))
+    except Exception:
+        return None
+    return part if isinstance(part, EmailMessage) else None
+
+
+def _leaves(part: Message) -> Iterator[EmailMessage]:
+    """Every leaf part; an attached email (message/rfc822) counts as one leaf, not its parts."""
+    if part.get_content_type() == "message/rfc822" or not part.is_multipart():
+        if isinstance(part, EmailMessage):
+            yield part
+        return
+    payload = part.get_payload()
+    for child in payload if isinstance(payload, list) else []:
+        if isinstance(child, Message):
+            yield from _leaves(child)
+
+
+def _text_of(part: EmailMessage, problems: list[str]) -> str:
+    try:
+        content = part.get_content()
+        if isinstance(content, str):
+            return clean(content)
+    except Exception as exc:  # unknown charset, broken transfer encoding
+        problems.append(f"body: {exc}")
+    data = part.get_payload(decode=True)
+    if not isinstance(data, bytes):
+        return ""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", "replace")
+
+
+def _attachment(part: EmailMessage, problems: list[str]) -> NewAttachment | None:
+    content_type = part.get_content_type()
+    if content_type == "message/rfc822":
+        inner = part.get_payload()
+        attached = inner[0] if isinstance(inner, list) and inner else part
+        data = _as_bytes(attached if isinstance(attached, Message) else part)
+    else:
+        decoded = part.get_payload(decode=True)
+        data = decoded if isinstance(decoded, bytes) else b""
+    try:
+        filename = part.get_filename()
+    except Exception:
+        problems.append("attachment: unreadable filename")
+        filename = None
+    if not data and filename is None:
+        return None
+    disposition = part.get_content_disposition()
+    content_id = _msgid(str(part.get("Content-ID") or "")) if part.get("Content-ID") else None
+    return NewAttachment(
+        data=data,
+        filename=clean(filename) if filename else None,
+        content_type=content_type,
+        inline=disposition == "inline" or (disposition is None and content_id is not None),
+        content_id=content_id,
+    )
+
+
+def _as_bytes(message: Message) -> bytes:
+    try:
+        return message.as_bytes(policy=policy.default)
+    except Exception:
+        return message.as_bytes(policy=policy.compat32)
+
+
+class _TextExtractor(HTMLParser):
+    _BLOCKS = frozenset({"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "blockquote", "pre"})
+    _SKIP = frozenset({"script", "style", "head", "title"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skipping = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._SKIP:
+            self._skipping += 1
+        elif tag in self._BLOCKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._SKIP:
+            self._skipping = max(0, self._skipping - 1)
+        elif tag in self._BLOCKS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skipping:
+            self.parts.append(data)
+
+
+def html_to_text(html: str) -> str:
+    """Readable text of an HTML body: tags dropped, blocks on their own lines."""
+    extractor = _TextExtractor()
+    try:
+        extractor.feed(html)
+        extractor.close()
+    except Exception:  # HTMLParser is lenient; this is for the pathological rest
+        return re.sub(r"<[^>]*>", " ", html)
+    lines = (" ".join(line.split()) for line in "".join(extractor.parts).splitlines())
+    return "\n".join(line for line in lines if line)

@@ -1,0 +1,235 @@
+"""The SMTP server: aiosmtpd on the service's event loop, one store call per message."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import ssl
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
+from prometheus_client import Counter, Histogram
+
+from ingest.mime import SupportSide, parse_email
+from store.documents import Envelope, utcnow
+from store.errors import is_transient
+from store.messages import Filed, NewEmail
+
+log = logging.getLogger("archive.smtp")
+
+SMTP_MESSAGES = Counter(
+    "archive_smtp_messages_total", "SMTP messages by outcome", ["outcome"]
+)  # stored, duplicate, rejected, tempfail
+SMTP_STORE_SECONDS = Histogram(
+    "archive_smtp_store_seconds", "Time from end of DATA to the durable reply"
+)
+
+TEMPFAIL = "451 4.3.0 Temporary failure storing the message, please retry"
+NOT_ALLOWED = "550 5.7.1 Client host rejected: not allowed to relay mail to this archive"
+TOO_BIG = "552 5.3.4 Message too big for this archive"
+
+FileEmail = Callable[[NewEmail], Awaitable[Filed]]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def networks(cidrs: Sequence[str]) -> list[IPNetwork]:
+    return [ipaddress.ip_network(c, strict=False) for c in cidrs]
+
+
+class ArchiveHandler:
+    """aiosmtpd handler: checks the client, turns each message into one ``file_email`` call.
+
+    Owns no persistence: ``file_email`` is injected, so the protocol can be tested alone.
+    """
+
+    def __init__(
+        self,
+        *,
+        file_email: FileEmail,
+        support: SupportSide,
+        allowed_clients: Sequence[IPNetwork],
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._file_email = file_email
+        self._support = support
+        self._allowed = list(allowed_clients)
+        self._clock = clock
+        self._in_flight = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
+
+    def allows(self, peer: Any) -> bool:
+        try:
+            address = ipaddress.ip_address(peer[0].split("%")[0])
+        except (TypeError, ValueError, IndexError):
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in network for network in self._allowed)
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: SmtpEnvelope,
+        address: str,
+        options: list[str],
+    ) -> str:
+        if not self.allows(session.peer):
+            log.warning("refused mail from %s: not in ARCHIVE_SMTP_ALLOWED_CLIENTS", session.peer)
+            SMTP_MESSAGES.labels("rejected").inc()
+            return NOT_ALLOWED
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: SmtpEnvelope,
+        address: str,
+        options: list[str],
+    ) -> str:
+        if not self.allows(session.peer):
+            return NOT_ALLOWED
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: SmtpEnvelope) -> str:
+        started = time.perf_counter()
+        self._in_flight += 1
+        self._drained.clear()
+        try:
+            return await self._store(session, envelope)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._drained.set()
+            SMTP_STORE_SECONDS.observe(time.perf_counter() - started)
+
+    async def _store(self, session: Session, envelope: SmtpEnvelope) -> str:
+        raw = envelope.original_content or b""
+        smtp_envelope = Envelope(
+            mail_from=envelope.mail_from or "",
+            rcpt_tos=list(envelope.rcpt_tos),
+            client_address=str(session.peer[0]) if session.peer else "",
+            helo=session.host_name,
+            tls=session.ssl is not None,
+        )
+        email = parse_email(
+            raw, support=self._support, received_at=self._clock(), envelope=smtp_envelope
+        )
+        try:
+            filed = await self._file_email(email)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("database unavailable, answered 451 to %s: %s", session.peer, exc)
+            SMTP_MESSAGES.labels("tempfail").inc()
+            return TEMPFAIL
+        outcome = "duplicate" if filed.duplicate else "stored"
+        SMTP_MESSAGES.labels(outcome).inc()
+        log.info(
+            "%s %s from %s (%d bytes)",
+            outcome,
+            filed.message_id,
+            session.peer[0] if session.peer else "?",
+            len(raw),
+            extra={"message_id": str(filed.message_id), "dedup_key": email.dedup_key},
+        )
+        return f"250 2.0.0 Ok: queued as {filed.message_id}"
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.exception("SMTP session failed; answered 451 so the sender retries", exc_info=error)
+        SMTP_MESSAGES.labels("tempfail").inc()
+        return TEMPFAIL
+
+    async def drained(self, *, within: float) -> bool:
+        """Wait until no message is being stored (or ``within`` seconds pass)."""
+        try:
+            await asyncio.wait_for(self._drained.wait(), within)
+            return True
+        except TimeoutError:
+            return False
+
+
+class ArchiveSMTP(SMTP):
+    """aiosmtpd's SMTP with RFC 3463 enhanced codes on its size errors, and no line-length
+    rejection: a message is never refused for its content, only for its total size."""
+
+    _REWORDED = {
+        "552 Error: Too much mail data": TOO_BIG,
+        "552 Error: message size exceeds fixed maximum message size": TOO_BIG,
+    }
+
+    def __init__(self, handler: ArchiveHandler, *, max_message_bytes: int, **kwargs: Any) -> None:
+        self.line_length_limit = max_message_bytes + 2
+        super().__init__(
+            handler,
+            data_size_limit=max_message_bytes,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            ident="Support Archive ESMTP",
+            **kwargs,
+        )
+
+    async def push(self, status: str) -> None:  # type: ignore[override]
+        await super().push(self._REWORDED.get(status, status))
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+@asynccontextmanager
+async def smtp_server(
+    handler: ArchiveHandler,
+    *,
+    host: str,
+    port: int,
+    max_message_bytes: int,
+    tls: ssl.SSLContext | None = None,
+    idle_timeout: float = 300.0,
+    shutdown_grace: float = 30.0,
+) -> AsyncIterator[asyncio.Server]:
+    """Serve SMTP on the running loop; on exit stop accepting, let messages being stored
+    finish, then close the remaining sessions."""
+    sessions: weakref.WeakSet[ArchiveSMTP] = weakref.WeakSet()
+
+    def new_session() -> ArchiveSMTP:
+        session = ArchiveSMTP(
+            handler, max_message_bytes=max_message_bytes, tls_context=tls, timeout=idle_timeout
+        )
+        sessions.add(session)
+        return session
+
+    server = await asyncio.get_running_loop().create_server(new_session, host, port)
+    names = ", ".join(_address(s.getsockname()) for s in server.sockets)
+    log.info("SMTP listening on %s%s", names, " (STARTTLS)" if tls else "")
+    try:
+        yield server
+    finally:
+        server.close()
+        if not await handler.drained(within=shutdown_grace):
+            log.warning("messages still being stored after %.0fs; closing anyway", shutdown_grace)
+        for session in list(sessions):
+            if session.transport is not None:
+                session.transport.close()
+        await server.wait_closed()
+        log.info("SMTP stopped")
+
+
+def _address(sockname: Any) -> str:
+    host, port = sockname[0], sockname[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

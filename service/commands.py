@@ -1,0 +1,37 @@
+"""The bodies of the one-shot CLI commands (everything but ``serve``)."""
+
+from __future__ import annotations
+
+from contextlib import closing
+from mailbox import Mailbox, Message
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ingest.mailbox import ImportReport, MailboxKind, import_messages, open_mailbox, raw_messages
+from ingest.mime import SupportSide
+from service.serve import database_from
+from service.settings import Settings
+from store.messages import file_email
+
+
+async def import_mailbox(
+    settings: Settings, *, kind: MailboxKind, path: Path, account_id: str | None
+) -> ImportReport:
+    with closing(open_mailbox(kind, path)) as box:
+        return await _import_box(settings, box, path=path, account_id=account_id)
+
+
+async def _import_box(
+    settings: Settings, box: Mailbox[Message], *, path: Path, account_id: str | None
+) -> ImportReport:
+    async with database_from(settings, share=True):
+        with tqdm(total=len(box), unit="msg", desc=f"importing {path.name}") as bar:
+            report = await import_messages(
+                raw_messages(box),
+                file_email=file_email,
+                support=SupportSide.parse(settings.support_addresses),
+                account_id=account_id,
+                on_progress=bar.update,
+            )
+    return report

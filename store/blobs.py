@@ -1,0 +1,55 @@
+"""Content-addressed blob storage: the same bytes are stored once, small inline, large chunked."""
+
+from __future__ import annotations
+
+import hashlib
+
+from store.documents import BLOB_CHUNK_SIZE, BLOB_INLINE_MAX, Blob, BlobChunk, BlobRef, utcnow
+from store.errors import NotFound
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def put_blob(data: bytes) -> BlobRef:
+    """Store ``data`` unless it is already there, and mark it referenced now.
+
+    Chunks are written before the blob document, so a blob document always has its chunks; a
+    crash in between leaves only chunks without a blob, which housekeeping removes.
+    """
+    digest = sha256_hex(data)
+    now = utcnow()
+    inline = len(data) <= BLOB_INLINE_MAX
+    if not inline:
+        for n, start in enumerate(range(0, len(data), BLOB_CHUNK_SIZE)):
+            await BlobChunk.get_pymongo_collection().update_one(
+                {"blob_id": digest, "n": n},
+                {"$setOnInsert": {"data": data[start : start + BLOB_CHUNK_SIZE]}},
+                upsert=True,
+            )
+    chunk_count = 0 if inline else -(-len(data) // BLOB_CHUNK_SIZE)
+    await Blob.get_pymongo_collection().update_one(
+        {"_id": digest},
+        {
+            "$setOnInsert": {
+                "size": len(data),
+                "data": data if inline else None,
+                "chunk_count": chunk_count,
+                "created_at": now,
+            },
+            "$set": {"last_referenced_at": now},
+        },
+        upsert=True,
+    )
+    return BlobRef(sha256=digest, size=len(data))
+
+
+async def read_blob(sha256: str) -> bytes:
+    blob = await Blob.get(sha256)
+    if blob is None:
+        raise NotFound(f"blob {sha256} does not exist")
+    if blob.data is not None:
+        return blob.data
+    chunks = BlobChunk.find(BlobChunk.blob_id == sha256).sort("+n")
+    return b"".join([chunk.data async for chunk in chunks])
