@@ -5,7 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format lock clean
+.PHONY: install tools run test lint format lock clean
+
+# Debian packages the MTA tests use (a real SMTP client). Installed when missing and possible
+# (root or passwordless sudo); otherwise the tests that need them say so and are skipped.
+APT_TOOLS := swaks
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
@@ -15,10 +20,19 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) ## create .venv and install the service, its tools and the embedded mongod
 
+tools: ## install the Debian tools the tests drive (swaks)
+	@for tool in $(APT_TOOLS); do command -v $$tool >/dev/null && continue; \
+	  echo "installing $$tool (apt)"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$tool >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq >/dev/null 2>&1 && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$tool >/dev/null 2>&1; } || \
+	  echo "warning: could not install $$tool; tests that need it will be skipped"; \
+	done
+
 run: install ## start embedded MongoDB and the service (HTTP :8080, SMTP :2525); Ctrl-C stops both
 	$(BIN)/support-archive serve
 
-test: install ## run the whole test suite against a real mongod
+test: install tools ## run the whole test suite against a real mongod
 	$(BIN)/pytest
 
 lint: install ## ruff and mypy --strict

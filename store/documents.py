@@ -206,6 +206,8 @@ class Message(Document):
 
     text: str = ""
     html: str | None = None
+    # True when text or html were cut at MAX_BODY_CHARS; the raw copy is always whole.
+    body_truncated: bool = False
     # Normalised words of subject and text: the inverted index behind search.
     search_terms: list[str] = Field(default_factory=list)
     attachments: list[AttachmentRef] = Field(default_factory=list)
@@ -239,6 +241,11 @@ class Message(Document):
             IndexModel([("raw.sha256", ASCENDING)], name="raw_blob", sparse=True),
             IndexModel([("attachments.sha256", ASCENDING)], name="attachment_blobs", sparse=True),
         ]
+
+
+# A message document must stay well under MongoDB's 16 MiB: bodies beyond this many characters
+# are cut in the document (the raw bytes keep everything).
+MAX_BODY_CHARS = 2_000_000
 
 
 # --- blobs ----------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from pymongo.errors import DuplicateKeyError
 from store.accounts import account_for_emails, ensure_account
 from store.blobs import put_blob
 from store.documents import (
+    MAX_BODY_CHARS,
     Address,
     AttachmentRef,
     Author,
@@ -113,9 +114,10 @@ async def file_email(email: NewEmail) -> Filed:
         participants=list(email.participants),
         sent_at=email.sent_at,
         collected_at=email.received_at,
-        text=email.text,
-        html=email.html,
-        search_terms=terms_of(email.subject, email.text),
+        text=email.text[:MAX_BODY_CHARS],
+        html=email.html[:MAX_BODY_CHARS] if email.html else email.html,
+        body_truncated=max(len(email.text), len(email.html or "")) > MAX_BODY_CHARS,
+        search_terms=terms_of(email.subject, email.text[:MAX_BODY_CHARS]),
         attachments=attachments,
         has_attachments=bool(attachments),
         raw=raw,

@@ -326,3 +326,21 @@ async def test_with_the_database_stopped_mid_session_mail_gets_451_then_is_store
     finally:
         await restarted.stop()
         await mongo.stop()
+
+
+@pytest.mark.slow
+async def test_a_message_larger_than_a_mongodb_document_is_kept_whole(
+    database: Database,
+) -> None:
+    body = ("Log line of a very chatty device, repeated. " * 24 + "\n") * 20_000  # ~21 MB
+    raw = make_email(body=body, message_id="<huge@example.com>")
+    assert len(raw) > 16 * 1024 * 1024
+    big = handler()
+    async with smtp_server(big, host="127.0.0.1", port=0, max_message_bytes=26_214_400) as server:
+        code, reply = await send(server.sockets[0].getsockname()[1], raw)
+    assert code == 250
+    message = await stored(reply)
+    assert message.raw is not None
+    assert await read_blob(message.raw.sha256) == raw
+    assert message.body_truncated
+    assert message.text.startswith("Log line of a very chatty device")
