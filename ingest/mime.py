@@ -9,15 +9,16 @@ import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from email import policy
 from email.message import EmailMessage, Message
 from html.parser import HTMLParser
 
-from store.documents import Address, Author, AuthorRole, Direction, Envelope
+from store.documents import Address, Author, AuthorRole, Direction, Envelope, at_millis
 from store.messages import NewAttachment, NewEmail
 
 _MSGID = re.compile(r"<([^<>\s]+)>")
+_SURROGATE = re.compile("[\udc80-\udcff]")
 
 
 @dataclass(frozen=True)
@@ -141,14 +142,24 @@ def clean(text: str) -> str:
 
 
 def _header(msg: EmailMessage, name: str, problems: list[str]) -> str | None:
-    try:
-        value = msg.get(name)
-    except Exception as exc:
-        problems.append(f"{name}: {exc}")
-        value = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), None)
-    if value is None:
+    raw_value = _raw_header(msg, name)
+    if raw_value is None:
         return None
-    return clean(str(value)).strip() or None
+    if _SURROGATE.search(raw_value):
+        # Unencoded 8-bit bytes, which the parser would replace with U+FFFD: decode them.
+        problems.append(f"{name}: 8-bit bytes without encoding")
+        text = raw_value
+    else:
+        try:
+            text = str(msg.get(name))
+        except Exception as exc:  # the header parser fails on some garbage (e.g. IndexError)
+            problems.append(f"{name}: {exc!r}")
+            text = raw_value
+    return " ".join(clean(text).split()) or None
+
+
+def _raw_header(msg: EmailMessage, name: str) -> str | None:
+    return next((str(v) for k, v in msg.raw_items() if k.lower() == name.lower()), None)
 
 
 def _msgid(value: str | None) -> str | None:
@@ -188,10 +199,7 @@ def _date(msg: EmailMessage, problems: list[str]) -> datetime | None:
         return None
     if header is not None and when is None:
         problems.append("Date: unreadable")
-    if when is None:
-        return None
-    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-    return when.replace(microsecond=when.microsecond // 1000 * 1000)
+    return at_millis(when) if when is not None else None
 
 
 # --- bodies and attachments ---------------------------------------------------------------
@@ -206,6 +214,7 @@ def _body(msg: EmailMessage, problems: list[str]) -> tuple[str, str | None, list
         text = html_to_text(html)
     attachments = []
     for part in _leaves(msg):
+        problems += [type(d).__name__ for d in part.defects if part is not msg]
         if part is plain or part is html_part:
             continue
         attachment = _attachment(part, problems)
