@@ -1,7 +1,5 @@
 """Generate the deterministic .eml test corpus in tests/data/corpus/ (plus its README.md)."""
 
-# Non-Latin scripts and typographic punctuation in string literals are the point of this file.
-
 from __future__ import annotations
 
 import base64
