@@ -13,9 +13,11 @@ from aiohttp import web
 
 from api.app import create_app
 from api.state import ApiConfig
+from ingest.chat.webhook import FORMATS, Source, chat_routes
 from ingest.mime import SupportSide
 from ingest.smtp import ArchiveHandler, networks, smtp_server, tls_context
 from service.settings import Settings
+from store.chat import file_chat
 from store.database import Database, open_database
 from store.embedded import EmbeddedMongo, running_embedded_uri
 from store.messages import file_email
@@ -54,9 +56,24 @@ async def database_from(settings: Settings, *, share: bool = False) -> AsyncIter
         yield database
 
 
+def webhook_sources(settings: Settings) -> dict[str, Source]:
+    return {
+        name: Source(name=name, format=FORMATS[fmt.value], secret=secret)
+        for name, (fmt, secret) in settings.webhook_source_table().items()
+    }
+
+
 def build_app(settings: Settings, database: Database) -> web.Application:
     config = ApiConfig(max_body_bytes=settings.webhook_max_body_bytes)
-    return create_app(database=database, config=config)
+    app = create_app(database=database, config=config)
+    app.add_routes(
+        chat_routes(
+            sources=webhook_sources(settings),
+            file_chat=file_chat,
+            max_body_bytes=settings.webhook_max_body_bytes,
+        )
+    )
+    return app
 
 
 @asynccontextmanager

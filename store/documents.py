@@ -16,10 +16,15 @@ from pydantic import BaseModel, Field
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
 
+def at_millis(when: datetime) -> datetime:
+    """``when`` in UTC at MongoDB's precision (milliseconds), so what is stored equals what
+    was written; a naive time is taken to be UTC."""
+    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return when.replace(microsecond=when.microsecond // 1000 * 1000)
+
+
 def utcnow() -> datetime:
-    """Now, at MongoDB's precision (milliseconds), so what is stored equals what was written."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+    return at_millis(datetime.now(UTC))
 
 
 class Channel(StrEnum):

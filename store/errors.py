@@ -29,7 +29,9 @@ class Unavailable(StoreError):
     """The database cannot take the request now; the caller should answer 'try again later'."""
 
 
-_TRANSIENT = (
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    Unavailable,
+    TimeoutError,
     AutoReconnect,
     ConnectionFailure,
     ExecutionTimeout,
@@ -47,6 +49,6 @@ def is_transient(exc: BaseException) -> bool:
     A write that timed out waiting for its journaled majority is counted here: it may or may
     not be durable, so the sender must retry, and the retry is deduplicated.
     """
-    if isinstance(exc, _TRANSIENT | Unavailable | TimeoutError):
+    if isinstance(exc, _TRANSIENT):
         return True
     return isinstance(exc, PyMongoError) and exc.has_error_label("RetryableWriteError")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import smtplib
 import ssl
 from collections.abc import AsyncIterator, Sequence
@@ -298,7 +299,7 @@ async def test_unlinked_mail_is_linked_when_its_account_is_registered(smtp: int)
 
 @pytest.mark.slow
 async def test_with_the_database_stopped_mid_session_mail_gets_451_then_is_stored_on_retry(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     mongo = EmbeddedMongo(tmp_path)
     restarted = EmbeddedMongo(tmp_path, port=mongo.port)  # same data, same port
@@ -318,6 +319,9 @@ async def test_with_the_database_stopped_mid_session_mail_gets_451_then_is_store
                 await client.sendmail("ann@example.com", ["s@shop.example"], retry)
             assert refused.value.code == 451
             assert refused.value.message.startswith("4.3.0")
+            # Answered as a known temporary failure, not by the last-resort exception handler.
+            assert "database unavailable" in caplog.text
+            assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
             await restarted.start()
             _, reply = await client.sendmail("ann@example.com", ["s@shop.example"], retry)

@@ -1,0 +1,1 @@
+"""Chat ingestion over signed webhooks; one small adapter module per payload format."""

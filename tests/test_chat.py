@@ -1,0 +1,403 @@
+"""Chat over signed webhooks: real HTTP requests to the app, a real mongod behind it."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from ingest.chat.signature import sign
+from service.serve import build_app
+from service.settings import load_settings
+from store.accounts import register_account
+from store.database import Database, open_database
+from store.documents import Account, AuthorRole, Channel, Conversation, Direction, Message
+from store.embedded import EmbeddedMongo
+
+Client = TestClient[web.Request, web.Application]
+WIDGET_SECRET = "widget-secret-0123456789"
+CHATWOOT_SECRET = "chatwoot-secret-0123456789"
+MAX_BODY = 256 * 1024
+T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def http(database: Database) -> AsyncIterator[Client]:
+    settings = load_settings(
+        webhook_sources=[f"widget:generic:{WIDGET_SECRET}", f"helpdesk:chatwoot:{CHATWOOT_SECRET}"],
+        webhook_max_body_bytes=MAX_BODY,
+    )
+    async with TestClient(TestServer(build_app(settings, database))) as client:
+        yield client
+
+
+def transcript(
+    n: int = 1, *, conversation: str = "c-1", first: int = 0, **conv: Any
+) -> dict[str, Any]:
+    return {
+        "conversation": {"id": conversation, **conv},
+        "messages": [
+            {
+                "id": f"m-{i}",
+                "author": {"role": "customer" if i % 2 == 0 else "agent", "name": f"P{i % 2}"},
+                "text": f"message number {i} about the refund",
+                "sent_at": (T0 + timedelta(seconds=i)).isoformat(),
+            }
+            for i in range(first, first + n)
+        ],
+    }
+
+
+async def post(
+    http: Client,
+    payload: Any,
+    *,
+    source: str = "widget",
+    secret: str = WIDGET_SECRET,
+    timestamp: int | None = None,
+    body: bytes | None = None,
+    signed_body: bytes | None = None,
+    prefix: str = "X-Archive",
+) -> Any:
+    raw = body if body is not None else json.dumps(payload).encode()
+    stamp = str(timestamp if timestamp is not None else int(time.time()))
+    headers = {
+        f"{prefix}-Timestamp": stamp,
+        f"{prefix}-Signature": sign(secret.encode(), stamp, signed_body or raw),
+        "Content-Type": "application/json",
+    }
+    return await http.post(f"/webhooks/chat/{source}", data=raw, headers=headers)
+
+
+async def assert_problem(response: Any, status: int) -> dict[str, Any]:
+    assert response.status == status
+    assert response.content_type == "application/problem+json"
+    problem: dict[str, Any] = await response.json()
+    assert problem["status"] == status
+    return problem
+
+
+# --- the generic format ---------------------------------------------------------------------
+
+
+async def test_a_single_message_is_stored_and_named_in_the_answer(http: Client) -> None:
+    response = await post(http, transcript(1, subject="Refund"))
+    assert response.status == 201
+    answer = await response.json()
+    [entry] = answer["messages"]
+    assert (entry["external_id"], entry["duplicate"]) == ("m-0", False)
+
+    message = await Message.get(entry["id"])
+    assert message is not None
+    assert str(message.conversation_id) == answer["conversation_id"]
+    assert message.channel is Channel.CHAT
+    assert message.direction is Direction.INBOUND
+    assert message.author.role is AuthorRole.CUSTOMER
+    assert message.text == "message number 0 about the refund"
+    assert message.sent_at == T0
+    assert message.source == "widget"
+
+
+async def test_a_100_message_transcript_is_stored_in_order(http: Client) -> None:
+    response = await post(http, transcript(100))
+    assert response.status == 201
+    assert len((await response.json())["messages"]) == 100
+    conversation = await Conversation.find_one()
+    assert conversation is not None and conversation.message_count == 100
+    messages = (
+        await Message.find(Message.conversation_id == conversation.id).sort("+sent_at").to_list()
+    )
+    assert [m.external_id for m in messages] == [f"m-{i}" for i in range(100)]
+    assert {m.direction for m in messages} == {Direction.INBOUND, Direction.OUTBOUND}
+
+
+async def test_a_resent_transcript_is_acknowledged_and_stores_nothing_twice(http: Client) -> None:
+    first = await (await post(http, transcript(100))).json()
+    again = await post(http, transcript(100))
+    assert again.status == 200
+    answer = await again.json()
+    assert all(m["duplicate"] for m in answer["messages"])
+    assert [m["id"] for m in answer["messages"]] == [m["id"] for m in first["messages"]]
+    assert await Message.count() == 100
+    assert (await Conversation.find_one()).message_count == 100  # type: ignore[union-attr]
+
+
+async def test_a_grown_transcript_stores_only_the_new_messages(http: Client) -> None:
+    await post(http, transcript(3))
+    response = await post(http, transcript(5))
+    assert response.status == 201
+    flags = [m["duplicate"] for m in (await response.json())["messages"]]
+    assert flags == [True, True, True, False, False]
+    assert await Message.count() == 5
+
+
+async def test_a_message_repeated_within_one_call_is_stored_once(http: Client) -> None:
+    payload = transcript(2)
+    payload["messages"].append(payload["messages"][0])
+    answer = await (await post(http, payload)).json()
+    assert [m["duplicate"] for m in answer["messages"]] == [False, False, True]
+    assert await Message.count() == 2
+
+
+async def test_attachments_are_stored_as_blobs(http: Client) -> None:
+    payload = transcript(1)
+    payload["messages"][0]["attachments"] = [
+        {"filename": "photo.png", "content_type": "image/png", "data_base64": "iVBORw0KGgo="}
+    ]
+    answer = await (await post(http, payload)).json()
+    message = await Message.get(answer["messages"][0]["id"])
+    assert message is not None and message.has_attachments
+    assert (message.attachments[0].filename, message.attachments[0].size) == ("photo.png", 8)
+
+
+# --- linking --------------------------------------------------------------------------------
+
+
+async def test_a_named_account_owns_the_conversation(http: Client) -> None:
+    answer = await (await post(http, transcript(1, account_id="acct-42"))).json()
+    message = await Message.get(answer["messages"][0]["id"])
+    assert message is not None and message.account_id == "acct-42"
+    assert await Account.get("acct-42") is not None
+
+
+async def test_a_known_customer_email_links_the_conversation(http: Client) -> None:
+    await register_account(account_id="acct-ann", emails=["ann@example.com"], name="Ann")
+    payload = transcript(1, customer={"email": "Ann@Example.com"})
+    answer = await (await post(http, payload)).json()
+    assert (await Message.get(answer["messages"][0]["id"])).account_id == "acct-ann"  # type: ignore[union-attr]
+
+
+async def test_an_unknown_customer_is_linked_once_the_account_is_registered(http: Client) -> None:
+    answer = await (await post(http, transcript(2, customer={"email": "new@example.com"}))).json()
+    await register_account(account_id="acct-new", emails=["new@example.com"], name=None)
+    for entry in answer["messages"]:
+        assert (await Message.get(entry["id"])).account_id == "acct-new"  # type: ignore[union-attr]
+
+
+# --- refusals -------------------------------------------------------------------------------
+
+
+async def test_a_bad_signature_is_401_and_stores_nothing(http: Client) -> None:
+    await assert_problem(await post(http, transcript(1), secret="wrong-secret-0123456789"), 401)
+    assert await Message.count() == 0
+
+
+async def test_a_signature_over_another_body_is_401(http: Client) -> None:
+    response = await post(http, transcript(1), signed_body=json.dumps(transcript(2)).encode())
+    await assert_problem(response, 401)
+
+
+async def test_missing_signature_headers_are_401(http: Client) -> None:
+    await assert_problem(await http.post("/webhooks/chat/widget", json=transcript(1)), 401)
+
+
+@pytest.mark.parametrize("skew", [-301, 301])
+async def test_a_timestamp_more_than_5_minutes_off_is_401(http: Client, skew: int) -> None:
+    response = await post(http, transcript(1), timestamp=int(time.time()) + skew)
+    await assert_problem(response, 401)
+    assert await Message.count() == 0
+
+
+async def test_an_unknown_source_is_404(http: Client) -> None:
+    await assert_problem(await post(http, transcript(1), source="nobody"), 404)
+
+
+async def test_malformed_json_is_400(http: Client) -> None:
+    await assert_problem(await post(http, None, body=b'{"conversation": '), 400)
+
+
+async def test_invalid_utf8_is_400(http: Client) -> None:
+    await assert_problem(await post(http, None, body=b'{"a": "\xff\xfe"}'), 400)
+
+
+async def test_wrong_types_are_422_naming_each_bad_field(http: Client) -> None:
+    payload = transcript(2)
+    payload["conversation"]["id"] = 7
+    payload["messages"][0]["sent_at"] = "last tuesday"
+    payload["messages"][1]["author"]["role"] = "boss"
+    del payload["messages"][1]["text"]
+    problem = await assert_problem(await post(http, payload), 422)
+    fields = {error["field"] for error in problem["errors"]}
+    assert fields == {
+        "conversation.id",
+        "messages[0].sent_at",
+        "messages[1].author.role",
+        "messages[1].text",
+    }
+    assert await Message.count() == 0
+
+
+async def test_a_time_without_timezone_is_422(http: Client) -> None:
+    payload = transcript(1)
+    payload["messages"][0]["sent_at"] = "2026-11-24T09:00:00"
+    problem = await assert_problem(await post(http, payload), 422)
+    assert problem["errors"][0]["field"] == "messages[0].sent_at"
+
+
+async def test_an_empty_transcript_is_422(http: Client) -> None:
+    problem = await assert_problem(
+        await post(http, {"conversation": {"id": "c"}, "messages": []}), 422
+    )
+    assert problem["errors"][0]["field"] == "messages"
+
+
+async def test_a_body_over_the_limit_is_413(http: Client) -> None:
+    payload = transcript(1)
+    payload["messages"][0]["text"] = "x" * (MAX_BODY + 1)
+    await assert_problem(await post(http, payload), 413)
+    assert await Message.count() == 0
+
+
+# --- the chatwoot format --------------------------------------------------------------------
+
+
+def chatwoot_event(
+    event: str = "message_created",
+    *,
+    message_id: int = 501,
+    content: str = "Hello, is my order shipped?",
+    message_type: str = "incoming",
+    private: bool = False,
+    sender: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    contact = {
+        "id": 77, "name": "Ann Customer", "email": "ann@example.com", "identifier": None,
+        "type": "contact",
+    }  # fmt: skip
+    return {
+        "event": event,
+        "id": message_id,
+        "content": content,
+        "created_at": "2026-11-24T09:00:00.000Z",
+        "message_type": message_type,
+        "content_type": "text",
+        "content_attributes": {},
+        "source_id": None,
+        "private": private,
+        "sender": sender or contact,
+        "conversation": {
+            "id": 12,
+            "display_id": 3,
+            "inbox_id": 1,
+            "status": "open",
+            "channel": "Channel::WebWidget",
+            "contact_inbox": {"source_id": "abc-123", "contact_id": 77, "inbox_id": 1},
+            "meta": {"sender": contact, "assignee": None},
+        },
+        "account": {"id": 1, "name": "Shop"},
+        "inbox": {"id": 1, "name": "Website"},
+    }
+
+
+AGENT = {"id": 5, "name": "Maya", "email": "maya@shop.example", "type": "user"}
+
+
+async def post_chatwoot(http: Client, payload: Any, **kwargs: Any) -> Any:
+    return await post(
+        http, payload, source="helpdesk", secret=CHATWOOT_SECRET, prefix="X-Chatwoot", **kwargs
+    )
+
+
+async def test_a_chatwoot_incoming_message_is_a_customer_message(http: Client) -> None:
+    response = await post_chatwoot(http, chatwoot_event())
+    assert response.status == 201
+    message = await Message.find_one()
+    assert message is not None
+    assert (message.direction, message.author.role) == (Direction.INBOUND, AuthorRole.CUSTOMER)
+    assert message.external_id == "1/501"
+    assert message.sent_at == T0
+    conversation = await Conversation.get(message.conversation_id)
+    assert conversation is not None and conversation.customer_emails == ["ann@example.com"]
+
+
+async def test_a_chatwoot_outgoing_message_is_an_agent_reply(http: Client) -> None:
+    await post_chatwoot(http, chatwoot_event(message_type="outgoing", sender=AGENT))
+    message = await Message.find_one()
+    assert message is not None
+    assert (message.direction, message.author.role) == (Direction.OUTBOUND, AuthorRole.AGENT)
+    assert message.author.email == "maya@shop.example"
+
+
+async def test_a_chatwoot_private_note_is_kept_as_internal(http: Client) -> None:
+    event = chatwoot_event(message_type="outgoing", private=True, sender=AGENT, content="VIP")
+    await post_chatwoot(http, event)
+    message = await Message.find_one()
+    assert message is not None and message.direction is Direction.INTERNAL
+    assert message.text == "VIP"
+
+
+async def test_chatwoot_messages_of_one_conversation_share_it(http: Client) -> None:
+    await post_chatwoot(http, chatwoot_event(message_id=1))
+    await post_chatwoot(http, chatwoot_event(message_id=2, message_type="outgoing", sender=AGENT))
+    assert await Conversation.count() == 1
+    assert (await Conversation.find_one()).message_count == 2  # type: ignore[union-attr]
+
+
+async def test_a_chatwoot_event_that_is_not_a_message_is_acknowledged_and_ignored(
+    http: Client,
+) -> None:
+    response = await post_chatwoot(http, {"event": "conversation_status_changed", "id": 12})
+    assert response.status == 202
+    assert await response.json() == {"ignored": "conversation_status_changed"}
+    assert await Message.count() == 0
+
+
+async def test_a_chatwoot_edit_replaces_the_text_and_keeps_the_previous_one(http: Client) -> None:
+    await post_chatwoot(http, chatwoot_event(content="my order is 1243"))
+    response = await post_chatwoot(http, chatwoot_event("message_updated", content="order 1234"))
+    assert response.status == 200  # nothing new, one message changed
+    message = await Message.find_one()
+    assert message is not None
+    assert message.text == "order 1234"
+    assert [v.text for v in message.history] == ["my order is 1243"]
+    assert "1234" in message.search_terms and "1243" not in message.search_terms
+
+
+async def test_a_chatwoot_contact_identifier_names_the_account(http: Client) -> None:
+    event = chatwoot_event()
+    event["conversation"]["meta"]["sender"]["identifier"] = "acct-cw-9"
+    await post_chatwoot(http, event)
+    assert (await Message.find_one()).account_id == "acct-cw-9"  # type: ignore[union-attr]
+
+
+async def test_a_chatwoot_payload_is_checked_with_chatwoots_own_headers(http: Client) -> None:
+    await assert_problem(
+        await post(http, chatwoot_event(), source="helpdesk", secret=CHATWOOT_SECRET), 401
+    )
+
+
+async def test_a_chatwoot_message_with_a_wrong_type_is_422(http: Client) -> None:
+    problem = await assert_problem(
+        await post_chatwoot(http, chatwoot_event(message_type="fax")), 422
+    )
+    assert problem["errors"][0]["field"] == "message_type"
+
+
+# --- durability -----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_with_the_database_down_a_webhook_gets_503_with_retry_after(tmp_path: Path) -> None:
+    settings = load_settings(webhook_sources=[f"widget:generic:{WIDGET_SECRET}"])
+    mongo = EmbeddedMongo(tmp_path)
+    await mongo.start()
+    try:
+        async with (
+            open_database(mongo.uri, name="faults", timeout=timedelta(seconds=2)) as database,
+            TestClient(TestServer(build_app(settings, database))) as client,
+        ):
+            assert (await post(client, transcript(1))).status == 201
+            await mongo.stop()
+            response = await post(client, transcript(1, first=1))
+            problem = await assert_problem(response, 503)
+            assert int(response.headers["Retry-After"]) > 0
+            assert "retry" in problem["detail"]
+    finally:
+        await mongo.stop()
