@@ -1,25 +1,54 @@
-"""The aiohttp application factory."""
+"""The aiohttp application factory: every route, with who may call it."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from api import health, metrics
+from api import accounts, audit_log, health, metrics, openapi, reading, search
+from api.auth import (
+    ADMIN_ONLY,
+    AGENT_UP,
+    ANY_ROLE,
+    PLATFORM_UP,
+    add_route,
+    auth_middleware,
+)
 from api.problems import problem_middleware
-from api.state import CONFIG, DATABASE, ApiConfig
+from api.state import ACCESS, CONFIG, DATABASE, OPENAPI_PATHS, ApiConfig
 from store.database import Database
+
+V1 = "/api/v1"
 
 
 def create_app(*, database: Database, config: ApiConfig | None = None) -> web.Application:
-    """The API app. Problem middleware is innermost so metrics see the final status."""
+    """The API app. Middlewares, outermost first: metrics see the final status, problems turn
+    every error into problem+json, auth refuses before any handler runs."""
     config = config or ApiConfig()
     app = web.Application(
-        middlewares=[metrics.metrics_middleware, problem_middleware],
+        middlewares=[metrics.metrics_middleware, problem_middleware, auth_middleware],
         client_max_size=config.max_body_bytes,
     )
     app[DATABASE] = database
     app[CONFIG] = config
-    app.router.add_get("/healthz", health.healthz)
-    app.router.add_get("/readyz", health.readyz)
-    app.router.add_get("/metrics", metrics.metrics)
+    app[ACCESS] = {}
+    app[OPENAPI_PATHS] = {}
+    probe = "a probe for load balancers and monitoring; it shows no personal data"
+    add_route(app, "GET", "/healthz", health.healthz, public_because=probe)
+    add_route(app, "GET", "/readyz", health.readyz, public_because=probe)
+    add_route(app, "GET", "/metrics", metrics.metrics, public_because=probe)
+    add_route(
+        app, "GET", f"{V1}/openapi.json", openapi.get_openapi,
+        public_because="the API's description; it shows no data",
+    )  # fmt: skip
+
+    add_route(app, "PUT", f"{V1}/accounts/{{account_id}}", accounts.put_account, roles=PLATFORM_UP)
+    add_route(app, "GET", f"{V1}/accounts/{{account_id}}", accounts.get_account, roles=ANY_ROLE)
+    add_route(app, "GET", f"{V1}/search", search.search_messages, roles=AGENT_UP)
+    conversation = f"{V1}/conversations/{{conversation_id}}"
+    add_route(app, "GET", conversation, reading.get_conversation, roles=AGENT_UP)
+    message = f"{V1}/messages/{{message_id}}"
+    add_route(app, "GET", message, reading.get_message, roles=AGENT_UP)
+    add_route(app, "GET", f"{message}/raw", reading.get_raw, roles=AGENT_UP)
+    add_route(app, "GET", f"{message}/attachments/{{n}}", reading.get_attachment, roles=AGENT_UP)
+    add_route(app, "GET", f"{V1}/audit", audit_log.get_audit, roles=ADMIN_ONLY)
     return app

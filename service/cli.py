@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 
 from ingest.mailbox import MailboxKind
@@ -14,7 +15,9 @@ from service import commands
 from service.logs import configure_logging
 from service.serve import Roles, serve
 from service.settings import Settings, SettingsError, load_settings
+from store.documents import Role
 from store.embedded import MongodFailed, MongodNotFound
+from store.errors import Conflict, NotFound
 
 log = logging.getLogger("archive.service")
 
@@ -45,6 +48,35 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
         f"the archive, {report.unparsed} kept raw with a parse error"
     )
     return 0
+
+
+def _keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    key, token = asyncio.run(commands.create_key(settings, name=args.name, role=Role(args.role)))
+    print(f"created key {key.name!r} with role {key.role}. Its token, shown only this once:")
+    print(token)
+    return 0
+
+
+def _keys_list(settings: Settings, args: argparse.Namespace) -> int:
+    found = asyncio.run(commands.list_keys(settings))
+    print(f"{'NAME':<24} {'ROLE':<11} {'TOKEN STARTS':<13} {'CREATED':<17} {'LAST USED':<17} STATE")
+    for key in found:
+        state = f"revoked {_when(key.revoked_at)}" if key.revoked_at else "live"
+        print(
+            f"{key.name:<24} {key.role:<11} {key.prefix:<13} {_when(key.created_at):<17} "
+            f"{_when(key.last_used_at):<17} {state}"
+        )
+    return 0
+
+
+def _keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    key = asyncio.run(commands.revoke_key(settings, name=args.name))
+    print(f"revoked key {key.name!r}; requests with it are refused from now on")
+    return 0
+
+
+def _when(at: datetime | None) -> str:
+    return at.strftime("%Y-%m-%d %H:%M") if at else "-"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +114,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--account", metavar="ID", help="link every imported conversation to this account"
     )
     import_cmd.set_defaults(run=_import)
+
+    keys_cmd = subcommands.add_parser("keys", help="create, list and revoke API keys")
+    keys_sub = keys_cmd.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = keys_sub.add_parser(
+        "create",
+        help="create a key and print its token (shown once; only a hash is stored)",
+        description="Roles: agent (search, read), platform (accounts, deletions), compliance "
+        "(agent + holds, erasure, exports, purge records, forecast), admin (everything).",
+    )
+    create.add_argument("--name", required=True, help="a unique name, shown in the audit trail")
+    create.add_argument("--role", required=True, choices=[r.value for r in Role])
+    create.set_defaults(run=_keys_create)
+    keys_sub.add_parser("list", help="list keys (never their tokens)").set_defaults(run=_keys_list)
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by name")
+    revoke.add_argument("name")
+    revoke.set_defaults(run=_keys_revoke)
     return parser
 
 
@@ -96,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run: Command = args.run
     try:
         return run(settings, args)
-    except (MongodNotFound, MongodFailed) as exc:
+    except (MongodNotFound, MongodFailed, NotFound, Conflict) as exc:
         print(f"support-archive: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

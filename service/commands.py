@@ -12,6 +12,8 @@ from ingest.mailbox import ImportReport, MailboxKind, import_messages, open_mail
 from ingest.mime import SupportSide
 from service.serve import database_from
 from service.settings import Settings
+from store import keys
+from store.documents import ApiKey, Role
 from store.messages import file_email
 
 
@@ -35,3 +37,18 @@ async def _import_box(
                 on_progress=bar.update,
             )
     return report
+
+
+async def create_key(settings: Settings, *, name: str, role: Role) -> tuple[ApiKey, str]:
+    async with database_from(settings, share=True):
+        return await keys.create_key(name=name, role=role)
+
+
+async def list_keys(settings: Settings) -> list[ApiKey]:
+    async with database_from(settings, share=True):
+        return await keys.list_keys()
+
+
+async def revoke_key(settings: Settings, *, name: str) -> ApiKey:
+    async with database_from(settings, share=True):
+        return await keys.revoke_key(name=name)

@@ -12,14 +12,24 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from api.app import create_app
-from api.state import ApiConfig
-from ingest.chat.webhook import FORMATS, Source, chat_routes
+from api.auth import add_route
+from api.state import OPENAPI_PATHS, ApiConfig
+from ingest.chat.webhook import (
+    FORMATS,
+    WEBHOOK_PATH,
+    ChatWebhook,
+    Source,
+    openapi_path_item,
+)
 from ingest.mime import SupportSide
 from ingest.smtp import ArchiveHandler, networks, smtp_server, tls_context
-from service.settings import Settings
+from service.settings import Environment, Settings
+from store import keys
 from store.chat import file_chat
 from store.database import Database, open_database
+from store.documents import Role
 from store.embedded import EmbeddedMongo, running_embedded_uri
+from store.errors import Conflict
 from store.messages import file_email
 
 log = logging.getLogger("archive.service")
@@ -64,15 +74,23 @@ def webhook_sources(settings: Settings) -> dict[str, Source]:
 
 
 def build_app(settings: Settings, database: Database) -> web.Application:
-    config = ApiConfig(max_body_bytes=settings.webhook_max_body_bytes)
-    app = create_app(database=database, config=config)
-    app.add_routes(
-        chat_routes(
-            sources=webhook_sources(settings),
-            file_chat=file_chat,
-            max_body_bytes=settings.webhook_max_body_bytes,
-        )
+    """The API, plus the chat webhooks (ingest) on the same app and port."""
+    config = ApiConfig(
+        max_body_bytes=settings.webhook_max_body_bytes,
+        audit_max_age=settings.audit_max_age,
+        retention_grace=settings.retention_grace,
     )
+    app = create_app(database=database, config=config)
+    webhook = ChatWebhook(
+        sources=webhook_sources(settings),
+        file_chat=file_chat,
+        max_body_bytes=settings.webhook_max_body_bytes,
+    )
+    add_route(
+        app, "POST", WEBHOOK_PATH, webhook.handle,
+        public_because="signed by its source (HMAC of timestamp and body), checked by ingest",
+    )  # fmt: skip
+    app[OPENAPI_PATHS][WEBHOOK_PATH] = openapi_path_item()
     return app
 
 
@@ -98,6 +116,29 @@ async def http_server(app: web.Application, *, host: str, port: int) -> AsyncIte
         log.info("HTTP API stopped")
 
 
+async def first_admin_key(settings: Settings) -> None:
+    """On a first start there is no key at all: make an admin key so the API can be used.
+
+    In development its token goes to the terminal (never to the logs); in production keys are
+    made deliberately, with ``support-archive keys create``.
+    """
+    if await keys.any_key_exists():
+        return
+    if settings.env is not Environment.DEVELOPMENT:
+        log.warning("no API key exists: create one with 'support-archive keys create'")
+        return
+    try:
+        _, token = await keys.create_key(name="admin", role=Role.ADMIN)
+    except Conflict:  # another process made it a moment ago
+        return
+    base = f"http://{settings.http_host}:{settings.http_port}"
+    print(
+        "\nFirst start: an admin API key was created. Its token, shown only this once:\n"
+        f"\n    {token}\n\ntry: curl -H 'Authorization: Bearer {token}' {base}/api/v1/audit\n",
+        flush=True,
+    )
+
+
 def smtp_handler(settings: Settings) -> ArchiveHandler:
     return ArchiveHandler(
         file_email=file_email,
@@ -115,6 +156,7 @@ async def serve(settings: Settings, roles: Roles, *, stop: asyncio.Event | None 
     try:
         async with AsyncExitStack() as stack:
             database = await stack.enter_async_context(database_from(settings))
+            await first_admin_key(settings)
             if roles.http:
                 app = build_app(settings, database)
                 await stack.enter_async_context(

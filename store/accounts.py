@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from beanie import PydanticObjectId
 from pydantic import BaseModel, Field
 
-from store.documents import Account, AccountStatus, Conversation, Message, utcnow
+from store.documents import Account, AccountStatus, Conversation, Hold, Message, utcnow
+from store.errors import NotFound
 
 
 class _IdOnly(BaseModel):
@@ -78,10 +81,97 @@ async def link_unlinked_conversations(*, account_id: str, emails: list[str]) -> 
     ids = [c.id async for c in conversations.project(_IdOnly)]
     if not ids:
         return 0
+    account = await Account.get(account_id)
+    link = {"account_id": account_id, "restricted": _restricted(account)}
     await Message.get_pymongo_collection().update_many(
-        {"conversation_id": {"$in": ids}, "account_id": None}, {"$set": {"account_id": account_id}}
+        {"conversation_id": {"$in": ids}, "account_id": None}, {"$set": link}
     )
     result = await Conversation.get_pymongo_collection().update_many(
-        {"_id": {"$in": ids}, "account_id": None}, {"$set": {"account_id": account_id}}
+        {"_id": {"$in": ids}, "account_id": None}, {"$set": link}
     )
     return result.modified_count
+
+
+def _restricted(account: Account | None) -> bool:
+    return account is not None and account.status is AccountStatus.DELETED
+
+
+async def is_deleted(account_id: str | None) -> bool:
+    """Content of this account is to be hidden from agents (the account is deleted)."""
+    return account_id is not None and _restricted(await Account.get(account_id))
+
+
+async def mark_deleted(*, account_id: str, deleted_at: datetime, grace: timedelta) -> Account:
+    """The account is deleted at ``deleted_at``: its content is purged by ``deleted_at + grace``
+    and, until then, hidden from agents. Idempotent: a repeat keeps the first deadline."""
+    account = await _get(account_id)
+    if account.status is not AccountStatus.DELETED:
+        await Account.get_pymongo_collection().update_one(
+            {"_id": account_id, "status": AccountStatus.ACTIVE.value},
+            {"$set": {
+                "status": AccountStatus.DELETED.value, "deleted_at": deleted_at,
+                "purge_due_at": deleted_at + grace, "updated_at": utcnow(),
+            }},
+        )  # fmt: skip
+    await _set_restricted(account_id, True)
+    return await _get(account_id)
+
+
+async def restore(*, account_id: str) -> Account:
+    """Cancel a deletion (before the purge): the content is the account's again, and visible."""
+    account = await _get(account_id)
+    if account.purged_at is not None:
+        raise NotFound(f"account {account_id!r} was purged; there is nothing to restore")
+    await Account.get_pymongo_collection().update_one(
+        {"_id": account_id},
+        {"$set": {
+            "status": AccountStatus.ACTIVE.value, "deleted_at": None, "purge_due_at": None,
+            "erasure_requested_at": None, "updated_at": utcnow(),
+        }},
+    )  # fmt: skip
+    await _set_restricted(account_id, False)
+    return await _get(account_id)
+
+
+async def _set_restricted(account_id: str, restricted: bool) -> None:
+    change = {"$set": {"restricted": restricted}}
+    await Conversation.get_pymongo_collection().update_many({"account_id": account_id}, change)
+    await Message.get_pymongo_collection().update_many({"account_id": account_id}, change)
+
+
+async def _get(account_id: str) -> Account:
+    account = await Account.get(account_id)
+    if account is None:
+        raise NotFound(f"no account {account_id!r}")
+    return account
+
+
+@dataclass(frozen=True)
+class AccountSummary:
+    account: Account
+    conversations: int
+    messages: int
+    active_holds: list[Hold]
+
+
+def active_holds_query(now: datetime) -> dict[str, object]:
+    """Holds in force at ``now``: not released, not expired."""
+    return {
+        "released_at": None,
+        "$or": [{"expires_at": None}, {"expires_at": {"$gt": now}}],
+    }
+
+
+async def account_summary(*, account_id: str, now: datetime) -> AccountSummary:
+    account = await _get(account_id)
+    conversation_ids = [
+        c.id async for c in Conversation.find({"account_id": account_id}).project(_IdOnly)
+    ]
+    scope = {"$or": [{"account_id": account_id}, {"conversation_id": {"$in": conversation_ids}}]}
+    holds = await Hold.find({"$and": [scope, active_holds_query(now)]}).to_list()
+    return AccountSummary(
+        account=account,
+        conversations=len(conversation_ids),
+        messages=await Message.find({"account_id": account_id}).count(),
+        active_holds=holds,
+    )

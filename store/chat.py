@@ -10,7 +10,7 @@ from beanie import PydanticObjectId
 from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from store.accounts import account_for_emails, ensure_account
+from store.accounts import account_for_emails, ensure_account, is_deleted
 from store.blobs import put_blob
 from store.documents import (
     MAX_BODY_CHARS,
@@ -138,6 +138,7 @@ async def _message(
         id=PydanticObjectId(),
         conversation_id=conversation.id,
         account_id=conversation.account_id,
+        restricted=conversation.restricted,
         channel=Channel.CHAT,
         direction=new.direction,
         source=batch.source,
@@ -227,14 +228,15 @@ async def _conversation_for(batch: ChatBatch) -> Conversation:
 
 
 async def _link(conversation: Conversation, account_id: str) -> Conversation:
+    link = {"account_id": account_id, "restricted": await is_deleted(account_id)}
     await Conversation.get_pymongo_collection().update_one(
-        {"_id": conversation.id, "account_id": None}, {"$set": {"account_id": account_id}}
+        {"_id": conversation.id, "account_id": None}, {"$set": link}
     )
     await Message.get_pymongo_collection().update_many(
-        {"conversation_id": conversation.id, "account_id": None},
-        {"$set": {"account_id": account_id}},
+        {"conversation_id": conversation.id, "account_id": None}, {"$set": link}
     )
     conversation.account_id = account_id
+    conversation.restricted = bool(link["restricted"])
     return conversation
 
 

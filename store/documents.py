@@ -114,6 +114,8 @@ class Conversation(Document):
     customer_emails: list[str] = Field(default_factory=list)  # lowercased, for late linking
     participants: list[str] = Field(default_factory=list)  # lowercased addresses
     message_count: int = 0
+    # Set while the account is deleted (within grace): only compliance may see the content.
+    restricted: bool = False
     first_message_at: datetime | None = None
     last_message_at: datetime | None = None
     collected_at: datetime = Field(default_factory=utcnow)
@@ -218,6 +220,8 @@ class Message(Document):
     attachments: list[AttachmentRef] = Field(default_factory=list)
     has_attachments: bool = False
 
+    # Set while the account is deleted (within grace): only compliance may see the content.
+    restricted: bool = False
     raw: BlobRef | None = None  # the original bytes (email), byte-exact
     envelope: Envelope | None = None
     parse_error: str | None = None

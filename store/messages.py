@@ -9,7 +9,7 @@ from datetime import datetime
 from beanie import PydanticObjectId
 from pymongo.errors import DuplicateKeyError
 
-from store.accounts import account_for_emails, ensure_account
+from store.accounts import account_for_emails, ensure_account, is_deleted
 from store.blobs import put_blob
 from store.documents import (
     MAX_BODY_CHARS,
@@ -99,6 +99,7 @@ async def file_email(email: NewEmail) -> Filed:
     message = Message(
         conversation_id=conversation.id,
         account_id=conversation.account_id,
+        restricted=conversation.restricted,
         channel=Channel.EMAIL,
         direction=email.direction,
         source=email.source,
@@ -179,6 +180,7 @@ async def _conversation_for(email: NewEmail) -> Conversation:
     conversation = Conversation(
         channel=Channel.EMAIL,
         account_id=account_id,
+        restricted=await is_deleted(account_id),
         subject=email.subject,
         customer_emails=sorted(set(email.customer_emails)),
         participants=sorted(set(email.participants)),

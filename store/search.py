@@ -1,16 +1,42 @@
-"""Search: the words a message is indexed under (and, later, the query grammar)."""
+"""Full-text search over subjects and bodies: index terms, the query grammar, ranking, snippets.
+
+The index is ``Message.search_terms`` (normalised distinct words) under two multikey indexes,
+``(search_terms, sent_at)`` and ``(account_id, search_terms, sent_at)``, so that global and
+account-scoped queries both read only matching entries, already in newest-first order.
+(MongoDB's ``$text`` allows one text index per collection and cannot do both; see issue 5.)
+"""
 
 from __future__ import annotations
 
+import html
+import math
 import re
 import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from beanie import PydanticObjectId
+
+from store.documents import Channel, Message
+from store.paging import before, newest_first
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+_TOKEN = re.compile(r'(-?)"([^"]*)"?|(-?)(\S+)')
 
 # A message is indexed under at most this many distinct words: it bounds the index entries
 # of one document (a 10 MB log pasted into a chat would otherwise add a million keys).
 MAX_TERMS_PER_MESSAGE = 2000
 MAX_TERM_LENGTH = 64
+MAX_QUERY_TERMS = 16
+# Relevance ranks the most recent matches; beyond them, results are newest-first anyway.
+RELEVANCE_WINDOW = 500
+# With phrases to check, at most this many candidates are read for one page; the cursor then
+# continues where the scan stopped.
+SCAN_BUDGET = 5000
+SNIPPET_CHARS = 200
 
 
 def normalise(word: str) -> str:
@@ -20,7 +46,7 @@ def normalise(word: str) -> str:
 
 
 def words_of(text: str) -> list[str]:
-    """The normalised words of ``text`` in order, as search will match them."""
+    """The normalised words of ``text`` in order, as search matches them."""
     return [normalise(match) for match in _WORD.findall(text)]
 
 
@@ -34,3 +60,268 @@ def terms_of(*texts: str | None) -> list[str]:
                 if len(seen) >= MAX_TERMS_PER_MESSAGE:
                     return list(seen)
     return list(seen)
+
+
+# --- the query grammar ----------------------------------------------------------------------
+
+
+class QueryError(ValueError):
+    """The query cannot be run as written (the message says why)."""
+
+
+@dataclass(frozen=True)
+class TextQuery:
+    """``refund "order 1234" -invoice``: words, "phrases" and -exclusions (words or phrases)."""
+
+    words: tuple[str, ...] = ()
+    phrases: tuple[tuple[str, ...], ...] = ()
+    excluded: tuple[str, ...] = ()
+    excluded_phrases: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def required(self) -> list[str]:
+        """Every term a match must contain, longest (likely rarest) first: MongoDB bounds the
+        index scan by the first term of ``$all``."""
+        terms = set(self.words) | {w for p in self.phrases for w in p}
+        return sorted(terms, key=lambda t: (-len(t), t))
+
+    @property
+    def empty(self) -> bool:
+        return not (self.words or self.phrases or self.excluded or self.excluded_phrases)
+
+    @property
+    def highlighted(self) -> frozenset[str]:
+        return frozenset(self.required)
+
+
+def parse_query(q: str) -> TextQuery:
+    words: list[str] = []
+    phrases: list[tuple[str, ...]] = []
+    excluded: list[str] = []
+    excluded_phrases: list[tuple[str, ...]] = []
+    for match in _TOKEN.finditer(q):
+        negative = bool(match[1] or match[3])
+        quoted = match[2] is not None
+        parts = tuple(words_of(match[2] if quoted else match[4]))
+        if not parts:
+            continue
+        if len(parts) == 1:
+            (excluded if negative else words).append(parts[0])
+        else:
+            (excluded_phrases if negative else phrases).append(parts)
+    query = TextQuery(
+        tuple(dict.fromkeys(words)),
+        tuple(dict.fromkeys(phrases)),
+        tuple(dict.fromkeys(excluded)),
+        tuple(dict.fromkeys(excluded_phrases)),
+    )
+    if len(query.required) + len(query.excluded) > MAX_QUERY_TERMS:
+        raise QueryError(f"at most {MAX_QUERY_TERMS} words per query")
+    if any(len(t) > MAX_TERM_LENGTH for t in (*query.required, *query.excluded)):
+        raise QueryError(f"words are at most {MAX_TERM_LENGTH} characters")
+    return query
+
+
+# --- running a search -----------------------------------------------------------------------
+
+
+class Order(StrEnum):
+    RELEVANCE = "relevance"
+    NEWEST = "newest"
+
+
+@dataclass(frozen=True)
+class Filters:
+    account_id: str | None = None
+    channel: Channel | None = None
+    participant: str | None = None  # lowercased address
+    since: datetime | None = None
+    until: datetime | None = None
+    has_attachments: bool | None = None
+    hide_restricted: bool = True  # content of deleted accounts (agents may not see it)
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a page ends. Newest: the last hit's key. Relevance: the window's upper bound (the
+    newest candidate when the search began, so later arrivals do not shift pages) and the
+    offset in the ranked window."""
+
+    order: Order
+    key: tuple[datetime, PydanticObjectId] | None = None
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class Hit:
+    message: Message
+    snippet: str
+    score: float = 0.0
+
+
+@dataclass
+class Results:
+    hits: list[Hit] = field(default_factory=list)
+    next: Position | None = None
+
+
+def mongo_filter(text: TextQuery, filters: Filters) -> dict[str, Any]:
+    """The MongoDB query for the index part of a search. Every value is a plain string,
+    datetime or bool taken from parsed input: nothing a client sends becomes an operator."""
+    query: dict[str, Any] = {}
+    terms: dict[str, Any] = {}
+    if text.required:
+        terms["$all"] = text.required
+    if text.excluded:
+        terms["$nin"] = list(text.excluded)
+    if terms:
+        query["search_terms"] = terms
+    if filters.account_id is not None:
+        query["account_id"] = filters.account_id
+    if filters.channel is not None:
+        query["channel"] = filters.channel.value
+    if filters.participant is not None:
+        query["participants"] = filters.participant
+    if filters.since is not None or filters.until is not None:
+        span: dict[str, datetime] = {}
+        if filters.since is not None:
+            span["$gte"] = filters.since
+        if filters.until is not None:
+            span["$lt"] = filters.until
+        query["sent_at"] = span
+    if filters.has_attachments is not None:
+        query["has_attachments"] = filters.has_attachments
+    if filters.hide_restricted:
+        query["restricted"] = {"$ne": True}
+    return query
+
+
+async def search(
+    *, text: TextQuery, filters: Filters, order: Order, limit: int, after: Position | None
+) -> Results:
+    base = mongo_filter(text, filters)
+    if order is Order.NEWEST or not text.required:
+        return await _newest(text, base, limit=limit, after=after)
+    return await _by_relevance(text, base, limit=limit, after=after)
+
+
+def _newest_first(query: dict[str, Any]) -> Any:
+    return Message.find(query).sort(newest_first("sent_at"))
+
+
+async def _newest(
+    text: TextQuery, base: dict[str, Any], *, limit: int, after: Position | None
+) -> Results:
+    """Newest first, keyset-paginated; phrases are checked on the candidates as they stream."""
+    query = (
+        base
+        if after is None or after.key is None
+        else {"$and": [base, before("sent_at", after.key)]}
+    )
+    results = Results()
+    scanned = 0
+    last: Message | None = None
+    async for message in _newest_first(query).limit(SCAN_BUDGET):
+        scanned += 1
+        last = message
+        if not _matches_phrases(text, message):
+            continue
+        if len(results.hits) == limit:
+            previous = results.hits[-1].message
+            results.next = Position(Order.NEWEST, (previous.sent_at, previous.id))  # type: ignore[arg-type]
+            return results
+        results.hits.append(Hit(message, snippet(message, text)))
+    if scanned == SCAN_BUDGET and last is not None:  # more may match beyond the budget
+        results.next = Position(Order.NEWEST, (last.sent_at, last.id))  # type: ignore[arg-type]
+    return results
+
+
+async def _by_relevance(
+    text: TextQuery, base: dict[str, Any], *, limit: int, after: Position | None
+) -> Results:
+    upper = after.key if after is not None else None
+    query = base if upper is None else {"$and": [base, _at_or_before(upper)]}
+    window = [
+        m async for m in _newest_first(query).limit(RELEVANCE_WINDOW) if _matches_phrases(text, m)
+    ]
+    if not window:
+        return Results()
+    if upper is None:
+        assert window[0].id is not None
+        upper = (window[0].sent_at, window[0].id)
+    ranked = _rank(text, window)
+    offset = after.offset if after is not None else 0
+    page = ranked[offset : offset + limit]
+    results = Results(hits=[Hit(m, snippet(m, text), score) for score, m in page])
+    if offset + limit < len(ranked):
+        results.next = Position(Order.RELEVANCE, upper, offset + limit)
+    return results
+
+
+def _at_or_before(key: tuple[datetime, PydanticObjectId]) -> dict[str, Any]:
+    at, ident = key
+    return {"$or": [{"sent_at": {"$lt": at}}, {"sent_at": at, "_id": {"$lte": ident}}]}
+
+
+def _rank(text: TextQuery, window: list[Message]) -> list[tuple[float, Message]]:
+    """tf-idf over the window, subject words counting double."""
+    documents = [
+        (m, Counter(words_of(m.subject or "") * 2 + words_of(m.text[:20_000]))) for m in window
+    ]
+    terms = text.required
+    frequency = {t: sum(1 for _, counts in documents if counts[t]) for t in terms}
+    scored = []
+    for message, counts in documents:
+        score = sum(
+            (1 + math.log(counts[t])) * math.log(1 + len(documents) / frequency[t])
+            for t in terms
+            if counts[t]
+        )
+        scored.append((round(score, 6), message))
+    scored.sort(key=lambda pair: (-pair[0], -pair[1].sent_at.timestamp(), str(pair[1].id)))
+    return scored
+
+
+def _matches_phrases(text: TextQuery, message: Message) -> bool:
+    if not text.phrases and not text.excluded_phrases:
+        return True
+    # A separator that is no word, so that no phrase spans the subject and the body.
+    words = [*words_of(message.subject or ""), "\x00", *words_of(message.text)]
+    return all(_contains(words, p) for p in text.phrases) and not any(
+        _contains(words, p) for p in text.excluded_phrases
+    )
+
+
+def _contains(words: list[str], phrase: tuple[str, ...]) -> bool:
+    n = len(phrase)
+    first = phrase[0]
+    return any(
+        words[i] == first and tuple(words[i : i + n]) == phrase for i in range(len(words) - n + 1)
+    )
+
+
+# --- snippets -------------------------------------------------------------------------------
+
+
+def snippet(message: Message, text: TextQuery, *, width: int = SNIPPET_CHARS) -> str:
+    """HTML-escaped text around the first match, matches wrapped in ``<mark>``: safe to show
+    in a page as it is. Without a match in the body, the start of the body."""
+    body = message.text or message.subject or ""
+    wanted = text.highlighted
+    first = next((m for m in _WORD.finditer(body) if normalise(m[0]) in wanted), None)
+    start = max(0, first.start() - width // 3) if first else 0
+    if start:
+        space = body.rfind(" ", 0, start)
+        start = space + 1 if space >= start - 20 else start
+    end = min(len(body), start + width)
+    piece = body[start:end]
+    out = ["…" if start else ""]
+    position = 0
+    for match in _WORD.finditer(piece):
+        if normalise(match[0]) in wanted:
+            out.append(html.escape(piece[position : match.start()]))
+            out.append(f"<mark>{html.escape(match[0])}</mark>")
+            position = match.end()
+    out.append(html.escape(piece[position:]))
+    out.append("…" if end < len(body) else "")
+    return " ".join("".join(out).split())

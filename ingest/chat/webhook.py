@@ -15,6 +15,7 @@ from prometheus_client import Counter
 from ingest.chat.chatwoot import CHATWOOT
 from ingest.chat.formats import ChatFormat, Ignored
 from ingest.chat.generic import GENERIC
+from ingest.chat.generic import Payload as GenericPayload
 from ingest.chat.signature import BadSignature, verify
 from store.chat import ChatBatch, ChatFiled
 from store.documents import utcnow
@@ -137,14 +138,66 @@ def _json(body: bytes) -> Any:
         raise web.HTTPBadRequest(text=f"the body is not valid JSON: {exc}") from None
 
 
-def chat_routes(
-    *,
-    sources: Mapping[str, Source],
-    file_chat: FileChat,
-    max_body_bytes: int,
-    clock: Callable[[], datetime] = utcnow,
-) -> list[web.RouteDef]:
-    webhook = ChatWebhook(
-        sources=sources, file_chat=file_chat, max_body_bytes=max_body_bytes, clock=clock
-    )
-    return [web.post("/webhooks/chat/{source}", webhook.handle)]
+WEBHOOK_PATH = "/webhooks/chat/{source}"
+
+
+def openapi_path_item() -> dict[str, object]:
+    """The webhook's OpenAPI description (the app that mounts it publishes it)."""
+    schema = GenericPayload.model_json_schema(ref_template="#/components/schemas/{model}")
+    definitions = schema.pop("$defs", {})
+    for name, definition in definitions.items():  # inline them: this item stands alone
+        schema = _inline(schema, f"#/components/schemas/{name}", definition)
+    filed = {
+        "type": "object",
+        "required": ["conversation_id", "messages"],
+        "properties": {"conversation_id": {"type": "string"}, "messages": {"type": "array"}},
+    }
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    refusals = {
+        "400": "Not JSON", "401": "Missing or invalid signature, or a timestamp 5 minutes off",
+        "404": "No such source", "413": "Body too large", "422": "Invalid fields",
+        "503": "Database unavailable; retry after Retry-After seconds",
+    }  # fmt: skip
+    header = {"in": "header", "required": False, "schema": {"type": "string"}}
+    return {
+        "post": {
+            "summary": "Chat messages or a transcript from a configured source (signed)",
+            "security": [],
+            "parameters": [
+                {"name": "source", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "X-Archive-Timestamp", **header},
+                {
+                    "name": "X-Archive-Signature",
+                    **header,
+                    "description": (
+                        'sha256=<hex HMAC-SHA256(secret, "<timestamp>.<raw body>")>; '
+                        "chatwoot sources send X-Chatwoot-Timestamp / X-Chatwoot-Signature"
+                    ),
+                },
+            ],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+            "responses": {
+                "200": {"description": "All were duplicates", "content": _json_content(filed)},
+                "201": {"description": "Stored", "content": _json_content(filed)},
+                "202": {"description": "Not a message: ignored", "content": _json_content({})},
+                **{
+                    code: {"description": text, "content": problem}
+                    for code, text in refusals.items()
+                },
+            },
+        }
+    }
+
+
+def _json_content(schema: object) -> dict[str, object]:
+    return {"application/json": {"schema": schema}}
+
+
+def _inline(node: Any, ref: str, definition: object) -> Any:
+    if isinstance(node, dict):
+        if node.get("$ref") == ref:
+            return definition
+        return {k: _inline(v, ref, definition) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline(v, ref, definition) for v in node]
+    return node

@@ -1,0 +1,329 @@
+"""``GET /api/v1/openapi.json``: the API described as OpenAPI 3.1.
+
+Request parameters and bodies come from the same pydantic models the handlers validate with,
+so the description cannot drift from what is enforced.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from api.accounts import AccountBody
+from api.audit_log import AuditParams
+from api.search import SearchParams
+from api.state import OPENAPI_PATHS
+
+Json = dict[str, Any]
+REF = "#/components/schemas/{model}"
+
+
+def _schema(model: type[BaseModel], components: Json) -> Json:
+    schema = model.model_json_schema(ref_template=REF)
+    components.update(schema.pop("$defs", {}))
+    return schema
+
+
+def _query_parameters(model: type[BaseModel], components: Json) -> list[Json]:
+    schema = _schema(model, components)
+    required = set(schema.get("required", []))
+    return [
+        {"name": name, "in": "query", "required": name in required, "schema": prop}
+        for name, prop in schema["properties"].items()
+    ]
+
+
+def _path(name: str, schema: Json) -> Json:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+OBJECT_ID = {"type": "string"}  # any other string is simply not found (404)
+ACCOUNT_ID = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$"}
+
+PROBLEM = {
+    "type": "object",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+
+NULLABLE_STRING = {"type": ["string", "null"]}
+AUTHOR = {
+    "type": "object",
+    "required": ["role"],
+    "properties": {"role": {"type": "string"}, "name": NULLABLE_STRING, "email": NULLABLE_STRING},
+}
+HIT = {
+    "type": "object",
+    "required": ["message_id", "conversation_id", "channel", "sent_at", "snippet"],
+    "properties": {
+        "message_id": {"type": "string"},
+        "conversation_id": {"type": "string"},
+        "account_id": NULLABLE_STRING,
+        "channel": {"enum": ["email", "chat"]},
+        "subject": NULLABLE_STRING,
+        "author": AUTHOR,
+        "sent_at": {"type": "string", "format": "date-time"},
+        "snippet": {"type": "string", "description": "HTML-escaped; matches in <mark>"},
+    },
+}
+MESSAGE = {
+    "type": "object",
+    "required": ["id", "conversation_id", "channel", "direction", "sent_at", "text"],
+    "properties": {
+        "id": {"type": "string"},
+        "conversation_id": {"type": "string"},
+        "account_id": NULLABLE_STRING,
+        "channel": {"enum": ["email", "chat"]},
+        "direction": {"enum": ["inbound", "outbound", "internal"]},
+        "subject": NULLABLE_STRING,
+        "author": AUTHOR,
+        "sent_at": {"type": "string", "format": "date-time"},
+        "text": {"type": "string"},
+        "html": NULLABLE_STRING,
+        "attachments": {"type": "array", "items": {"type": "object"}},
+        "raw_url": NULLABLE_STRING,
+        "parse_error": NULLABLE_STRING,
+        "history": {"type": "array", "items": {"type": "object"}},
+    },
+}
+CONVERSATION = {
+    "type": "object",
+    "required": ["id", "channel", "messages"],
+    "properties": {
+        "id": {"type": "string"},
+        "channel": {"enum": ["email", "chat"]},
+        "account_id": NULLABLE_STRING,
+        "subject": NULLABLE_STRING,
+        "messages": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}},
+    },
+}
+ACCOUNT = {
+    "type": "object",
+    "required": ["id", "status", "emails", "counts", "active_holds"],
+    "properties": {
+        "id": {"type": "string"},
+        "status": {"enum": ["active", "deleted"]},
+        "emails": {"type": "array", "items": {"type": "string"}},
+        "name": NULLABLE_STRING,
+        "purge_due_at": {"type": ["string", "null"], "format": "date-time"},
+        "counts": {"type": "object"},
+        "active_holds": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+
+def _json(schema: Json) -> Json:
+    return {"application/json": {"schema": schema}}
+
+
+def _problems(*statuses: int) -> Json:
+    described = {
+        400: "The request is malformed",
+        401: "No valid API key (or webhook signature)",
+        403: "The key's role may not do this",
+        404: "Not found (or not visible to this role)",
+        409: "Conflicts with the current state",
+        413: "The body is too large",
+        415: "The body must be application/json",
+        422: "Invalid fields; `errors` names each",
+        503: "The database is unavailable; retry after Retry-After seconds",
+    }
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    return {str(s): {"description": described[s], "content": problem} for s in statuses}
+
+
+AUTHED = (401, 403, 503)
+
+
+def _operation(
+    summary: str, ok: Json, *, problems: tuple[int, ...], public: bool = False, **extra: Any
+) -> Json:
+    operation: Json = {"summary": summary, "responses": {**ok, **_problems(*problems)}, **extra}
+    if public:
+        operation["security"] = []
+    return operation
+
+
+def build_spec(extra_paths: Json | None = None) -> Json:
+    """The description; ``extra_paths`` are routes other packages add (the chat webhooks)."""
+    extra_paths = extra_paths or {}
+    components: Json = {
+        "Problem": PROBLEM,
+        "Hit": HIT,
+        "Message": MESSAGE,
+        "Conversation": CONVERSATION,
+        "Account": ACCOUNT,
+    }
+    ref = {name: {"$ref": f"#/components/schemas/{name}"} for name in components}
+    search_params = _query_parameters(SearchParams, components)
+    audit_params = _query_parameters(AuditParams, components)
+    account_body = _schema(AccountBody, components)
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    paths: Json = {
+        "/healthz": {
+            "get": _operation(
+                "Liveness",
+                {"200": {"description": "Up", "content": _json({"type": "object"})}},
+                problems=(),
+                public=True,
+            )
+        },
+        "/readyz": {
+            "get": _operation(
+                "Readiness: the database answers",
+                {"200": {"description": "Ready", "content": _json({"type": "object"})}},
+                problems=(503,),
+                public=True,
+            )
+        },
+        "/metrics": {
+            "get": _operation(
+                "Prometheus metrics",
+                {
+                    "200": {
+                        "description": "Metrics",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+                problems=(),
+                public=True,
+            )
+        },
+        "/api/v1/openapi.json": {
+            "get": _operation(
+                "This description",
+                {"200": {"description": "OpenAPI", "content": _json({"type": "object"})}},
+                problems=(),
+                public=True,
+            )
+        },
+        "/api/v1/accounts/{account_id}": {
+            "parameters": [_path("account_id", ACCOUNT_ID)],
+            "put": _operation(
+                "Register or update an account (platform); links its unlinked conversations",
+                {
+                    "200": {"description": "Updated", "content": _json(ref["Account"])},
+                    "201": {"description": "Created", "content": _json(ref["Account"])},
+                },
+                problems=(400, 415, 422, *AUTHED),
+                requestBody={"required": True, "content": _json(account_body)},
+            ),
+            "get": _operation(
+                "An account: status, emails, counts, active holds, purge due",
+                {"200": {"description": "The account", "content": _json(ref["Account"])}},
+                problems=(404, 422, *AUTHED),
+            ),
+        },
+        "/api/v1/search": {
+            "get": _operation(
+                'Full-text search over subjects and bodies (words, "phrases", -exclusions)',
+                {
+                    "200": {
+                        "description": "A page of hits",
+                        "content": _json(
+                            {
+                                "type": "object",
+                                "required": ["hits", "next_cursor"],
+                                "properties": {
+                                    "hits": {"type": "array", "items": ref["Hit"]},
+                                    "next_cursor": NULLABLE_STRING,
+                                },
+                            }
+                        ),
+                    }
+                },
+                problems=(400, 422, *AUTHED),
+                parameters=search_params,
+            )
+        },
+        "/api/v1/conversations/{conversation_id}": {
+            "get": _operation(
+                "A conversation with its messages in order",
+                {"200": {"description": "The conversation", "content": _json(ref["Conversation"])}},
+                problems=(404, *AUTHED),
+                parameters=[_path("conversation_id", OBJECT_ID)],
+            )
+        },
+        "/api/v1/messages/{message_id}": {
+            "get": _operation(
+                "A message",
+                {"200": {"description": "The message", "content": _json(ref["Message"])}},
+                problems=(404, *AUTHED),
+                parameters=[_path("message_id", OBJECT_ID)],
+            )
+        },
+        "/api/v1/messages/{message_id}/raw": {
+            "get": _operation(
+                "The original bytes of an email, byte-identical",
+                {"200": {"description": "The .eml", "content": {"message/rfc822": binary}}},
+                problems=(404, *AUTHED),
+                parameters=[_path("message_id", OBJECT_ID)],
+            )
+        },
+        "/api/v1/messages/{message_id}/attachments/{n}": {
+            "get": _operation(
+                "An attachment, as a download",
+                {"200": {"description": "The attachment", "content": {"*/*": binary}}},
+                problems=(404, *AUTHED),
+                parameters=[_path("message_id", OBJECT_ID), _path("n", {"type": "string"})],
+            )
+        },
+        "/api/v1/audit": {
+            "get": _operation(
+                "The audit trail (admin), newest first",
+                {
+                    "200": {
+                        "description": "A page of events",
+                        "content": _json(
+                            {
+                                "type": "object",
+                                "required": ["events", "next_cursor"],
+                                "properties": {
+                                    "events": {"type": "array", "items": {"type": "object"}},
+                                    "next_cursor": NULLABLE_STRING,
+                                },
+                            }
+                        ),
+                    }
+                },
+                problems=(422, *AUTHED),
+                parameters=audit_params,
+            )
+        },
+    }
+    paths.update(extra_paths)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Support Archive API",
+            "version": "1",
+            "description": "Support emails and chats, searchable, linked to accounts, deleted "
+            "on time. Errors are application/problem+json.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    return web.json_response(build_spec(request.app[OPENAPI_PATHS]))

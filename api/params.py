@@ -1,0 +1,105 @@
+"""Reading requests: validated query parameters and bodies, ids, limits and cursors.
+
+Everything a client sends goes through a pydantic model here, so a handler only ever holds
+plain strings, numbers, datetimes and enums: nothing reaches MongoDB as an operator.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Annotated, Any, TypeVar
+
+from aiohttp import web
+from beanie import PydanticObjectId
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from store.errors import NotFound
+
+M = TypeVar("M", bound=BaseModel)
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT)]
+AccountId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$")]
+_OBJECT_ID = r"^[0-9a-f]{24}$"
+
+
+class QueryModel(BaseModel):
+    """Base of query-parameter models: unknown parameters are refused, so a typo is an error
+    rather than a silently ignored filter."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BodyModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def query(request: web.Request, model: type[M]) -> M:
+    values: dict[str, str] = {}
+    for name in request.query:
+        all_values = request.query.getall(name)
+        if len(all_values) > 1:
+            raise field_error(name, "give this parameter once")
+        values[name] = all_values[0]
+    return model.model_validate(values)
+
+
+async def body(request: web.Request, model: type[M]) -> M:
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(text="send application/json")
+    raw = await request.read()
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise web.HTTPBadRequest(text=f"the body is not valid JSON: {exc}") from None
+    return model.model_validate(data)
+
+
+def object_id(request: web.Request, name: str, *, what: str) -> PydanticObjectId:
+    """A path id; one that cannot be an id is simply not found."""
+    value = request.match_info[name]
+    if len(value) != 24 or not all(c in "0123456789abcdef" for c in value):
+        raise NotFound(f"no {what} {value!r}")
+    return PydanticObjectId(value)
+
+
+def account_id(request: web.Request) -> str:
+    value = request.match_info["account_id"]
+    try:
+        return _AccountIdModel.model_validate({"account_id": value}).account_id
+    except ValidationError:
+        raise field_error("account_id", "letters, digits and . _ : @ + - (at most 128)") from None
+
+
+class _AccountIdModel(BaseModel):
+    account_id: AccountId
+
+
+def encode_cursor(position: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(position, separators=(",", ":")).encode()).decode()
+
+
+def decode_cursor(cursor: str, model: type[M]) -> M:
+    """An opaque cursor back into its position; anything that is not one we made is a 422."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return model.model_validate(data)
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise field_error("cursor", "not a cursor this API returned") from None
+
+
+def field_error(field: str, message: str) -> ValidationError:
+    return ValidationError.from_exception_data(
+        "request",
+        [
+            {
+                "type": "value_error",
+                "loc": (field,),
+                "input": None,
+                "ctx": {"error": ValueError(message)},
+            }
+        ],
+    )

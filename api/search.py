@@ -1,0 +1,92 @@
+"""``GET /api/v1/search``: full text with filters, relevance or newest first, cursor pages."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Annotated
+
+from aiohttp import web
+from beanie import PydanticObjectId
+from pydantic import AwareDatetime, BaseModel, Field
+
+from api import params, views
+from api.auth import principal_of
+from api.trail import audited
+from store.documents import Channel, Role
+from store.search import Filters, Order, Position, QueryError, parse_query, search
+
+
+class SearchParams(params.QueryModel):
+    q: Annotated[str, Field(max_length=500)] = ""
+    account_id: params.AccountId | None = None
+    channel: Channel | None = None
+    participant: Annotated[str, Field(max_length=320, pattern=r"^[^\s\x00-\x1f]+$")] | None = None
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    has_attachments: bool | None = None
+    sort: Order | None = None
+    limit: params.Limit = params.DEFAULT_LIMIT
+    cursor: Annotated[str, Field(max_length=500)] | None = None
+
+
+class CursorData(BaseModel):
+    o: Order
+    t: datetime | None = None
+    i: Annotated[str, Field(pattern=r"^[0-9a-f]{24}$")] | None = None
+    n: Annotated[int, Field(ge=0, le=10_000)] = 0
+    q: Annotated[str, Field(max_length=64)] = ""  # a fingerprint of the query it belongs to
+
+
+async def search_messages(request: web.Request) -> web.Response:
+    p = params.query(request, SearchParams)
+    try:
+        text = parse_query(p.q)
+    except QueryError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    order = p.sort or (Order.RELEVANCE if text.required else Order.NEWEST)
+    fingerprint = _fingerprint(p, order)
+    after = _position(p.cursor, fingerprint) if p.cursor else None
+    filters = Filters(
+        account_id=p.account_id,
+        channel=p.channel,
+        participant=p.participant.lower() if p.participant else None,
+        since=p.since,
+        until=p.until,
+        has_attachments=p.has_attachments,
+        hide_restricted=principal_of(request).role is Role.AGENT,
+    )
+    await audited(request, "search", query=_audit_query(p), target=_audit_target(p))
+    results = await search(text=text, filters=filters, order=order, limit=p.limit, after=after)
+    next_cursor = None
+    if results.next is not None:
+        at, ident = results.next.key if results.next.key else (None, None)
+        next_cursor = params.encode_cursor(
+            {"o": order.value, "t": at.isoformat() if at else None,
+             "i": str(ident) if ident else None, "n": results.next.offset, "q": fingerprint}
+        )  # fmt: skip
+    return web.json_response(
+        {"hits": [views.hit(h) for h in results.hits], "next_cursor": next_cursor}
+    )
+
+
+def _fingerprint(p: SearchParams, order: Order) -> str:
+    """Ties a cursor to its query: a cursor used with other parameters is refused."""
+    parts = p.model_dump(exclude={"cursor", "limit"}, mode="json") | {"sort": order.value}
+    return hashlib.sha256(repr(sorted(parts.items())).encode()).hexdigest()[:16]
+
+
+def _position(cursor: str, fingerprint: str) -> Position:
+    data = params.decode_cursor(cursor, CursorData)
+    if data.q != fingerprint:
+        raise params.field_error("cursor", "this cursor belongs to another query")
+    key = (data.t, PydanticObjectId(data.i)) if data.t and data.i else None
+    return Position(order=data.o, key=key, offset=data.n)
+
+
+def _audit_query(p: SearchParams) -> dict[str, str]:
+    return {k: str(v) for k, v in p.model_dump(exclude={"cursor"}, exclude_none=True).items()}
+
+
+def _audit_target(p: SearchParams) -> dict[str, str]:
+    return {"account_id": p.account_id} if p.account_id else {}

@@ -1,0 +1,135 @@
+"""JSON views of the documents, as the API shows them (ISO times, string ids)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from store.accounts import AccountSummary
+from store.documents import AttachmentRef, AuditEvent, Conversation, Hold, Message
+from store.search import Hit
+
+Json = dict[str, Any]
+
+
+def iso(when: datetime | None) -> str | None:
+    return when.isoformat().replace("+00:00", "Z") if when is not None else None
+
+
+def attachment(ref: AttachmentRef, n: int, message_id: str) -> Json:
+    return {
+        "n": n,
+        "filename": ref.filename,
+        "content_type": ref.content_type,
+        "size": ref.size,
+        "sha256": ref.sha256,
+        "inline": ref.inline,
+        "url": f"/api/v1/messages/{message_id}/attachments/{n}",
+    }
+
+
+def message(m: Message) -> Json:
+    ident = str(m.id)
+    return {
+        "id": ident,
+        "conversation_id": str(m.conversation_id),
+        "account_id": m.account_id,
+        "channel": m.channel.value,
+        "direction": m.direction.value,
+        "source": m.source,
+        "external_id": m.external_id,
+        "subject": m.subject,
+        "author": m.author.model_dump(),
+        "to": [a.model_dump() for a in m.to],
+        "cc": [a.model_dump() for a in m.cc],
+        "sent_at": iso(m.sent_at),
+        "collected_at": iso(m.collected_at),
+        "text": m.text,
+        "html": m.html,
+        "body_truncated": m.body_truncated,
+        "message_id_header": m.message_id_header,
+        "in_reply_to": m.in_reply_to,
+        "attachments": [attachment(a, n, ident) for n, a in enumerate(m.attachments)],
+        "raw_url": f"/api/v1/messages/{ident}/raw" if m.raw is not None else None,
+        "parse_error": m.parse_error,
+        "history": [
+            {"text": v.text, "html": v.html, "replaced_at": iso(v.replaced_at)} for v in m.history
+        ],
+    }
+
+
+def conversation(c: Conversation, messages: list[Message]) -> Json:
+    return {
+        "id": str(c.id),
+        "channel": c.channel.value,
+        "account_id": c.account_id,
+        "source": c.source,
+        "external_id": c.external_id,
+        "subject": c.subject,
+        "participants": c.participants,
+        "message_count": c.message_count,
+        "first_message_at": iso(c.first_message_at),
+        "last_message_at": iso(c.last_message_at),
+        "messages": [message(m) for m in messages],
+    }
+
+
+def hold(h: Hold) -> Json:
+    return {
+        "id": str(h.id),
+        "account_id": h.account_id,
+        "conversation_id": str(h.conversation_id) if h.conversation_id else None,
+        "kind": h.kind.value,
+        "reason": h.reason,
+        "case_ref": h.case_ref,
+        "created_by": h.created_by,
+        "created_at": iso(h.created_at),
+        "expires_at": iso(h.expires_at),
+        "released_at": iso(h.released_at),
+        "released_by": h.released_by,
+    }
+
+
+def account(summary: AccountSummary) -> Json:
+    a = summary.account
+    return {
+        "id": a.id,
+        "status": a.status.value,
+        "emails": a.emails,
+        "name": a.name,
+        "deleted_at": iso(a.deleted_at),
+        "purge_due_at": iso(a.purge_due_at),
+        "purged_at": iso(a.purged_at),
+        "counts": {"conversations": summary.conversations, "messages": summary.messages},
+        "active_holds": [hold(h) for h in summary.active_holds],
+        "created_at": iso(a.created_at),
+        "updated_at": iso(a.updated_at),
+    }
+
+
+def hit(h: Hit) -> Json:
+    m = h.message
+    return {
+        "message_id": str(m.id),
+        "conversation_id": str(m.conversation_id),
+        "account_id": m.account_id,
+        "channel": m.channel.value,
+        "subject": m.subject,
+        "author": m.author.model_dump(),
+        "sent_at": iso(m.sent_at),
+        "snippet": h.snippet,
+    }
+
+
+def audit_event(e: AuditEvent) -> Json:
+    return {
+        "id": str(e.id),
+        "at": iso(e.at),
+        "actor": e.actor,
+        "role": e.role.value if e.role else None,
+        "action": e.action,
+        "target": e.target,
+        "query": e.query,
+        "client_address": e.client_address,
+        "outcome": e.outcome,
+    }
