@@ -14,7 +14,8 @@ from store.documents import Account, utcnow
 
 Email = Annotated[
     str,
-    Field(max_length=320, pattern=r"^[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+$"),
+    # No \s: Python's and JSON Schema's (ECMA) differ, and the schema must say what we check.
+    Field(max_length=320, pattern=r"^[^@\x00-\x20\x7f-\x9f]+@[^@\x00-\x20\x7f-\x9f]+$"),
     AfterValidator(str.lower),
 ]
 

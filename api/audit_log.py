@@ -7,7 +7,7 @@ from typing import Annotated
 
 from aiohttp import web
 from beanie import PydanticObjectId
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from api import params, views
 from store.audit import audit_events
@@ -17,8 +17,8 @@ class AuditParams(params.QueryModel):
     actor: Annotated[str, Field(max_length=200)] | None = None
     action: Annotated[str, Field(max_length=100, pattern=r"^[a-z._]+$")] | None = None
     account_id: params.AccountId | None = None
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: params.IsoDatetime | None = None
+    until: params.IsoDatetime | None = None
     limit: params.Limit = params.DEFAULT_LIMIT
     cursor: Annotated[str, Field(max_length=200)] | None = None
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from api.state import ACCESS, CONFIG, PRINCIPAL
+from api.state import ACCESS, CONFIG, PRINCIPAL, Principal
 from store import audit, keys
 from store.documents import Role
 
@@ -31,12 +31,6 @@ class Access:
     @property
     def public(self) -> bool:
         return self.public_because is not None
-
-
-@dataclass(frozen=True)
-class Principal:
-    key_name: str
-    role: Role
 
 
 def add_route(
@@ -100,5 +94,4 @@ async def _authenticate(request: web.Request) -> Principal:
 
 
 def principal_of(request: web.Request) -> Principal:
-    principal: Principal = request[PRINCIPAL]
-    return principal
+    return request[PRINCIPAL]

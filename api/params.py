@@ -9,11 +9,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
 from beanie import PydanticObjectId
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from store.errors import NotFound
 
@@ -24,6 +25,16 @@ MAX_LIMIT = 100
 Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT)]
 AccountId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$")]
 _OBJECT_ID = r"^[0-9a-f]{24}$"
+
+
+def _iso_only(value: object) -> object:
+    # pydantic would read "1700000000" or "0.5" as unix time; the API promises ISO 8601.
+    if isinstance(value, str) and not re.match(r"^\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("an ISO 8601 date-time with a timezone, e.g. 2026-01-31T09:00:00Z")
+    return value
+
+
+IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_only)]
 
 
 class QueryModel(BaseModel):

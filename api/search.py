@@ -8,7 +8,7 @@ from typing import Annotated
 
 from aiohttp import web
 from beanie import PydanticObjectId
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from api import params, views
 from api.auth import principal_of
@@ -21,9 +21,11 @@ class SearchParams(params.QueryModel):
     q: Annotated[str, Field(max_length=500)] = ""
     account_id: params.AccountId | None = None
     channel: Channel | None = None
-    participant: Annotated[str, Field(max_length=320, pattern=r"^[^\s\x00-\x1f]+$")] | None = None
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    participant: (
+        Annotated[str, Field(max_length=320, pattern=r"^[^\x00-\x20\x7f-\x9f]+$")] | None
+    ) = None
+    since: params.IsoDatetime | None = None
+    until: params.IsoDatetime | None = None
     has_attachments: bool | None = None
     sort: Order | None = None
     limit: params.Limit = params.DEFAULT_LIMIT

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from store.database import Database
+from store.documents import Role
 
 if TYPE_CHECKING:
     from api.auth import Access
@@ -28,5 +29,15 @@ CONFIG = web.AppKey("config", ApiConfig)
 ACCESS = web.AppKey("access", dict[str, "Access"])
 # OpenAPI path items of routes that other packages add to the app (the chat webhooks).
 OPENAPI_PATHS = web.AppKey("openapi_paths", dict[str, dict[str, object]])
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the API key's name and role."""
+
+    key_name: str
+    role: Role
+
+
 # Set by the auth middleware on every authenticated request.
-PRINCIPAL = "archive.principal"
+PRINCIPAL = web.RequestKey("principal", Principal)

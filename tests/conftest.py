@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
+from service.serve import build_app
+from service.settings import load_settings
 from store.database import Database, open_database
+from store.documents import Role
 from store.embedded import EmbeddedMongo
+from store.keys import create_key
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +48,42 @@ async def http(database: Database) -> AsyncIterator[TestClient[web.Request, web.
 @pytest.fixture
 def data_dir() -> Path:
     return Path(__file__).parent / "data"
+
+
+# --- the API as the service builds it, with a key for every role ---------------------------
+
+WIDGET_SECRET = "widget-secret-0123456789"
+
+
+@dataclass
+class Api:
+    """A live app on a loopback port, and a token for each role."""
+
+    http: TestClient[web.Request, web.Application]
+    tokens: dict[Role, str]
+
+    def headers(self, role: Role | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
+
+    async def get(self, path: str, role: Role | None = Role.ADMIN, **kw: Any) -> ClientResponse:
+        return await self.http.get(path, headers=self.headers(role), **kw)
+
+    async def put(self, path: str, role: Role | None = Role.ADMIN, **kw: Any) -> ClientResponse:
+        return await self.http.put(path, headers=self.headers(role), **kw)
+
+    async def post(self, path: str, role: Role | None = Role.ADMIN, **kw: Any) -> ClientResponse:
+        return await self.http.post(path, headers=self.headers(role), **kw)
+
+    async def delete(self, path: str, role: Role | None = Role.ADMIN, **kw: Any) -> ClientResponse:
+        return await self.http.delete(path, headers=self.headers(role), **kw)
+
+
+@pytest.fixture
+async def api(database: Database) -> AsyncIterator[Api]:
+    settings = load_settings(
+        webhook_sources=[f"widget:generic:{WIDGET_SECRET}"],
+        audit_max_age=timedelta(days=30),
+    )
+    tokens = {role: (await create_key(name=f"{role}-key", role=role))[1] for role in Role}
+    async with TestClient(TestServer(build_app(settings, database))) as client:
+        yield Api(client, tokens)

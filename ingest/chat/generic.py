@@ -17,7 +17,7 @@ from store.messages import NewAttachment
 Id = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
 Email = Annotated[
     str,
-    Field(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$"),
+    Field(max_length=320, pattern=r"^[^@\x00-\x20\x7f-\x9f]+@[^@\x00-\x20\x7f-\x9f]+$"),
     AfterValidator(lambda v: v.lower()),
 ]
 Text = Annotated[str, Field(max_length=1_000_000)]

@@ -143,10 +143,8 @@ WEBHOOK_PATH = "/webhooks/chat/{source}"
 
 def openapi_path_item() -> dict[str, object]:
     """The webhook's OpenAPI description (the app that mounts it publishes it)."""
-    schema = GenericPayload.model_json_schema(ref_template="#/components/schemas/{model}")
-    definitions = schema.pop("$defs", {})
-    for name, definition in definitions.items():  # inline them: this item stands alone
-        schema = _inline(schema, f"#/components/schemas/{name}", definition)
+    schema = GenericPayload.model_json_schema(ref_template="{model}")
+    schema = _inline(schema, schema.pop("$defs", {}))  # this item stands alone: no refs
     filed = {
         "type": "object",
         "required": ["conversation_id", "messages"],
@@ -193,11 +191,12 @@ def _json_content(schema: object) -> dict[str, object]:
     return {"application/json": {"schema": schema}}
 
 
-def _inline(node: Any, ref: str, definition: object) -> Any:
+def _inline(node: Any, definitions: dict[str, Any]) -> Any:
+    """``node`` with every ``$ref`` replaced by its definition (the models have no cycles)."""
     if isinstance(node, dict):
-        if node.get("$ref") == ref:
-            return definition
-        return {k: _inline(v, ref, definition) for k, v in node.items()}
+        if "$ref" in node:
+            return _inline(definitions[node["$ref"]], definitions)
+        return {k: _inline(v, definitions) for k, v in node.items()}
     if isinstance(node, list):
-        return [_inline(v, ref, definition) for v in node]
+        return [_inline(v, definitions) for v in node]
     return node

@@ -1,0 +1,104 @@
+"""Who may call what: every route against every role, and routes that forgot to say."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.auth import access_of
+from store.documents import Role
+from store.keys import revoke_key
+from tests.conftest import Api
+from tests.factories import email
+
+A, P, C, D = Role.AGENT, Role.PLATFORM, Role.COMPLIANCE, Role.ADMIN
+
+# (method, path, roles that may) — a message id, "{m}", is filled in by the test.
+MATRIX = [
+    ("GET", "/api/v1/search?q=refund", {A, C, D}),
+    ("GET", "/api/v1/messages/{m}", {A, C, D}),
+    ("GET", "/api/v1/messages/{m}/raw", {A, C, D}),
+    ("GET", "/api/v1/messages/{m}/attachments/0", {A, C, D}),
+    ("GET", "/api/v1/conversations/{c}", {A, C, D}),
+    ("GET", "/api/v1/accounts/acct-1", {A, P, C, D}),
+    ("PUT", "/api/v1/accounts/acct-1", {P, D}),
+    ("GET", "/api/v1/audit", {D}),
+]
+
+
+@pytest.fixture
+async def ids(api: Api) -> dict[str, str]:
+    message = await email(account_id="acct-1", attachments=[("a.txt", "text/plain", b"attached")])
+    return {"m": str(message.id), "c": str(message.conversation_id)}
+
+
+async def call(api: Api, method: str, path: str, role: Role | None, token: str | None = None):  # type: ignore[no-untyped-def]
+    headers = {"Authorization": f"Bearer {token}"} if token else api.headers(role)
+    body = {"json": {"emails": ["ann@example.com"]}} if method == "PUT" else {}
+    return await api.http.request(method, path, headers=headers, **body)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"), MATRIX, ids=[f"{m} {p}" for m, p, _ in MATRIX]
+)
+async def test_every_route_answers_each_role_as_declared(
+    api: Api, ids: dict[str, str], method: str, path: str, allowed: set[Role]
+) -> None:
+    url = path.format(**ids)
+    for role in Role:
+        response = await call(api, method, url, role)
+        expected = "2xx" if role in allowed else "403"
+        got = "2xx" if 200 <= response.status < 300 else str(response.status)
+        assert got == expected, f"{role} on {method} {url}: {response.status}"
+    for token in (None, "sa_wrong_token", "not-even-a-token"):
+        response = await call(api, method, url, None, token)
+        assert response.status == 401
+        assert response.content_type == "application/problem+json"
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+async def test_the_matrix_covers_every_api_route(api: Api) -> None:
+    declared = {
+        (
+            m,
+            p.split("?")[0]
+            .replace("{m}", "{message_id}")
+            .replace("{c}", "{conversation_id}")
+            .replace("acct-1", "{account_id}")
+            .replace("/0", "/{n}"),
+        )
+        for m, p, _ in MATRIX
+    }
+    routes = {
+        (route.method, route.resource.canonical)
+        for route in api.http.app.router.routes()
+        if route.resource is not None and route.resource.canonical.startswith("/api/v1")
+        and route.method != "HEAD"
+    }  # fmt: skip
+    routes.discard(("GET", "/api/v1/openapi.json"))
+    assert routes == declared
+
+
+async def test_every_route_declares_who_may_call_it(api: Api) -> None:
+    for route in api.http.app.router.routes():
+        if route.method == "HEAD":
+            continue
+        access = access_of(api.http.app, route)
+        assert access is not None, f"{route.method} {route.resource} declares no access"
+        assert access.roles or access.public_because
+
+
+async def test_a_revoked_key_is_refused(api: Api) -> None:
+    assert (await api.get("/api/v1/audit", Role.ADMIN)).status == 200
+    await revoke_key(name="admin-key")
+    assert (await api.get("/api/v1/audit", Role.ADMIN)).status == 401
+
+
+async def test_public_routes_need_no_key(api: Api) -> None:
+    for path in ("/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"):
+        assert (await api.get(path, None)).status == 200, path
+
+
+async def test_a_wrong_role_is_recorded_in_the_audit_trail(api: Api) -> None:
+    assert (await api.get("/api/v1/audit", Role.AGENT)).status == 403
+    events = (await (await api.get("/api/v1/audit?action=denied")).json())["events"]
+    assert [(e["actor"], e["outcome"]) for e in events] == [("agent-key", 403)]

@@ -1,0 +1,82 @@
+"""Accounts over the API: the platform registers them; unlinked conversations follow."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from store.accounts import mark_deleted
+from store.documents import Hold, HoldKind, Role, utcnow
+from tests.conftest import Api
+from tests.factories import email
+
+
+async def test_registering_an_account_is_201_then_200(api: Api) -> None:
+    body = {"emails": ["Ann@Example.com", "ann.work@example.org"], "name": "Ann"}
+    created = await api.put("/api/v1/accounts/acct-ann", Role.PLATFORM, json=body)
+    assert created.status == 201
+    account = await created.json()
+    assert account["emails"] == ["ann.work@example.org", "ann@example.com"]
+    assert account["status"] == "active"
+    again = await api.put("/api/v1/accounts/acct-ann", Role.PLATFORM, json={"emails": []})
+    assert again.status == 200
+    assert (await again.json())["emails"] == []
+
+
+async def test_registration_links_the_unlinked_conversations_of_its_emails(api: Api) -> None:
+    message = await email()
+    assert message.account_id is None
+    await api.put("/api/v1/accounts/acct-ann", Role.PLATFORM, json={"emails": ["ann@example.com"]})
+    account = await (await api.get("/api/v1/accounts/acct-ann", Role.AGENT)).json()
+    assert account["counts"] == {"conversations": 1, "messages": 1}
+
+
+async def test_an_account_shows_its_active_holds_and_purge_due(api: Api) -> None:
+    message = await email(account_id="acct-9")
+    await Hold(
+        conversation_id=message.conversation_id, kind=HoldKind.DISPUTE, reason="chargeback",
+        created_by="legal",
+    ).insert()  # fmt: skip
+    await Hold(
+        account_id="acct-9", kind=HoldKind.DISPUTE, reason="over", created_by="legal",
+        released_at=utcnow(),
+    ).insert()  # fmt: skip
+    await mark_deleted(account_id="acct-9", deleted_at=utcnow(), grace=timedelta(days=180))
+    account = await (await api.get("/api/v1/accounts/acct-9", Role.COMPLIANCE)).json()
+    assert account["status"] == "deleted"
+    assert account["purge_due_at"] is not None
+    assert [h["reason"] for h in account["active_holds"]] == ["chargeback"]
+
+
+async def test_an_unknown_account_is_404(api: Api) -> None:
+    response = await api.get("/api/v1/accounts/nobody")
+    assert response.status == 404
+    assert response.content_type == "application/problem+json"
+
+
+async def test_invalid_account_bodies_are_422_naming_the_field(api: Api) -> None:
+    for body, field in [
+        ({"emails": ["not-an-email"]}, "emails[0]"),
+        ({"emails": "ann@example.com"}, "emails"),
+        ({"emails": [], "extra": 1}, "extra"),
+        ({"emails": {"$ne": None}}, "emails"),
+    ]:
+        response = await api.put("/api/v1/accounts/acct-x", Role.PLATFORM, json=body)
+        assert response.status == 422, body
+        assert field in {e["field"] for e in (await response.json())["errors"]}
+
+
+async def test_an_account_id_with_operators_or_slashes_is_refused(api: Api) -> None:
+    for bad in ("%24where", "..%2F..%2Fetc", "a%00b", "x" * 200):
+        response = await api.put(f"/api/v1/accounts/{bad}", Role.PLATFORM, json={"emails": []})
+        assert response.status in (404, 422), bad
+
+
+async def test_a_body_that_is_not_json_is_400_or_415(api: Api) -> None:
+    url = "/api/v1/accounts/acct-x"
+    assert (await api.put(url, Role.PLATFORM, data=b"{")).status == 415
+    response = await api.http.put(
+        url,
+        data=b"{nope",
+        headers={**api.headers(Role.PLATFORM), "Content-Type": "application/json"},
+    )
+    assert response.status == 400
