@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api import accounts, audit_log, health, metrics, openapi, reading, search
+from api import accounts, audit_log, health, metrics, openapi, reading, retention, search
 from api.auth import (
     ADMIN_ONLY,
     AGENT_UP,
     ANY_ROLE,
+    COMPLIANCE_UP,
     PLATFORM_UP,
     add_route,
     auth_middleware,
@@ -51,4 +52,18 @@ def create_app(*, database: Database, config: ApiConfig | None = None) -> web.Ap
     add_route(app, "GET", f"{message}/raw", reading.get_raw, roles=AGENT_UP)
     add_route(app, "GET", f"{message}/attachments/{{n}}", reading.get_attachment, roles=AGENT_UP)
     add_route(app, "GET", f"{V1}/audit", audit_log.get_audit, roles=ADMIN_ONLY)
+
+    deletion = f"{V1}/accounts/{{account_id}}/deletion"
+    add_route(app, "POST", deletion, retention.delete_account, roles=PLATFORM_UP)
+    add_route(app, "DELETE", deletion, retention.restore_account, roles=PLATFORM_UP)
+    erasure = f"{V1}/accounts/{{account_id}}/erasure"
+    add_route(app, "POST", erasure, retention.erase_account, roles=COMPLIANCE_UP)
+    add_route(app, "POST", f"{V1}/holds", retention.create_hold, roles=COMPLIANCE_UP)
+    add_route(app, "GET", f"{V1}/holds", retention.list_holds, roles=COMPLIANCE_UP)
+    release = f"{V1}/holds/{{hold_id}}/release"
+    add_route(app, "POST", release, retention.release_hold, roles=COMPLIANCE_UP)
+    forecast = f"{V1}/retention/forecast"
+    add_route(app, "GET", forecast, retention.get_forecast, roles=COMPLIANCE_UP)
+    records = f"{V1}/purge-records"
+    add_route(app, "GET", records, retention.get_purge_records, roles=COMPLIANCE_UP)
     return app

@@ -147,7 +147,8 @@ def _problems(*statuses: int) -> Json:
     return {str(s): {"description": described[s], "content": problem} for s in statuses}
 
 
-AUTHED = (401, 403, 503)
+# Every authenticated operation may answer these (a bad body or id, no key, wrong role, no db).
+AUTHED = (400, 401, 403, 422, 503)
 
 
 def _operation(
@@ -157,6 +158,85 @@ def _operation(
     if public:
         operation["security"] = []
     return operation
+
+
+HOLD = {
+    "type": "object",
+    "required": ["id", "kind", "reason", "created_by", "created_at"],
+    "properties": {
+        "id": {"type": "string"},
+        "account_id": NULLABLE_STRING,
+        "conversation_id": NULLABLE_STRING,
+        "kind": {"enum": ["dispute", "criminal_investigation", "legal_obligation"]},
+        "reason": {"type": "string"},
+        "case_ref": NULLABLE_STRING,
+        "created_by": {"type": "string"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "expires_at": {"type": ["string", "null"], "format": "date-time"},
+        "released_at": {"type": ["string", "null"], "format": "date-time"},
+    },
+}
+
+
+def _retention_paths(components: Json) -> Json:
+    from api.retention import (
+        DeletionBody,
+        HoldBody,
+        HoldsParams,
+        PurgeRecordParams,
+        ReleaseBody,
+    )
+
+    account = {"$ref": "#/components/schemas/Account"}
+    hold = HOLD
+    account_param = [_path("account_id", ACCOUNT_ID)]
+    optional_body = {
+        "deletion": {"required": False, "content": _json(_schema(DeletionBody, components))},
+        "release": {"required": False, "content": _json(_schema(ReleaseBody, components))},
+    }
+    return {
+        "/api/v1/accounts/{account_id}/deletion": {
+            "parameters": account_param,
+            "post": _operation(
+                "The account was deleted: purge its content by deleted_at + grace",
+                {"200": {"description": "Marked deleted", "content": _json(account)}},
+                problems=(404, 415, *AUTHED), requestBody=optional_body["deletion"]),
+            "delete": _operation(
+                "Restore: cancel the deletion before the purge",
+                {"200": {"description": "Restored", "content": _json(account)}},
+                problems=(404, *AUTHED)),
+        },
+        "/api/v1/accounts/{account_id}/erasure": {"post": _operation(
+            "Erasure request: the account's content is due now (holds apply)",
+            {"202": {"description": "Due now", "content": _json(account)}},
+            problems=(404, *AUTHED), parameters=account_param)},
+        "/api/v1/holds": {
+            "post": _operation(
+                "Place a hold on an account or a conversation",
+                {"201": {"description": "Placed", "content": _json(hold)}},
+                problems=(404, 415, *AUTHED),
+                requestBody={"required": True, "content": _json(_schema(HoldBody, components))}),
+            "get": _operation(
+                "Holds, newest first",
+                {"200": {"description": "Holds", "content": _json({
+                    "type": "object",
+                    "properties": {"holds": {"type": "array", "items": hold}}})}},
+                problems=AUTHED, parameters=_query_parameters(HoldsParams, components)),
+        },
+        "/api/v1/holds/{hold_id}/release": {"post": _operation(
+            "Release a hold: overdue content becomes due at once",
+            {"200": {"description": "Released", "content": _json(hold)}},
+            problems=(404, 409, 415, *AUTHED), parameters=[_path("hold_id", OBJECT_ID)],
+            requestBody=optional_body["release"])},
+        "/api/v1/retention/forecast": {"get": _operation(
+            "What will be purged when, and what holds block",
+            {"200": {"description": "Forecast", "content": _json({"type": "object"})}},
+            problems=AUTHED)},
+        "/api/v1/purge-records": {"get": _operation(
+            "Whether and when an account's content was purged (no personal data)",
+            {"200": {"description": "Records", "content": _json({"type": "object"})}},
+            problems=AUTHED, parameters=_query_parameters(PurgeRecordParams, components))},
+    }  # fmt: skip
 
 
 def build_spec(extra_paths: Json | None = None) -> Json:
@@ -220,13 +300,13 @@ def build_spec(extra_paths: Json | None = None) -> Json:
                     "200": {"description": "Updated", "content": _json(ref["Account"])},
                     "201": {"description": "Created", "content": _json(ref["Account"])},
                 },
-                problems=(400, 415, 422, *AUTHED),
+                problems=(415, *AUTHED),
                 requestBody={"required": True, "content": _json(account_body)},
             ),
             "get": _operation(
                 "An account: status, emails, counts, active holds, purge due",
                 {"200": {"description": "The account", "content": _json(ref["Account"])}},
-                problems=(404, 422, *AUTHED),
+                problems=(404, *AUTHED),
             ),
         },
         "/api/v1/search": {
@@ -247,7 +327,7 @@ def build_spec(extra_paths: Json | None = None) -> Json:
                         ),
                     }
                 },
-                problems=(400, 422, *AUTHED),
+                problems=AUTHED,
                 parameters=search_params,
             )
         },
@@ -301,10 +381,11 @@ def build_spec(extra_paths: Json | None = None) -> Json:
                         ),
                     }
                 },
-                problems=(422, *AUTHED),
+                problems=AUTHED,
                 parameters=audit_params,
             )
         },
+        **_retention_paths(components),
     }
     paths.update(extra_paths)
     return {

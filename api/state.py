@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -10,6 +10,7 @@ from aiohttp import web
 
 from store.database import Database
 from store.documents import Role
+from store.retention import RetentionPolicy
 
 if TYPE_CHECKING:
     from api.auth import Access
@@ -21,7 +22,12 @@ class ApiConfig:
 
     max_body_bytes: int = 10 * 1024 * 1024
     audit_max_age: timedelta = timedelta(days=395)
-    retention_grace: timedelta = timedelta(days=180)
+    # The service passes the configured policy; this default serves tests of the bare app.
+    retention: RetentionPolicy = field(
+        default_factory=lambda: RetentionPolicy(
+            grace=timedelta(days=180), max_age=timedelta(days=1095), secret_key=b"test-only"
+        )
+    )
 
 
 DATABASE = web.AppKey("database", Database)

@@ -6,7 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from store.accounts import AccountSummary
-from store.documents import AttachmentRef, AuditEvent, Conversation, Hold, Message
+from store.documents import AttachmentRef, AuditEvent, Conversation, Hold, Message, PurgeRecord
+from store.retention import ForecastItem
 from store.search import Hit
 
 Json = dict[str, Any]
@@ -132,4 +133,27 @@ def audit_event(e: AuditEvent) -> Json:
         "query": e.query,
         "client_address": e.client_address,
         "outcome": e.outcome,
+    }
+
+
+def forecast_item(item: ForecastItem) -> Json:
+    return {
+        "rule": item.rule.value,
+        "due_at": iso(item.due_at),
+        "account_id": item.account_id,
+        "messages": item.messages,
+        "held_messages": item.held_messages,
+        "blocked_by_holds": item.blocked_by,
+    }
+
+
+def purge_record(r: PurgeRecord) -> Json:
+    """A purge record as proof: times, rule and counts; no personal data."""
+    return {
+        "id": str(r.id),
+        "rule": r.rule.value,
+        "due_at": iso(r.due_at),
+        "started_at": iso(r.started_at),
+        "done_at": iso(r.done_at),
+        "counts": r.counts.model_dump(),
     }

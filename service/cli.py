@@ -28,7 +28,7 @@ Command = Callable[[Settings, argparse.Namespace], int]
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    roles = Roles(http=not args.no_http, smtp=not args.no_smtp)
+    roles = Roles(http=not args.no_http, smtp=not args.no_smtp, scheduler=not args.no_scheduler)
     asyncio.run(serve(settings, roles))
     return 0
 
@@ -75,6 +75,31 @@ def _keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _purge(settings: Settings, args: argparse.Namespace) -> int:
+    if args.dry_run:
+        items = asyncio.run(commands.forecast(settings))
+        print(f"{'DUE':<17} {'RULE':<17} {'ACCOUNT':<24} {'MESSAGES':>9} {'HELD':>6}  BLOCKED BY")
+        for item in items:
+            print(
+                f"{_when(item.due_at):<17} {item.rule:<17} {item.account_id or '-':<24} "
+                f"{item.messages:>9} {item.held_messages:>6}  {', '.join(item.blocked_by) or '-'}"
+            )
+        if not items:
+            print("nothing is due or scheduled for purging")
+        return 0
+    report = asyncio.run(commands.sweep_once(settings))
+    if report is None:
+        print("support-archive: a sweep is running in another process; try again later",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
+    print(
+        f"purged {report.messages} messages, {report.conversations} conversations, "
+        f"{report.blobs} blobs ({report.bytes} bytes); {report.accounts_purged} accounts done, "
+        f"{report.accounts_blocked} blocked by holds; {report.seconds:.2f}s"
+    )
+    return 0
+
+
 def _when(at: datetime | None) -> str:
     return at.strftime("%Y-%m-%d %H:%M") if at else "-"
 
@@ -97,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve_cmd.add_argument("--no-http", action="store_true", help="do not serve the HTTP API")
     serve_cmd.add_argument("--no-smtp", action="store_true", help="do not accept mail over SMTP")
+    serve_cmd.add_argument(
+        "--no-scheduler", action="store_true", help="do not run purge sweeps (another process does)"
+    )
     serve_cmd.set_defaults(run=_serve)
 
     import_cmd = subcommands.add_parser(
@@ -130,6 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke", help="revoke a key by name")
     revoke.add_argument("name")
     revoke.set_defaults(run=_keys_revoke)
+
+    purge = subcommands.add_parser(
+        "purge",
+        help="run one purge sweep now (--dry-run: show what is due when, and what holds block)",
+        description="A sweep purges deleted accounts past their deadline and content past the "
+        "maximum age, never anything a hold covers. serve runs one every "
+        "ARCHIVE_PURGE_INTERVAL; this runs one now, under the same lease.",
+    )
+    purge.add_argument("--dry-run", action="store_true", help="print the forecast; delete nothing")
+    purge.set_defaults(run=_purge)
     return parser
 
 

@@ -10,10 +10,11 @@ from tqdm import tqdm
 
 from ingest.mailbox import ImportReport, MailboxKind, import_messages, open_mailbox, raw_messages
 from ingest.mime import SupportSide
-from service.serve import database_from
+from scheduler.jobs import Jobs
+from service.serve import database_from, retention_policy
 from service.settings import Settings
-from store import keys
-from store.documents import ApiKey, Role
+from store import keys, retention
+from store.documents import ApiKey, Role, utcnow
 from store.messages import file_email
 
 
@@ -52,3 +53,19 @@ async def list_keys(settings: Settings) -> list[ApiKey]:
 async def revoke_key(settings: Settings, *, name: str) -> ApiKey:
     async with database_from(settings, share=True):
         return await keys.revoke_key(name=name)
+
+
+async def forecast(settings: Settings) -> list[retention.ForecastItem]:
+    async with database_from(settings, share=True):
+        return await retention.forecast(now=utcnow(), policy=retention_policy(settings))
+
+
+async def sweep_once(settings: Settings) -> retention.SweepReport | None:
+    """One sweep now, under the same lease as ``serve``'s scheduler (None: another holds it)."""
+    async with database_from(settings, share=True) as database:
+        jobs = Jobs(database=database, policy=retention_policy(settings),
+                    interval=settings.purge_interval, holder="cli")  # fmt: skip
+        try:
+            return await jobs.purge_sweep()
+        finally:
+            await jobs.stop()

@@ -23,6 +23,8 @@ from ingest.chat.webhook import (
 )
 from ingest.mime import SupportSide
 from ingest.smtp import ArchiveHandler, networks, smtp_server, tls_context
+from scheduler.jobs import Jobs
+from scheduler.runner import scheduler
 from service.settings import Environment, Settings
 from store import keys
 from store.chat import file_chat
@@ -31,6 +33,7 @@ from store.documents import Role
 from store.embedded import EmbeddedMongo, running_embedded_uri
 from store.errors import Conflict
 from store.messages import file_email
+from store.retention import RetentionPolicy
 
 log = logging.getLogger("archive.service")
 
@@ -42,6 +45,7 @@ SHUTDOWN_GRACE_SECONDS = 30.0
 class Roles:
     http: bool = True
     smtp: bool = True
+    scheduler: bool = True
 
 
 @asynccontextmanager
@@ -78,7 +82,7 @@ def build_app(settings: Settings, database: Database) -> web.Application:
     config = ApiConfig(
         max_body_bytes=settings.webhook_max_body_bytes,
         audit_max_age=settings.audit_max_age,
-        retention_grace=settings.retention_grace,
+        retention=retention_policy(settings),
     )
     app = create_app(database=database, config=config)
     webhook = ChatWebhook(
@@ -114,6 +118,14 @@ async def http_server(app: web.Application, *, host: str, port: int) -> AsyncIte
     finally:
         await runner.cleanup()
         log.info("HTTP API stopped")
+
+
+def retention_policy(settings: Settings) -> RetentionPolicy:
+    return RetentionPolicy(
+        grace=settings.retention_grace,
+        max_age=settings.retention_max_age,
+        secret_key=settings.resolved_secret_key(),
+    )
 
 
 async def first_admin_key(settings: Settings) -> None:
@@ -176,6 +188,10 @@ async def serve(settings: Settings, roles: Roles, *, stop: asyncio.Event | None 
                         shutdown_grace=SHUTDOWN_GRACE_SECONDS,
                     )
                 )
+            if roles.scheduler:
+                jobs = Jobs(database=database, policy=retention_policy(settings),
+                            interval=settings.purge_interval)  # fmt: skip
+                await stack.enter_async_context(scheduler(jobs))
             log.info("ready; press Ctrl-C to stop")
             await stop.wait()
             log.info("shutting down: no new connections, finishing what is in flight")

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from store.documents import Account, AccountStatus, Conversation, Hold, Message, utcnow
 from store.errors import NotFound
+from store.holds import active_holds_query
 
 
 class _IdOnly(BaseModel):
@@ -117,6 +118,20 @@ async def mark_deleted(*, account_id: str, deleted_at: datetime, grace: timedelt
     return await _get(account_id)
 
 
+async def request_erasure(*, account_id: str, now: datetime) -> Account:
+    """The customer asked for erasure: everything of the account is due now (holds apply)."""
+    account = await _get(account_id)
+    await Account.get_pymongo_collection().update_one(
+        {"_id": account_id},
+        {"$set": {
+            "status": AccountStatus.DELETED.value, "deleted_at": account.deleted_at or now,
+            "erasure_requested_at": now, "purge_due_at": now, "updated_at": now,
+        }},
+    )  # fmt: skip
+    await _set_restricted(account_id, True)
+    return await _get(account_id)
+
+
 async def restore(*, account_id: str) -> Account:
     """Cancel a deletion (before the purge): the content is the account's again, and visible."""
     account = await _get(account_id)
@@ -152,14 +167,6 @@ class AccountSummary:
     conversations: int
     messages: int
     active_holds: list[Hold]
-
-
-def active_holds_query(now: datetime) -> dict[str, object]:
-    """Holds in force at ``now``: not released, not expired."""
-    return {
-        "released_at": None,
-        "$or": [{"expires_at": None}, {"expires_at": {"$gt": now}}],
-    }
 
 
 async def account_summary(*, account_id: str, now: datetime) -> AccountSummary:

@@ -86,6 +86,9 @@ class Account(Document):
     purged_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    # Written by hold creation and by every purge batch in their transactions, so that the two
+    # conflict: a hold placed while a sweep runs is seen before anything it covers is deleted.
+    guard: int = 0
 
     class Settings:
         name = "accounts"
@@ -119,6 +122,7 @@ class Conversation(Document):
     first_message_at: datetime | None = None
     last_message_at: datetime | None = None
     collected_at: datetime = Field(default_factory=utcnow)
+    guard: int = 0  # see Account.guard
 
     class Settings:
         name = "conversations"
@@ -334,6 +338,9 @@ class PurgeRecord(Document):
     """Proof of one deletion, without personal data: the account appears only as an HMAC."""
 
     subject_hmac: str | None = None  # HMAC-SHA256(secret key, account id); None for unlinked
+    # The HMACs of every account whose content this purge removed (one for an account's
+    # deletion; several for a max-age purge): what "was X purged?" looks up.
+    subjects: list[str] = Field(default_factory=list)
     rule: PurgeRule
     due_at: datetime
     started_at: datetime
@@ -341,12 +348,20 @@ class PurgeRecord(Document):
     counts: PurgeCounts = Field(default_factory=PurgeCounts)
     # Unique per purge so that two sweepers can never write two records for one purge.
     purge_key: str
+    # Blobs that deleted messages referenced and that are still to be checked: a sweep killed
+    # between deleting messages and their blobs leaves them here for the next one.
+    pending_blobs: list[str] = Field(default_factory=list)
 
     class Settings:
         name = "purge_records"
         indexes = [
             IndexModel([("purge_key", ASCENDING)], name="purge_key", unique=True),
-            IndexModel([("subject_hmac", ASCENDING), ("done_at", DESCENDING)], name="subject"),
+            IndexModel([("subjects", ASCENDING), ("started_at", DESCENDING)], name="subject"),
+            IndexModel(
+                [("done_at", ASCENDING)],
+                name="unfinished",
+                partialFilterExpression={"done_at": None},
+            ),
             IndexModel([("done_at", DESCENDING)], name="done_at"),
         ]
 

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
 from service.serve import build_app
-from service.settings import load_settings
+from service.settings import Settings, load_settings
 from store.database import Database, open_database
 from store.documents import Role
 from store.embedded import EmbeddedMongo
@@ -61,6 +61,7 @@ class Api:
 
     http: TestClient[web.Request, web.Application]
     tokens: dict[Role, str]
+    settings: Settings
 
     def headers(self, role: Role | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
@@ -83,7 +84,8 @@ async def api(database: Database) -> AsyncIterator[Api]:
     settings = load_settings(
         webhook_sources=[f"widget:generic:{WIDGET_SECRET}"],
         audit_max_age=timedelta(days=30),
+        secret_key="test-secret-key-0123456789abcdef0123456789",
     )
     tokens = {role: (await create_key(name=f"{role}-key", role=role))[1] for role in Role}
     async with TestClient(TestServer(build_app(settings, database))) as client:
-        yield Api(client, tokens)
+        yield Api(client, tokens, settings)

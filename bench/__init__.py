@@ -1,0 +1,1 @@
+"""Benchmarks: measured against ceilings in the same run (see bench/README.md)."""

@@ -1,0 +1,115 @@
+"""The scheduled jobs: the purge sweep (under a lease) and daily housekeeping."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import wraps
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from store import lease
+from store.database import Database
+from store.documents import utcnow
+from store.housekeeping import remove_orphans
+from store.retention import RetentionPolicy, SweepReport, sweep
+
+log = logging.getLogger("archive.purge")
+
+JOB_RUNS = Counter("archive_job_runs_total", "Scheduled job runs", ["job", "outcome"])
+JOB_SECONDS = Histogram("archive_job_seconds", "Scheduled job duration", ["job"])
+PURGED = Counter("archive_purged_total", "What purges removed", ["kind"])
+LATENESS = Gauge(
+    "archive_purge_lateness_seconds",
+    "How far past due the most overdue purgeable item was at the last sweep (keep < interval)",
+)
+
+SWEEP_LEASE = "purge-sweep"
+
+Job = Callable[[], Awaitable[Any]]
+
+
+def guarded(name: str) -> Callable[[Job], Job]:
+    """Log, count and time a job; a failure is reported and never stops the scheduler."""
+
+    def wrap(job: Job) -> Job:
+        @wraps(job)
+        async def run() -> Any:
+            started = time.perf_counter()
+            try:
+                result = await job()
+            except Exception:
+                JOB_RUNS.labels(name, "failed").inc()
+                log.exception("job %s failed; it runs again at its next time", name)
+                return None
+            finally:
+                JOB_SECONDS.labels(name).observe(time.perf_counter() - started)
+            JOB_RUNS.labels(name, "ok").inc()
+            return result
+
+        return run
+
+    return wrap
+
+
+@dataclass
+class Jobs:
+    """The jobs of one ``serve`` process, sharing its database and clock."""
+
+    database: Database
+    policy: RetentionPolicy
+    interval: timedelta
+    clock: Callable[[], datetime] = utcnow
+    holder: str = field(default_factory=lambda: f"serve-{uuid.uuid4().hex[:12]}")
+    # Held while a job runs, so that a shutdown can wait for the job in flight.
+    busy: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def purge_sweep(self) -> SweepReport | None:
+        """One sweep, if this process holds the lease (renewed between batches)."""
+        async with self.busy:
+            return await self._sweep()
+
+    async def _sweep(self) -> SweepReport | None:
+        now = self.clock()
+        ttl = max(self.interval * 3, timedelta(seconds=30))
+        if not await lease.acquire(name=SWEEP_LEASE, holder=self.holder, now=now, ttl=ttl):
+            log.debug("another process holds the purge lease")
+            return None
+
+        async def renew() -> None:
+            if not await lease.acquire(
+                name=SWEEP_LEASE, holder=self.holder, now=self.clock(), ttl=ttl
+            ):
+                raise LeaseLost(SWEEP_LEASE)
+
+        report = await sweep(self.database, now=now, policy=self.policy, before_batch=renew)
+        PURGED.labels("messages").inc(report.messages)
+        PURGED.labels("conversations").inc(report.conversations)
+        PURGED.labels("blobs").inc(report.blobs)
+        PURGED.labels("accounts").inc(report.accounts_purged)
+        LATENESS.set(report.lateness_seconds)
+        return report
+
+    async def housekeeping(self) -> None:
+        async with self.busy:
+            removed = await remove_orphans(quiet_period=self.policy.blob_quiet_period)
+        if removed:
+            log.info("housekeeping removed %d orphan blobs/chunks", removed)
+
+    async def stop(self, *, grace: float = 30.0) -> None:
+        """Wait for the job in flight (at most ``grace`` seconds), then give up the lease."""
+        try:
+            await asyncio.wait_for(self.busy.acquire(), grace)
+        except TimeoutError:
+            log.warning("a job is still running after %.0fs; stopping anyway", grace)
+        await lease.release(name=SWEEP_LEASE, holder=self.holder)
+
+
+class LeaseLost(RuntimeError):
+    """Another process took the lease (this one stalled past its expiry): stop sweeping."""

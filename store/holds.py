@@ -1,0 +1,108 @@
+"""Holds: disputes and legal proceedings keep data past its deletion date, for their scope."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from beanie import PydanticObjectId
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from store.database import Database
+from store.documents import Account, Conversation, Hold, HoldKind, utcnow
+from store.errors import Conflict, NotFound
+
+
+def active_holds_query(now: datetime) -> dict[str, object]:
+    """Holds in force at ``now``: not released, not expired."""
+    return {"released_at": None, "$or": [{"expires_at": None}, {"expires_at": {"$gt": now}}]}
+
+
+async def place_hold(
+    database: Database,
+    *,
+    account_id: str | None,
+    conversation_id: PydanticObjectId | None,
+    kind: HoldKind,
+    reason: str,
+    case_ref: str | None,
+    expires_at: datetime | None,
+    created_by: str,
+) -> Hold:
+    """Place a hold in one transaction with a write to its scope's guard, so that it conflicts
+    with any purge batch of that scope in flight (see ``Account.guard``)."""
+    if (account_id is None) == (conversation_id is None):
+        raise ValueError("a hold covers an account or a conversation")
+    hold = Hold(
+        account_id=account_id, conversation_id=conversation_id, kind=kind, reason=reason,
+        case_ref=case_ref, expires_at=expires_at, created_by=created_by, created_at=utcnow(),
+    )  # fmt: skip
+    scope = Account if account_id is not None else Conversation
+    scope_id = account_id if account_id is not None else conversation_id
+
+    async def place(session: AsyncClientSession) -> None:
+        guarded = await scope.get_pymongo_collection().update_one(
+            {"_id": scope_id}, {"$inc": {"guard": 1}}, session=session
+        )
+        if guarded.matched_count == 0:
+            raise NotFound(f"no {scope.__name__.lower()} {scope_id}")
+        await Hold.get_pymongo_collection().insert_one(
+            hold.model_dump(by_alias=True, exclude={"id"}) | {"_id": hold.id}, session=session
+        )
+
+    hold.id = PydanticObjectId()
+    async with database.client.start_session() as session:
+        await session.with_transaction(place)
+    return hold
+
+
+async def release_hold(
+    *, hold_id: PydanticObjectId, released_by: str, reason: str | None, now: datetime
+) -> Hold:
+    result = await Hold.get_pymongo_collection().find_one_and_update(
+        {"_id": hold_id, "released_at": None},
+        {"$set": {"released_at": now, "released_by": released_by, "release_reason": reason}},
+    )
+    if result is None:
+        if await Hold.get(hold_id) is None:
+            raise NotFound(f"no hold {hold_id}")
+        raise Conflict(f"hold {hold_id} was released already")
+    hold = await Hold.get(hold_id)
+    assert hold is not None
+    return hold
+
+
+async def list_holds(
+    *, now: datetime, active_only: bool, account_id: str | None, limit: int
+) -> list[Hold]:
+    query: dict[str, object] = {}
+    if active_only:
+        query.update(active_holds_query(now))
+    if account_id is not None:
+        query["account_id"] = account_id
+    return await Hold.find(query).sort("-created_at").limit(limit).to_list()
+
+
+async def held_scopes(
+    *,
+    account_ids: list[str],
+    conversation_ids: list[PydanticObjectId],
+    now: datetime,
+    session: object = None,
+) -> tuple[set[str], set[PydanticObjectId]]:
+    """Which of these accounts and conversations an active hold covers (read in ``session``)."""
+    scope: list[dict[str, object]] = []
+    if account_ids:
+        scope.append({"account_id": {"$in": account_ids}})
+    if conversation_ids:
+        scope.append({"conversation_id": {"$in": conversation_ids}})
+    if not scope:
+        return set(), set()
+    query = {"$and": [{"$or": scope}, active_holds_query(now)]}
+    accounts: set[str] = set()
+    conversations: set[PydanticObjectId] = set()
+    async for hold in Hold.get_pymongo_collection().find(query, session=session):
+        if hold.get("account_id"):
+            accounts.add(hold["account_id"])
+        if hold.get("conversation_id"):
+            conversations.add(hold["conversation_id"])
+    return accounts, conversations

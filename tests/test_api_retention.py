@@ -1,0 +1,126 @@
+"""Retention over the API: deletion and restore, erasure, holds, forecast, proof of deletion."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from service.serve import retention_policy
+from store.database import Database
+from store.documents import Account, AuditEvent, Role, utcnow
+from store.retention import sweep
+from tests.conftest import Api
+from tests.factories import email
+from tests.helpers import iso
+
+
+async def test_deleting_an_account_sets_its_purge_deadline(api: Api) -> None:
+    await email(account_id="acct-1")
+    deleted_at = utcnow() - timedelta(days=3)
+    response = await api.post("/api/v1/accounts/acct-1/deletion", Role.PLATFORM,
+                              json={"deleted_at": iso(deleted_at)})  # fmt: skip
+    assert response.status == 200
+    account = await response.json()
+    assert account["status"] == "deleted"
+    assert account["purge_due_at"] == iso(deleted_at + timedelta(days=180))
+
+
+async def test_a_deletion_in_the_future_is_refused(api: Api) -> None:
+    await email(account_id="acct-1")
+    response = await api.post("/api/v1/accounts/acct-1/deletion", Role.PLATFORM,
+                              json={"deleted_at": iso(utcnow() + timedelta(days=1))})  # fmt: skip
+    assert response.status == 422
+    assert (await Account.get("acct-1")).status == "active"  # type: ignore[union-attr]
+
+
+async def test_restore_cancels_a_deletion(api: Api) -> None:
+    await email(account_id="acct-1")
+    await api.post("/api/v1/accounts/acct-1/deletion", Role.PLATFORM)
+    response = await api.delete("/api/v1/accounts/acct-1/deletion", Role.PLATFORM)
+    assert response.status == 200
+    body = await response.json()
+    assert (body["status"], body["purge_due_at"]) == ("active", None)
+
+
+async def test_an_erasure_request_makes_everything_due_now(api: Api) -> None:
+    await email(account_id="acct-1")
+    before = utcnow()
+    response = await api.post("/api/v1/accounts/acct-1/erasure", Role.COMPLIANCE)
+    assert response.status == 202
+    assert (await response.json())["purge_due_at"] >= iso(before)
+
+
+async def test_holds_are_placed_listed_and_released_once(api: Api) -> None:
+    message = await email(account_id="acct-1")
+    placed = await api.post("/api/v1/holds", Role.COMPLIANCE, json={
+        "conversation_id": str(message.conversation_id), "kind": "criminal_investigation",
+        "reason": "police request 42", "case_ref": "PR-42"})  # fmt: skip
+    assert placed.status == 201
+    hold = await placed.json()
+    assert (hold["created_by"], hold["kind"]) == ("compliance-key", "criminal_investigation")
+    listed = await (await api.get("/api/v1/holds", Role.COMPLIANCE)).json()
+    assert [h["id"] for h in listed["holds"]] == [hold["id"]]
+    release = f"/api/v1/holds/{hold['id']}/release"
+    released = await api.post(release, Role.COMPLIANCE, json={"reason": "case closed"})
+    assert released.status == 200
+    assert (await released.json())["released_by"] == "compliance-key"
+    assert (await api.post(release, Role.COMPLIANCE)).status == 409
+    assert (await (await api.get("/api/v1/holds", Role.COMPLIANCE)).json())["holds"] == []
+
+
+async def test_a_hold_on_something_unknown_or_ambiguous_is_refused(api: Api) -> None:
+    bodies: list[dict[str, Any]] = [
+        {"account_id": "nobody", "kind": "dispute", "reason": "r"},
+        {"conversation_id": "0" * 24, "kind": "dispute", "reason": "r"},
+        {"kind": "dispute", "reason": "r"},
+        {"account_id": "a", "conversation_id": "0" * 24, "kind": "dispute", "reason": "r"},
+        {"account_id": "a", "kind": "whim", "reason": "r"},
+        {"account_id": "a", "kind": "dispute", "reason": ""},
+    ]
+    for body in bodies:
+        response = await api.post("/api/v1/holds", Role.COMPLIANCE, json=body)
+        assert response.status in (404, 422), body
+
+
+async def test_purge_records_answer_whether_and_when_an_account_was_purged(
+    api: Api, database: Database
+) -> None:
+    await email(account_id="acct-1")
+    before = await (
+        await api.get("/api/v1/purge-records?account_id=acct-1", Role.COMPLIANCE)
+    ).json()
+    assert (before["purged"], before["records"]) == (False, [])
+    await api.post("/api/v1/accounts/acct-1/erasure", Role.COMPLIANCE)
+    policy = retention_policy(api.settings)
+    await sweep(database, now=utcnow(), policy=policy)
+    after = await (await api.get("/api/v1/purge-records?account_id=acct-1", Role.COMPLIANCE)).json()
+    assert after["purged"] is True
+    [record] = after["records"]
+    assert record["rule"] == "erasure" and record["counts"]["messages"] == 1
+    assert set(record) == {"id", "rule", "due_at", "started_at", "done_at", "counts"}
+
+
+async def test_the_forecast_shows_the_deadline_and_the_blocking_hold(api: Api) -> None:
+    await email(account_id="acct-1")
+    await api.post("/api/v1/accounts/acct-1/deletion", Role.PLATFORM)
+    hold = await (await api.post("/api/v1/holds", Role.COMPLIANCE, json={
+        "account_id": "acct-1", "kind": "dispute", "reason": "chargeback"})).json()  # fmt: skip
+    forecast = await (await api.get("/api/v1/retention/forecast", Role.COMPLIANCE)).json()
+    [item] = [i for i in forecast["items"] if i["account_id"] == "acct-1"]
+    assert item["rule"] == "account_deletion"
+    assert item["blocked_by_holds"] == [hold["id"]]
+
+
+async def test_deletions_holds_and_erasures_are_audited(api: Api) -> None:
+    await email(account_id="acct-1")
+    await api.post("/api/v1/accounts/acct-1/deletion", Role.PLATFORM)
+    await api.delete("/api/v1/accounts/acct-1/deletion", Role.PLATFORM)
+    hold = await (await api.post("/api/v1/holds", Role.COMPLIANCE, json={
+        "account_id": "acct-1", "kind": "dispute", "reason": "chargeback"})).json()  # fmt: skip
+    await api.post(f"/api/v1/holds/{hold['id']}/release", Role.COMPLIANCE)
+    await api.post("/api/v1/accounts/acct-1/erasure", Role.COMPLIANCE)
+    await api.get("/api/v1/retention/forecast", Role.COMPLIANCE)
+    await api.get("/api/v1/purge-records?account_id=acct-1", Role.COMPLIANCE)
+    actions = [e.action async for e in AuditEvent.find(AuditEvent.action != "denied").sort("+at")]
+    assert actions == ["account.delete", "account.restore", "hold.create", "hold.release",
+                       "account.erasure", "retention.forecast", "purge_records.read"]  # fmt: skip
