@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -78,14 +79,15 @@ def _keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
 def _purge(settings: Settings, args: argparse.Namespace) -> int:
     if args.dry_run:
         items = asyncio.run(commands.forecast(settings))
+        if not items:
+            print("nothing is due or scheduled for purging")
+            return 0
         print(f"{'DUE':<17} {'RULE':<17} {'ACCOUNT':<24} {'MESSAGES':>9} {'HELD':>6}  BLOCKED BY")
         for item in items:
             print(
                 f"{_when(item.due_at):<17} {item.rule:<17} {item.account_id or '-':<24} "
                 f"{item.messages:>9} {item.held_messages:>6}  {', '.join(item.blocked_by) or '-'}"
             )
-        if not items:
-            print("nothing is due or scheduled for purging")
         return 0
     report = asyncio.run(commands.sweep_once(settings))
     if report is None:
@@ -178,7 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"support-archive: {exc}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
-    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    # One-shot commands speak through their output; only serve narrates what it does.
+    quiet = args.command != "serve" and "ARCHIVE_LOG_LEVEL" not in os.environ
+    configure_logging(level="WARNING" if quiet else settings.log_level, fmt=settings.log_format)
     run: Command = args.run
     try:
         return run(settings, args)

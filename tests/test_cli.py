@@ -1,0 +1,70 @@
+"""The one-shot commands, run as a user runs them: keys and purge."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from store.embedded import EmbeddedMongo
+
+
+@pytest.fixture
+def env(mongo: EmbeddedMongo, tmp_path: Path) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVE_")}
+    return base | {
+        "ARCHIVE_MONGODB_URI": mongo.uri,
+        "ARCHIVE_DB_NAME": f"test_{uuid.uuid4().hex[:12]}",
+        "ARCHIVE_DATA_DIR": str(tmp_path),
+    }
+
+
+async def cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service.cli", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.slow
+async def test_a_key_is_created_listed_without_its_token_and_revoked(env: dict[str, str]) -> None:
+    code, out, _ = await cli(env, "keys", "create", "--name", "maya", "--role", "agent")
+    assert code == 0
+    token = out.strip().splitlines()[-1]
+    assert token.startswith("sa_") and len(token) > 40
+
+    code, out, _ = await cli(env, "keys", "list")
+    assert code == 0
+    assert "maya" in out and "agent" in out and "live" in out
+    assert token not in out and token[:11] in out  # the prefix, never the token
+
+    code, out, _ = await cli(env, "keys", "revoke", "maya")
+    assert code == 0
+    _, out, _ = await cli(env, "keys", "list")
+    assert "revoked" in out
+
+
+@pytest.mark.slow
+async def test_key_mistakes_are_one_clear_line(env: dict[str, str]) -> None:
+    await cli(env, "keys", "create", "--name", "maya", "--role", "agent")
+    code, _, err = await cli(env, "keys", "create", "--name", "maya", "--role", "agent")
+    assert (code, err.strip()) == (1, "support-archive: a key named 'maya' exists already")
+    code, _, err = await cli(env, "keys", "revoke", "nobody")
+    assert (code, err.strip()) == (1, "support-archive: no live key named 'nobody'")
+    code, _, err = await cli(env, "keys", "create", "--name", "x", "--role", "boss")
+    assert code == 2 and "invalid choice: 'boss'" in err
+
+
+@pytest.mark.slow
+async def test_purge_dry_run_and_a_sweep(env: dict[str, str]) -> None:
+    code, out, _ = await cli(env, "purge", "--dry-run")
+    assert (code, out.strip()) == (0, "nothing is due or scheduled for purging")
+    code, out, _ = await cli(env, "purge")
+    assert code == 0 and out.startswith("purged 0 messages")
