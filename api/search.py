@@ -37,6 +37,7 @@ class CursorData(BaseModel):
     t: datetime | None = None
     i: Annotated[str, Field(pattern=r"^[0-9a-f]{24}$")] | None = None
     n: Annotated[int, Field(ge=0, le=10_000)] = 0
+    s: datetime | None = None
     q: Annotated[str, Field(max_length=64)] = ""  # a fingerprint of the query it belongs to
 
 
@@ -65,7 +66,8 @@ async def search_messages(request: web.Request) -> web.Response:
         at, ident = results.next.key if results.next.key else (None, None)
         next_cursor = params.encode_cursor(
             {"o": order.value, "t": at.isoformat() if at else None,
-             "i": str(ident) if ident else None, "n": results.next.offset, "q": fingerprint}
+             "i": str(ident) if ident else None, "n": results.next.offset, "q": fingerprint,
+             "s": results.next.snapshot.isoformat() if results.next.snapshot else None}
         )  # fmt: skip
     return web.json_response(
         {"hits": [views.hit(h) for h in results.hits], "next_cursor": next_cursor}
@@ -83,7 +85,7 @@ def _position(cursor: str, fingerprint: str) -> Position:
     if data.q != fingerprint:
         raise params.field_error("cursor", "this cursor belongs to another query")
     key = (data.t, PydanticObjectId(data.i)) if data.t and data.i else None
-    return Position(order=data.o, key=key, offset=data.n)
+    return Position(order=data.o, key=key, offset=data.n, snapshot=data.s)
 
 
 def _audit_query(p: SearchParams) -> dict[str, str]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from beanie import PydanticObjectId
 
-from store.documents import Channel, Message
+from store.documents import Channel, Message, utcnow
 from store.paging import before, newest_first
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -150,6 +150,9 @@ class Position:
     order: Order
     key: tuple[datetime, PydanticObjectId] | None = None
     offset: int = 0
+    # Relevance: only messages collected up to the first page's time are ranked, so arrivals
+    # cannot shift the offsets of later pages.
+    snapshot: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -205,8 +208,39 @@ async def search(
     return await _by_relevance(text, base, limit=limit, after=after)
 
 
-def _newest_first(query: dict[str, Any]) -> Any:
-    return Message.find(query).sort(newest_first("sent_at"))
+# What ranking, phrase checks, snippets and hits need; the rest of a message stays in the
+# database. Candidates stay plain dicts: only the page's hits become ``Message`` models.
+_CANDIDATE_FIELDS = {
+    name: 1
+    for name in ("conversation_id", "account_id", "channel", "direction", "dedup_key",
+                 "subject", "author", "sent_at", "text")
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    doc: dict[str, Any]
+
+    @property
+    def key(self) -> tuple[datetime, PydanticObjectId]:
+        return (self.doc["sent_at"], self.doc["_id"])
+
+    @property
+    def subject(self) -> str:
+        return str(self.doc.get("subject") or "")
+
+    @property
+    def text(self) -> str:
+        return str(self.doc.get("text") or "")
+
+    def hit(self, text: TextQuery, score: float = 0.0) -> Hit:
+        message = Message.model_validate(self.doc)
+        return Hit(message, snippet(message, text), score)
+
+
+def _candidates(query: dict[str, Any], *, limit: int) -> Any:
+    cursor = Message.get_pymongo_collection().find(query, _CANDIDATE_FIELDS)
+    return cursor.sort(newest_first("sent_at")).limit(limit)
 
 
 async def _newest(
@@ -219,20 +253,22 @@ async def _newest(
         else {"$and": [base, before("sent_at", after.key)]}
     )
     results = Results()
+    matched: list[_Candidate] = []
     scanned = 0
-    last: Message | None = None
-    async for message in _newest_first(query).limit(SCAN_BUDGET):
+    last: _Candidate | None = None
+    async for doc in _candidates(query, limit=SCAN_BUDGET):
         scanned += 1
-        last = message
-        if not _matches_phrases(text, message):
+        last = _Candidate(doc)
+        if not _matches_phrases(text, last):
             continue
-        if len(results.hits) == limit:
-            previous = results.hits[-1].message
-            results.next = Position(Order.NEWEST, (previous.sent_at, previous.id))  # type: ignore[arg-type]
-            return results
-        results.hits.append(Hit(message, snippet(message, text)))
-    if scanned == SCAN_BUDGET and last is not None:  # more may match beyond the budget
-        results.next = Position(Order.NEWEST, (last.sent_at, last.id))  # type: ignore[arg-type]
+        if len(matched) == limit:
+            results.next = Position(Order.NEWEST, matched[-1].key)
+            break
+        matched.append(last)
+    else:
+        if scanned == SCAN_BUDGET and last is not None:  # more may match beyond the budget
+            results.next = Position(Order.NEWEST, last.key)
+    results.hits = [c.hit(text) for c in matched]
     return results
 
 
@@ -240,21 +276,24 @@ async def _by_relevance(
     text: TextQuery, base: dict[str, Any], *, limit: int, after: Position | None
 ) -> Results:
     upper = after.key if after is not None else None
-    query = base if upper is None else {"$and": [base, _at_or_before(upper)]}
+    snapshot = after.snapshot if after is not None and after.snapshot else utcnow()
+    query = {"$and": [base, {"collected_at": {"$lte": snapshot}}]}
+    if upper is not None:
+        query["$and"].append(_at_or_before(upper))
     window = [
-        m async for m in _newest_first(query).limit(RELEVANCE_WINDOW) if _matches_phrases(text, m)
+        candidate
+        async for doc in _candidates(query, limit=RELEVANCE_WINDOW)
+        if _matches_phrases(text, candidate := _Candidate(doc))
     ]
     if not window:
         return Results()
-    if upper is None:
-        assert window[0].id is not None
-        upper = (window[0].sent_at, window[0].id)
+    upper = upper or window[0].key
     ranked = _rank(text, window)
     offset = after.offset if after is not None else 0
     page = ranked[offset : offset + limit]
-    results = Results(hits=[Hit(m, snippet(m, text), score) for score, m in page])
+    results = Results(hits=[c.hit(text, score) for score, c in page])
     if offset + limit < len(ranked):
-        results.next = Position(Order.RELEVANCE, upper, offset + limit)
+        results.next = Position(Order.RELEVANCE, upper, offset + limit, snapshot)
     return results
 
 
@@ -263,30 +302,29 @@ def _at_or_before(key: tuple[datetime, PydanticObjectId]) -> dict[str, Any]:
     return {"$or": [{"sent_at": {"$lt": at}}, {"sent_at": at, "_id": {"$lte": ident}}]}
 
 
-def _rank(text: TextQuery, window: list[Message]) -> list[tuple[float, Message]]:
+def _rank(text: TextQuery, window: list[_Candidate]) -> list[tuple[float, _Candidate]]:
     """tf-idf over the window, subject words counting double."""
-    documents = [
-        (m, Counter(words_of(m.subject or "") * 2 + words_of(m.text[:20_000]))) for m in window
-    ]
+    documents = [(c, Counter(words_of(c.subject) * 2 + words_of(c.text[:20_000]))) for c in window]
     terms = text.required
     frequency = {t: sum(1 for _, counts in documents if counts[t]) for t in terms}
     scored = []
-    for message, counts in documents:
+    for candidate, counts in documents:
         score = sum(
             (1 + math.log(counts[t])) * math.log(1 + len(documents) / frequency[t])
             for t in terms
             if counts[t]
         )
-        scored.append((round(score, 6), message))
-    scored.sort(key=lambda pair: (-pair[0], -pair[1].sent_at.timestamp(), str(pair[1].id)))
+        scored.append((round(score, 6), candidate))
+    # Window order is newest first, and sort is stable: ties stay newest first.
+    scored.sort(key=lambda pair: -pair[0])
     return scored
 
 
-def _matches_phrases(text: TextQuery, message: Message) -> bool:
+def _matches_phrases(text: TextQuery, candidate: _Candidate) -> bool:
     if not text.phrases and not text.excluded_phrases:
         return True
     # A separator that is no word, so that no phrase spans the subject and the body.
-    words = [*words_of(message.subject or ""), "\x00", *words_of(message.text)]
+    words = [*words_of(candidate.subject), "\x00", *words_of(candidate.text)]
     return all(_contains(words, p) for p in text.phrases) and not any(
         _contains(words, p) for p in text.excluded_phrases
     )
