@@ -356,7 +356,9 @@ class PurgeRecord(Document):
         name = "purge_records"
         indexes = [
             IndexModel([("purge_key", ASCENDING)], name="purge_key", unique=True),
-            IndexModel([("subjects", ASCENDING), ("started_at", DESCENDING)], name="subject"),
+            # A changed index gets a new name: an existing database keeps the old one harmlessly
+            # instead of refusing to start on a name clash.
+            IndexModel([("subjects", ASCENDING), ("started_at", DESCENDING)], name="subjects"),
             IndexModel(
                 [("done_at", ASCENDING)],
                 name="unfinished",

@@ -102,7 +102,7 @@ EXPECTED_INDEXES = {
     "blobs": {"last_referenced_at"},
     "blob_chunks": {"blob_n"},
     "holds": {"account", "conversation", "expires_at"},
-    "purge_records": {"purge_key", "subject", "done_at"},
+    "purge_records": {"purge_key", "subjects", "done_at"},
     "leases": set(),
     "api_keys": {"name", "token"},
     "audit_events": {"ttl", "at", "actor", "action", "account"},
