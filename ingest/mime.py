@@ -14,8 +14,9 @@ from email import policy
 from email.message import EmailMessage, Message
 from html.parser import HTMLParser
 
+from store.blobs import NewAttachment
 from store.documents import Address, Author, AuthorRole, Direction, Envelope, at_millis
-from store.messages import NewAttachment, NewEmail
+from store.messages import NewEmail
 
 _MSGID = re.compile(r"<([^<>\s]+)>")
 _SURROGATE = re.compile("[\udc80-\udcff]")

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from store.documents import Account, AccountStatus, Conversation, Hold, Message, utcnow
 from store.errors import NotFound
 from store.holds import active_holds_query
+from store.retention import deletion_deadline
 
 
 class _IdOnly(BaseModel):
@@ -111,7 +112,8 @@ async def mark_deleted(*, account_id: str, deleted_at: datetime, grace: timedelt
             {"_id": account_id, "status": AccountStatus.ACTIVE.value},
             {"$set": {
                 "status": AccountStatus.DELETED.value, "deleted_at": deleted_at,
-                "purge_due_at": deleted_at + grace, "updated_at": utcnow(),
+                "purge_due_at": deletion_deadline(deleted_at=deleted_at, grace=grace),
+                "updated_at": utcnow(),
             }},
         )  # fmt: skip
     await _set_restricted(account_id, True)

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
-from store.documents import BLOB_CHUNK_SIZE, BLOB_INLINE_MAX, Blob, BlobChunk, BlobRef, utcnow
+from store.documents import (
+    BLOB_CHUNK_SIZE,
+    BLOB_INLINE_MAX,
+    AttachmentRef,
+    Blob,
+    BlobChunk,
+    BlobRef,
+    utcnow,
+)
 from store.errors import NotFound
 
 
@@ -43,6 +52,29 @@ async def put_blob(data: bytes) -> BlobRef:
         upsert=True,
     )
     return BlobRef(sha256=digest, size=len(data))
+
+
+@dataclass(frozen=True)
+class NewAttachment:
+    """An attachment as ingest found it: its bytes and what the sender said of them."""
+
+    data: bytes
+    filename: str | None
+    content_type: str
+    inline: bool = False
+    content_id: str | None = None
+
+
+async def put_attachment(attachment: NewAttachment) -> AttachmentRef:
+    ref = await put_blob(attachment.data)
+    return AttachmentRef(
+        sha256=ref.sha256,
+        size=ref.size,
+        filename=attachment.filename,
+        content_type=attachment.content_type,
+        inline=attachment.inline,
+        content_id=attachment.content_id,
+    )
 
 
 async def read_blob(sha256: str) -> bytes:

@@ -11,10 +11,9 @@ from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from store.accounts import account_for_emails, ensure_account, is_deleted
-from store.blobs import put_blob
+from store.blobs import NewAttachment, put_attachment
 from store.documents import (
     MAX_BODY_CHARS,
-    AttachmentRef,
     Author,
     Channel,
     Conversation,
@@ -22,7 +21,6 @@ from store.documents import (
     Message,
     MessageVersion,
 )
-from store.messages import NewAttachment
 from store.search import terms_of
 
 _DUPLICATE_KEY = 11000
@@ -133,7 +131,7 @@ async def _insert(messages: list[Message]) -> set[str]:
 async def _message(
     batch: ChatBatch, conversation: Conversation, new: NewChatMessage, key: str
 ) -> Message:
-    attachments = [await _put_attachment(a) for a in new.attachments]
+    attachments = [await put_attachment(a) for a in new.attachments]
     return Message(
         id=PydanticObjectId(),
         conversation_id=conversation.id,
@@ -155,16 +153,6 @@ async def _message(
         search_terms=terms_of(new.text[:MAX_BODY_CHARS]),
         attachments=attachments,
         has_attachments=bool(attachments),
-    )
-
-
-async def _put_attachment(attachment: NewAttachment) -> AttachmentRef:
-    ref = await put_blob(attachment.data)
-    return AttachmentRef(
-        sha256=ref.sha256,
-        size=ref.size,
-        filename=attachment.filename,
-        content_type=attachment.content_type,
     )
 
 

@@ -210,11 +210,6 @@ class EmbeddedMongo:
             await process.wait()
         log.info("embedded mongod stopped")
 
-    def kill(self) -> None:
-        """SIGKILL, as a crash would (fault tests)."""
-        if self.process is not None and self.process.returncode is None:
-            self.process.kill()
-
 
 def port_file(data_dir: Path) -> Path:
     """Where a running embedded mongod leaves its port, so that CLI commands can use it."""

@@ -29,11 +29,3 @@ async def acquire(*, name: str, holder: str, now: datetime, ttl: timedelta) -> b
 
 async def release(*, name: str, holder: str) -> None:
     await Lease.get_pymongo_collection().delete_one({"_id": name, "holder": holder})
-
-
-async def holder_of(name: str) -> str | None:
-    lease = await Lease.get(name)
-    return lease.holder if lease else None
-
-
-__all__ = ["acquire", "holder_of", "release"]

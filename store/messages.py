@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from beanie import PydanticObjectId
 from pymongo.errors import DuplicateKeyError
 
 from store.accounts import account_for_emails, ensure_account, is_deleted
-from store.blobs import put_blob
+from store.blobs import NewAttachment, put_attachment, put_blob
 from store.documents import (
     MAX_BODY_CHARS,
     Address,
-    AttachmentRef,
     Author,
     Channel,
     Conversation,
@@ -23,15 +22,6 @@ from store.documents import (
     Message,
 )
 from store.search import terms_of
-
-
-@dataclass(frozen=True)
-class NewAttachment:
-    data: bytes
-    filename: str | None
-    content_type: str
-    inline: bool = False
-    content_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,7 +69,6 @@ class Filed:
     conversation_id: PydanticObjectId
     account_id: str | None
     duplicate: bool = False
-    attachment_count: int = field(default=0)
 
 
 async def file_email(email: NewEmail) -> Filed:
@@ -94,7 +83,7 @@ async def file_email(email: NewEmail) -> Filed:
         return _filed(earlier, duplicate=True)
 
     raw = await put_blob(email.raw)
-    attachments = [await _put_attachment(a) for a in email.attachments]
+    attachments = [await put_attachment(a) for a in email.attachments]
     conversation = await _conversation_for(email)
     message = Message(
         conversation_id=conversation.id,
@@ -144,19 +133,6 @@ def _filed(message: Message, *, duplicate: bool) -> Filed:
         conversation_id=message.conversation_id,
         account_id=message.account_id,
         duplicate=duplicate,
-        attachment_count=len(message.attachments),
-    )
-
-
-async def _put_attachment(attachment: NewAttachment) -> AttachmentRef:
-    ref = await put_blob(attachment.data)
-    return AttachmentRef(
-        sha256=ref.sha256,
-        size=ref.size,
-        filename=attachment.filename,
-        content_type=attachment.content_type,
-        inline=attachment.inline,
-        content_id=attachment.content_id,
     )
 
 

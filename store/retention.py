@@ -66,10 +66,6 @@ def max_age_cutoff(*, now: datetime, max_age: timedelta) -> datetime:
     return now - max_age
 
 
-def is_due(due_at: datetime | None, *, now: datetime) -> bool:
-    return due_at is not None and due_at <= now
-
-
 def rule_for(account: Account) -> PurgeRule:
     return PurgeRule.ERASURE if account.erasure_requested_at else PurgeRule.ACCOUNT_DELETION
 

@@ -10,9 +10,9 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from ingest.chat.formats import ChatFormat, Ignored, SignatureHeaders
+from store.blobs import NewAttachment
 from store.chat import ChatBatch, NewChatMessage
 from store.documents import Author, AuthorRole, Direction, at_millis
-from store.messages import NewAttachment
 
 Id = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
 Email = Annotated[
