@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api import accounts, audit_log, health, metrics, openapi, reading, retention, search
+from api import (
+    accounts,
+    audit_log,
+    exports,
+    health,
+    metrics,
+    openapi,
+    reading,
+    retention,
+    search,
+)
 from api.auth import (
     ADMIN_ONLY,
     AGENT_UP,
@@ -66,4 +76,11 @@ def create_app(*, database: Database, config: ApiConfig | None = None) -> web.Ap
     add_route(app, "GET", forecast, retention.get_forecast, roles=COMPLIANCE_UP)
     records = f"{V1}/purge-records"
     add_route(app, "GET", records, retention.get_purge_records, roles=COMPLIANCE_UP)
+
+    app.cleanup_ctx.append(exports.background_tasks)
+    add_route(app, "POST", f"{V1}/exports", exports.create_export, roles=COMPLIANCE_UP)
+    export = f"{V1}/exports/{{export_id}}"
+    add_route(app, "GET", export, exports.get_export, roles=COMPLIANCE_UP)
+    add_route(app, "GET", f"{export}/download", exports.download_export, roles=COMPLIANCE_UP)
+    add_route(app, "GET", f"{V1}/disclosures", exports.list_disclosures, roles=COMPLIANCE_UP)
     return app

@@ -239,6 +239,44 @@ def _retention_paths(components: Json) -> Json:
     }  # fmt: skip
 
 
+def _export_paths(components: Json) -> Json:
+    from api.exports import DisclosureParams, ExportBody
+
+    export = {
+        "type": "object",
+        "required": ["id", "status"],
+        "properties": {
+            "id": {"type": "string"},
+            "status": {"enum": ["running", "ready", "failed"]},
+            "size": {"type": ["integer", "null"]},
+            "manifest_sha256": NULLABLE_STRING,
+            "download_url": NULLABLE_STRING,
+        },
+    }
+    export_id = [_path("export_id", OBJECT_ID)]
+    return {
+        "/api/v1/exports": {"post": _operation(
+            "Start an export: {account_id} (subject access) or {hold_id, authority, "
+            "legal_basis} (disclosure, entered in the register)",
+            {"202": {"description": "Started", "content": _json(export)}},
+            problems=(404, 415, *AUTHED),
+            requestBody={"required": True, "content": _json(_schema(ExportBody, components))})},
+        "/api/v1/exports/{export_id}": {"get": _operation(
+            "An export's status, size and manifest hash",
+            {"200": {"description": "The export", "content": _json(export)}},
+            problems=(404, *AUTHED), parameters=export_id)},
+        "/api/v1/exports/{export_id}/download": {"get": _operation(
+            "The zip (X-Manifest-SHA256 is the SHA-256 of its manifest.json)",
+            {"200": {"description": "The zip", "content": {"application/zip": {
+                "schema": {"type": "string", "format": "binary"}}}}},
+            problems=(404, 409, *AUTHED), parameters=export_id)},
+        "/api/v1/disclosures": {"get": _operation(
+            "The register of disclosures to authorities (no message content)",
+            {"200": {"description": "Disclosures", "content": _json({"type": "object"})}},
+            problems=AUTHED, parameters=_query_parameters(DisclosureParams, components))},
+    }  # fmt: skip
+
+
 def build_spec(extra_paths: Json | None = None) -> Json:
     """The description; ``extra_paths`` are routes other packages add (the chat webhooks)."""
     extra_paths = extra_paths or {}
@@ -386,6 +424,7 @@ def build_spec(extra_paths: Json | None = None) -> Json:
             )
         },
         **_retention_paths(components),
+        **_export_paths(components),
     }
     paths.update(extra_paths)
     return {

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -22,6 +24,8 @@ class ApiConfig:
 
     max_body_bytes: int = 10 * 1024 * 1024
     audit_max_age: timedelta = timedelta(days=395)
+    export_dir: Path = Path("./var/exports")
+    export_max_age: timedelta = timedelta(days=7)
     # The service passes the configured policy; this default serves tests of the bare app.
     retention: RetentionPolicy = field(
         default_factory=lambda: RetentionPolicy(
@@ -45,5 +49,7 @@ class Principal:
     role: Role
 
 
+# Background work of the app (exports being built); awaited when the app shuts down.
+TASKS = web.AppKey("tasks", set[asyncio.Task[object]])
 # Set by the auth middleware on every authenticated request.
 PRINCIPAL = web.RequestKey("principal", Principal)

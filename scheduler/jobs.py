@@ -17,6 +17,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from store import lease
 from store.database import Database
 from store.documents import utcnow
+from store.exports import remove_expired_exports
 from store.housekeeping import remove_orphans
 from store.retention import RetentionPolicy, SweepReport, sweep
 
@@ -99,8 +100,10 @@ class Jobs:
     async def housekeeping(self) -> None:
         async with self.busy:
             removed = await remove_orphans(quiet_period=self.policy.blob_quiet_period)
-        if removed:
-            log.info("housekeeping removed %d orphan blobs/chunks", removed)
+            expired = await remove_expired_exports(now=self.clock())
+        if removed or expired:
+            log.info("housekeeping removed %d orphan blobs/chunks, %d expired exports",
+                     removed, expired)  # fmt: skip
 
     async def stop(self, *, grace: float = 30.0) -> None:
         """Wait for the job in flight (at most ``grace`` seconds), then give up the lease."""

@@ -23,6 +23,7 @@ from store.errors import Conflict, NotFound
 log = logging.getLogger("archive.service")
 
 EXIT_BAD_SETTINGS = 2
+EXIT_BAD_USAGE = 2
 EXIT_FAILED = 1
 
 Command = Callable[[Settings, argparse.Namespace], int]
@@ -102,6 +103,23 @@ def _purge(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(settings: Settings, args: argparse.Namespace) -> int:
+    if (args.account is None) == (args.hold is None):
+        print("support-archive: give --account ID or --hold ID", file=sys.stderr)
+        return EXIT_BAD_USAGE
+    if args.hold and not (args.authority and args.legal_basis):
+        print("support-archive: a disclosure (--hold) needs --authority and --legal-basis",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_BAD_USAGE
+    written = asyncio.run(commands.export(
+        settings, out=args.out, account_id=args.account, hold_id=args.hold,
+        authority=args.authority, legal_basis=args.legal_basis,
+    ))  # fmt: skip
+    print(f"wrote {args.out}: {written.files} files, {written.size} bytes; "
+          f"manifest SHA-256 {written.manifest_sha256}")  # fmt: skip
+    return 0
+
+
 def _when(at: datetime | None) -> str:
     return at.strftime("%Y-%m-%d %H:%M") if at else "-"
 
@@ -170,6 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     purge.add_argument("--dry-run", action="store_true", help="print the forecast; delete nothing")
     purge.set_defaults(run=_purge)
+
+    export = subcommands.add_parser(
+        "export",
+        help="export an account's data (subject access) or a hold's scope (disclosure) as a zip",
+        description="Writes the same zip as POST /api/v1/exports: conversations.json, the "
+        "original .eml files, attachments, README.txt and manifest.json (SHA-256 of each).",
+    )
+    export.add_argument("--account", metavar="ID", help="everything about this account")
+    export.add_argument("--hold", metavar="ID", help="what this hold covers (a disclosure)")
+    export.add_argument("--authority", help="who the disclosure is for (with --hold)")
+    export.add_argument("--legal-basis", help="the order or law it answers (with --hold)")
+    export.add_argument("--out", type=Path, required=True, help="the zip file to write")
+    export.set_defaults(run=_export)
     return parser
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from contextlib import closing
+from getpass import getuser
 from mailbox import Mailbox, Message
 from pathlib import Path
 
+from beanie import PydanticObjectId
 from tqdm import tqdm
 
 from ingest.mailbox import ImportReport, MailboxKind, import_messages, open_mailbox, raw_messages
@@ -13,7 +15,7 @@ from ingest.mime import SupportSide
 from scheduler.jobs import Jobs
 from service.serve import database_from, retention_policy
 from service.settings import Settings
-from store import keys, retention
+from store import exports, keys, retention
 from store.documents import ApiKey, Role, utcnow
 from store.messages import file_email
 
@@ -69,3 +71,38 @@ async def sweep_once(settings: Settings) -> retention.SweepReport | None:
             return await jobs.purge_sweep()
         finally:
             await jobs.stop()
+
+
+async def export(
+    settings: Settings,
+    *,
+    out: Path,
+    account_id: str | None,
+    hold_id: str | None,
+    authority: str | None,
+    legal_basis: str | None,
+) -> exports.Written:
+    """The same zip as the API's, written to ``out``, with a progress bar; a disclosure (by
+    hold) is entered in the register like one made through the API."""
+    now = utcnow()
+    async with database_from(settings, share=True):
+        if hold_id is not None:
+            hold, scope = await exports.scope_of_hold(PydanticObjectId(hold_id))
+        else:
+            scope = exports.Scope(account_id=account_id)
+        total = await exports.count_messages(scope)
+        with tqdm(total=total, unit="msg", desc="exporting") as bar:
+            written = await exports.write_export(out, scope, now=now, on_message=bar.update)
+        if hold_id is not None:
+            record = await exports.start_export(
+                scope=scope, account_id=None, hold_id=hold.id, created_by=f"cli:{getuser()}",
+                now=now, max_age=settings.export_max_age,
+            )  # fmt: skip
+            assert authority and legal_basis
+            disclosure = await exports.register_disclosure(
+                export=record, hold=hold, authority=authority, legal_basis=legal_basis,
+                disclosed_by=f"cli:{getuser()}", now=now,
+            )  # fmt: skip
+            disclosure.manifest_sha256 = written.manifest_sha256
+            await disclosure.save()
+        return written

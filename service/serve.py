@@ -83,6 +83,8 @@ def build_app(settings: Settings, database: Database) -> web.Application:
         max_body_bytes=settings.webhook_max_body_bytes,
         audit_max_age=settings.audit_max_age,
         retention=retention_policy(settings),
+        export_dir=settings.data_dir / "exports",
+        export_max_age=settings.export_max_age,
     )
     app = create_app(database=database, config=config)
     webhook = ChatWebhook(

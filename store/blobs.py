@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from store.documents import (
@@ -75,6 +76,19 @@ async def put_attachment(attachment: NewAttachment) -> AttachmentRef:
         inline=attachment.inline,
         content_id=attachment.content_id,
     )
+
+
+async def iter_blob(sha256: str) -> AsyncIterator[bytes]:
+    """The bytes of a blob a chunk at a time, so that large blobs never sit whole in memory."""
+    blob = await Blob.get_pymongo_collection().find_one({"_id": sha256}, {"data": 1, "size": 1})
+    if blob is None:
+        raise NotFound(f"blob {sha256} does not exist")
+    if blob.get("data") is not None:
+        yield bytes(blob["data"])
+        return
+    chunks = BlobChunk.get_pymongo_collection().find({"blob_id": sha256}).sort("n", 1)
+    async for chunk in chunks:
+        yield bytes(chunk["data"])
 
 
 async def read_blob(sha256: str) -> bytes:

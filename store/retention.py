@@ -32,6 +32,7 @@ from store.documents import (
     PurgeRule,
     utcnow,
 )
+from store.exports import remove_exports
 from store.holds import active_holds_query, held_scopes
 
 log = logging.getLogger("archive.purge")
@@ -435,7 +436,9 @@ async def _drop_empty_conversations(
 
 
 async def _forget_account(account_id: str, *, now: datetime) -> None:
-    """All content is gone: keep the account as a tombstone without its personal data."""
+    """All content is gone: its exports go too, and the account stays as a tombstone without
+    its personal data."""
+    await remove_exports({"account_id": account_id})
     await Account.get_pymongo_collection().update_one(
         {"_id": account_id},
         {"$set": {"purged_at": now, "emails": [], "name": None,

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from pathlib import Path
+
 import pytest
 
 from api.auth import access_of
-from store.documents import Role
+from store.documents import Role, utcnow
+from store.exports import Scope, build_export, start_export
 from store.keys import revoke_key
 from tests.conftest import Api
 from tests.factories import email
@@ -30,18 +34,29 @@ MATRIX = [
     ("POST", "/api/v1/accounts/acct-1/erasure", {C, D}),
     ("POST", "/api/v1/accounts/acct-1/deletion", {P, D}),
     ("DELETE", "/api/v1/accounts/acct-1/deletion", {P, D}),
+    ("POST", "/api/v1/exports", {C, D}),
+    ("GET", "/api/v1/disclosures", {C, D}),
+    ("GET", "/api/v1/exports/{e}", {C, D}),
+    ("GET", "/api/v1/exports/{e}/download", {C, D}),
 ]
 
 
 @pytest.fixture
-async def ids(api: Api) -> dict[str, str]:
+async def ids(api: Api, tmp_path: Path) -> dict[str, str]:
     message = await email(account_id="acct-1", attachments=[("a.txt", "text/plain", b"attached")])
-    return {"m": str(message.id), "c": str(message.conversation_id), "h": "{h}"}
+    export = await start_export(
+        scope=Scope(account_id="acct-1"), account_id="acct-1", hold_id=None, created_by="t",
+        now=utcnow(), max_age=timedelta(days=1),
+    )  # fmt: skip
+    await build_export(export, Scope(account_id="acct-1"), directory=tmp_path, now=utcnow())
+    ids = {"m": str(message.id), "c": str(message.conversation_id), "e": str(export.id)}
+    return ids | {"h": "{h}"}
 
 
 BODIES = {
     "PUT": {"emails": ["ann@example.com"]},
     "/api/v1/holds": {"account_id": "acct-1", "kind": "dispute", "reason": "chargeback"},
+    "/api/v1/exports": {"account_id": "acct-1"},
 }
 
 
@@ -81,6 +96,7 @@ async def test_the_matrix_covers_every_api_route(api: Api) -> None:
             .replace("{m}", "{message_id}")
             .replace("{c}", "{conversation_id}")
             .replace("{h}", "{hold_id}")
+            .replace("{e}", "{export_id}")
             .replace("acct-1", "{account_id}")
             .replace("/0", "/{n}"),
         )

@@ -68,3 +68,17 @@ async def test_purge_dry_run_and_a_sweep(env: dict[str, str]) -> None:
     assert (code, out.strip()) == (0, "nothing is due or scheduled for purging")
     code, out, _ = await cli(env, "purge")
     assert code == 0 and out.startswith("purged 0 messages")
+
+
+@pytest.mark.slow
+async def test_an_export_is_written_to_a_file(env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "export.zip"
+    code, out_text, err = await cli(env, "export", "--account", "nobody", "--out", str(out))
+    assert code == 0, err
+    assert "manifest SHA-256" in out_text
+    import zipfile
+
+    with zipfile.ZipFile(out) as archive:
+        assert {"conversations.json", "README.txt", "manifest.json"} <= set(archive.namelist())
+    code, _, err = await cli(env, "export", "--out", str(out))
+    assert code == 2 and "--account ID or --hold ID" in err

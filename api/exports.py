@@ -1,0 +1,141 @@
+"""Exports: a customer's data (subject access), or a hold's scope for an authority."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Coroutine
+from typing import Annotated
+
+from aiohttp import web
+from beanie import PydanticObjectId
+from pydantic import Field
+
+from api import params
+from api.auth import principal_of
+from api.state import CONFIG, TASKS
+from api.trail import audited
+from api.views import iso
+from store import exports
+from store.accounts import account_summary
+from store.documents import Disclosure, Export, ExportStatus, utcnow
+from store.errors import Conflict
+
+log = logging.getLogger("archive.export")
+
+Text = Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class ExportBody(params.BodyModel):
+    account_id: params.AccountId | None = None
+    hold_id: Annotated[str, Field(pattern=r"^[0-9a-f]{24}$")] | None = None
+    authority: Text | None = None
+    legal_basis: Text | None = None
+
+
+async def create_export(request: web.Request) -> web.Response:
+    """Start an export (202); poll ``GET /api/v1/exports/{id}`` until it is ready."""
+    body = await params.body(request, ExportBody)
+    now = utcnow()
+    config = request.app[CONFIG]
+    who = principal_of(request).key_name
+    if (body.account_id is None) == (body.hold_id is None):
+        raise params.field_error("account_id", "give account_id or hold_id (one)")
+    hold = None
+    if body.hold_id is not None:
+        if not (body.authority and body.legal_basis):
+            raise params.field_error(
+                "authority", "a disclosure names the authority and legal basis"
+            )
+        hold, scope = await exports.scope_of_hold(PydanticObjectId(body.hold_id))
+    else:
+        assert body.account_id is not None
+        await account_summary(account_id=body.account_id, now=now)  # NotFound when unknown
+        scope = exports.Scope(account_id=body.account_id)
+    export = await exports.start_export(
+        scope=scope, account_id=body.account_id, hold_id=hold.id if hold else None,
+        created_by=who, now=now, max_age=config.export_max_age,
+    )  # fmt: skip
+    target = {"export_id": str(export.id), "account_id": scope.account_id or ""}
+    if hold is not None:
+        assert body.authority and body.legal_basis
+        await exports.register_disclosure(export=export, hold=hold, authority=body.authority,
+                                          legal_basis=body.legal_basis, disclosed_by=who,
+                                          now=now)  # fmt: skip
+        target["hold_id"] = str(hold.id)
+    await audited(request, "export.create", target=target)
+    _in_background(request.app, exports.build_export(export, scope, directory=config.export_dir,
+                                                     now=now))  # fmt: skip
+    return web.json_response(_view(export), status=202)
+
+
+def _in_background(app: web.Application, work: Coroutine[object, object, object]) -> None:
+    task: asyncio.Task[object] = asyncio.create_task(work)
+    app[TASKS].add(task)
+    task.add_done_callback(app[TASKS].discard)
+
+
+async def get_export(request: web.Request) -> web.Response:
+    export = await exports.get_export(params.object_id(request, "export_id", what="export"))
+    return web.json_response(_view(export))
+
+
+async def download_export(request: web.Request) -> web.StreamResponse:
+    export = await exports.get_export(params.object_id(request, "export_id", what="export"))
+    if export.status is not ExportStatus.READY or export.path is None:
+        raise Conflict(f"export {export.id} is {export.status.value}, not ready")
+    target = {"export_id": str(export.id), "account_id": export.account_id or ""}
+    await audited(request, "export.download", target=target)
+    return web.FileResponse(
+        export.path,
+        headers={
+            "Content-Type": "application/zip",
+            "Content-Disposition": f'attachment; filename="support-archive-{export.id}.zip"',
+            "X-Manifest-SHA256": export.manifest_sha256 or "",
+        },
+    )
+
+
+class DisclosureParams(params.QueryModel):
+    limit: params.Limit = params.DEFAULT_LIMIT
+
+
+async def list_disclosures(request: web.Request) -> web.Response:
+    p = params.query(request, DisclosureParams)
+    await audited(request, "disclosure.list")
+    found = await Disclosure.find().sort("-disclosed_at").limit(p.limit).to_list()
+    return web.json_response({"disclosures": [
+        {"id": str(d.id), "export_id": str(d.export_id), "hold_id": str(d.hold_id),
+         "case_ref": d.case_ref, "authority": d.authority, "legal_basis": d.legal_basis,
+         "disclosed_by": d.disclosed_by, "disclosed_at": iso(d.disclosed_at),
+         "manifest_sha256": d.manifest_sha256}
+        for d in found
+    ]})  # fmt: skip
+
+
+def _view(export: Export) -> dict[str, object]:
+    return {
+        "id": str(export.id),
+        "status": export.status.value,
+        "account_id": export.account_id,
+        "hold_id": str(export.hold_id) if export.hold_id else None,
+        "size": export.size,
+        "manifest_sha256": export.manifest_sha256,
+        "created_at": iso(export.created_at),
+        "expires_at": iso(export.expires_at),
+        "download_url": f"/api/v1/exports/{export.id}/download"
+        if export.status is ExportStatus.READY
+        else None,
+    }
+
+
+async def background_tasks(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: on shutdown, let exports being built finish (a half-written file is of
+    no use); one still running after a minute is marked failed by its own error handling."""
+    app[TASKS] = set()
+    yield
+    tasks = app[TASKS]
+    pending = set(tasks)
+    if pending:
+        log.info("waiting for %d export(s) to finish", len(pending))
+        await asyncio.wait(pending, timeout=60)

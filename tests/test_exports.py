@@ -1,0 +1,203 @@
+"""Exports: a customer's data, and disclosures to authorities with a register."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tracemalloc
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+
+from store import exports
+from store.blobs import read_blob
+from store.database import Database
+from store.documents import Disclosure, Export, Message, Role, utcnow
+from tests.conftest import Api
+from tests.factories import chat, email
+from tests.helpers import eventually
+
+HOSTILE = ["../../etc/passwd", "/etc/shadow", "C:\\Windows\\win.ini", "Über\u202enaïve.pdf",
+           "tab\tnew\nline\x00nul.txt", "..", "", "a" * 300 + ".pdf"]  # fmt: skip
+BROKEN = (
+    b"From: <<<@@>>>\r\nSubject: =?x-unknown?Q?broken?=\r\n"
+    b"Content-Type: multipart/mixed\r\n\r\nno boundary\r\n"
+)
+
+
+@pytest.fixture
+async def account(api: Api) -> dict[str, Any]:
+    """An account with email (hostile attachment names), chat, and an email that did not
+    parse; returns the raw bytes of its emails by message id."""
+    await api.put("/api/v1/accounts/acct-x", Role.PLATFORM, json={"emails": ["ann@example.com"]})
+    attachments = [(f"f{n}", "application/octet-stream", f"file {n}".encode()) for n in
+                   range(len(HOSTILE))]  # fmt: skip
+    mail = await email(account_id="acct-x", attachments=attachments)
+    # The names a hostile sender can produce (RFC 2231 decodes to anything), stored as such.
+    for attachment, name in zip(mail.attachments, HOSTILE, strict=True):
+        attachment.filename = name
+    await mail.save()
+    await chat("chat message", account_id="acct-x", conversation="x-chat")
+    from ingest.mime import parse_email
+    from store.messages import file_email
+    from tests.factories import SUPPORT
+
+    broken = await file_email(
+        parse_email(BROKEN, support=SUPPORT, received_at=utcnow()).for_account("acct-x")
+    )
+    raws = {}
+    for message in await Message.find({"raw": {"$ne": None}}).to_list():
+        assert message.raw is not None
+        raws[str(message.id)] = await read_blob(message.raw.sha256)
+    return {"raws": raws, "mail": mail, "broken": broken.message_id}
+
+
+async def export_via_api(api: Api, body: dict[str, Any]) -> tuple[dict[str, Any], bytes, Any]:
+    started = await api.post("/api/v1/exports", Role.COMPLIANCE, json=body)
+    assert started.status == 202, await started.text()
+    export_id = (await started.json())["id"]
+
+    async def ready() -> bool:
+        view = await (await api.get(f"/api/v1/exports/{export_id}", Role.COMPLIANCE)).json()
+        assert view["status"] != "failed"
+        return bool(view["status"] == "ready")
+
+    await eventually(ready, timeout=30)
+    view = await (await api.get(f"/api/v1/exports/{export_id}", Role.COMPLIANCE)).json()
+    response = await api.get(f"/api/v1/exports/{export_id}/download", Role.COMPLIANCE)
+    assert response.status == 200
+    assert response.headers["X-Manifest-SHA256"] == view["manifest_sha256"]
+    return view, await response.read(), response
+
+
+def check_archive(data: bytes) -> tuple[zipfile.ZipFile, dict[str, Any]]:
+    """Open the zip, check every manifest hash and that no name leaves the archive root."""
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    names = archive.namelist()
+    for name in names:
+        path = PurePosixPath(name)
+        assert not path.is_absolute() and ".." not in path.parts, name
+        assert all(ord(c) >= 32 for c in name), repr(name)
+        assert "\\" not in name and len(path.name) <= 130, name
+    manifest = json.loads(archive.read("manifest.json"))
+    assert set(manifest["files"]) == set(names) - {"manifest.json"}
+    for name, entry in manifest["files"].items():
+        content = archive.read(name)
+        assert (hashlib.sha256(content).hexdigest(), len(content)) == (
+            entry["sha256"],
+            entry["size"],
+        )
+    return archive, manifest
+
+
+async def test_a_subject_access_export_holds_everything_of_the_account(
+    api: Api, account: dict[str, Any]
+) -> None:
+    view, data, _ = await export_via_api(api, {"account_id": "acct-x"})
+    assert view["manifest_sha256"] == hashlib.sha256(
+        zipfile.ZipFile(io.BytesIO(data)).read("manifest.json")).hexdigest()  # fmt: skip
+    archive, _ = check_archive(data)
+    conversations = json.loads(archive.read("conversations.json"))["conversations"]
+    messages = [m for c in conversations for m in c["messages"]]
+    assert len(conversations) == 3 and len(messages) == 3
+    assert {m["channel"] for m in messages} == {"email", "chat"}
+    for message in messages:
+        if message["eml"]:
+            assert archive.read(message["eml"]) == account["raws"][message["id"]]
+    broken = next(m for m in messages if m["id"] == str(account["broken"]))
+    assert broken["parse_error"]
+    mail = next(m for m in messages if m["id"] == str(account["mail"].id))
+    files = [a["file"] for a in mail["attachments"]]
+    assert len(files) == len(HOSTILE)
+    for n, file in enumerate(files):
+        assert archive.read(file) == f"file {n}".encode()
+    assert "README.txt" in archive.namelist()
+
+
+async def test_a_disclosure_is_entered_once_in_the_register_without_content(
+    api: Api, account: dict[str, Any]
+) -> None:
+    hold = await (await api.post("/api/v1/holds", Role.COMPLIANCE, json={
+        "account_id": "acct-x", "kind": "criminal_investigation", "reason": "fraud",
+        "case_ref": "PR-2026-7"})).json()  # fmt: skip
+    body = {"hold_id": hold["id"], "authority": "Tribunal judiciaire de Paris",
+            "legal_basis": "Réquisition art. 60-1 CPP"}  # fmt: skip
+    view, data, _ = await export_via_api(api, body)
+    check_archive(data)
+    register = await (await api.get("/api/v1/disclosures", Role.COMPLIANCE)).json()
+    [entry] = register["disclosures"]
+    assert (entry["hold_id"], entry["case_ref"], entry["export_id"]) == (
+        hold["id"],
+        "PR-2026-7",
+        view["id"],
+    )
+    assert entry["authority"] == "Tribunal judiciaire de Paris"
+    assert entry["manifest_sha256"] == view["manifest_sha256"]
+    stored = json.dumps(await Disclosure.get_pymongo_collection().find_one(), default=str)
+    for content in ("ann@example.com", "chat message", "Where is my order"):
+        assert content not in stored
+
+
+async def test_exports_are_for_compliance_only_and_audited(
+    api: Api, account: dict[str, Any]
+) -> None:
+    for role in (Role.AGENT, Role.PLATFORM):
+        response = await api.post("/api/v1/exports", role, json={"account_id": "acct-x"})
+        assert response.status == 403
+        assert (await api.get("/api/v1/disclosures", role)).status == 403
+    view, _, _ = await export_via_api(api, {"account_id": "acct-x"})
+    from store.documents import AuditEvent
+
+    actions = [e.action async for e in AuditEvent.find({"target.export_id": view["id"]})]
+    assert sorted(actions) == ["export.create", "export.download"]
+
+
+async def test_a_disclosure_needs_its_authority_and_legal_basis(
+    api: Api, account: dict[str, Any]
+) -> None:
+    hold = await (await api.post("/api/v1/holds", Role.COMPLIANCE, json={
+        "account_id": "acct-x", "kind": "dispute", "reason": "r"})).json()  # fmt: skip
+    response = await api.post("/api/v1/exports", Role.COMPLIANCE, json={"hold_id": hold["id"]})
+    assert response.status == 422
+    assert await Export.count() == 0
+
+
+async def test_expired_exports_are_removed_with_their_files(
+    api: Api, account: dict[str, Any], database: Database
+) -> None:
+    view, _, _ = await export_via_api(api, {"account_id": "acct-x"})
+    export = await Export.get(view["id"])
+    assert export is not None and export.path and Path(export.path).exists()
+    assert await exports.remove_expired_exports(now=export.expires_at) == 1
+    assert not Path(export.path).exists()
+    assert (await api.get(f"/api/v1/exports/{view['id']}", Role.COMPLIANCE)).status == 404
+
+
+@pytest.mark.slow
+async def test_a_200_mb_export_is_streamed_without_holding_it_in_memory(
+    database: Database, tmp_path: Path
+) -> None:
+    from store.blobs import NewAttachment, put_attachment
+
+    message = await email(account_id="big")  # one message, then 40 distinct 5 MB attachments
+    parts = [NewAttachment(os.urandom(5 << 20), f"part-{n}.bin", "application/octet-stream")
+             for n in range(40)]  # fmt: skip
+    message.attachments = [await put_attachment(part) for part in parts]
+    await message.save()
+
+    tracemalloc.start()
+    try:
+        written = await exports.write_export(
+            tmp_path / "big.zip", exports.Scope(account_id="big"), now=utcnow()
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert written.size > 200 * 1024 * 1024
+    assert peak < 50 * 1024 * 1024, f"peak {peak / 2**20:.0f} MiB"
+    with zipfile.ZipFile(tmp_path / "big.zip") as archive:
+        assert archive.testzip() is None
