@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
+from service.serve import retention_policy
 from store import exports
 from store.blobs import read_blob
 from store.database import Database
 from store.documents import Disclosure, Export, Message, Role, utcnow
+from store.retention import sweep
 from tests.conftest import Api
 from tests.factories import chat, email
 from tests.helpers import eventually
@@ -201,3 +203,15 @@ async def test_a_200_mb_export_is_streamed_without_holding_it_in_memory(
     assert peak < 50 * 1024 * 1024, f"peak {peak / 2**20:.0f} MiB"
     with zipfile.ZipFile(tmp_path / "big.zip") as archive:
         assert archive.testzip() is None
+
+
+async def test_an_accounts_exports_are_purged_with_it(
+    api: Api, account: dict[str, Any], database: Database
+) -> None:
+    view, _, _ = await export_via_api(api, {"account_id": "acct-x"})
+    export = await Export.get(view["id"])
+    assert export is not None and export.path
+    await api.post("/api/v1/accounts/acct-x/erasure", Role.COMPLIANCE)
+    await sweep(database, now=utcnow(), policy=retention_policy(api.settings))
+    assert await Export.get(view["id"]) is None
+    assert not Path(export.path).exists()

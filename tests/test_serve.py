@@ -75,6 +75,7 @@ async def test_serve_on_embedded_mongodb_is_ready_and_ctrl_c_leaves_no_mongod(
         assert await asyncio.wait_for(process.wait(), 60) == 0
         log = await output_of(process)
     assert f"listening on http://127.0.0.1:{port}" in log
+    assert "First start: an admin API key was created" in log
     assert mongod_pids_using(tmp_path) == []
 
 
