@@ -55,13 +55,26 @@ def parse_email(
     envelope: Envelope | None = None,
     source: str = "smtp",
 ) -> NewEmail:
-    """What the store needs to file ``raw``; best effort for anything broken."""
-    problems: list[str] = []
+    """What the store needs to file ``raw``; best effort for anything broken. Never raises:
+    whatever the parser trips on, the raw bytes are filed with the error noted."""
     try:
-        msg = email.message_from_bytes(raw, policy=policy.default)
-        assert isinstance(msg, EmailMessage)
-    except Exception as exc:  # the email package can fail on pathological input
-        return _unparsed(raw, f"unparseable: {exc!r}", received_at, envelope, source)
+        return _parse(raw, support=support, received_at=received_at, envelope=envelope,
+                      source=source)  # fmt: skip
+    except Exception as exc:
+        return _unparsed(raw, f"unparseable: {exc!r}"[:500], received_at, envelope, source)
+
+
+def _parse(
+    raw: bytes,
+    *,
+    support: SupportSide,
+    received_at: datetime,
+    envelope: Envelope | None,
+    source: str,
+) -> NewEmail:
+    problems: list[str] = []
+    msg = email.message_from_bytes(raw, policy=policy.default)
+    assert isinstance(msg, EmailMessage)
 
     problems += [type(d).__name__ for d in msg.defects]
     sender = _first(_addresses(msg, "From", problems))
@@ -172,14 +185,15 @@ def _msgid(value: str | None) -> str | None:
 
 
 def _addresses(msg: EmailMessage, name: str, problems: list[str]) -> list[Address]:
-    raw_values = msg.get_all(name) or []
+    raw_values = [str(v) for k, v in msg.raw_items() if k.lower() == name.lower()]
     result = []
     for value in raw_values:
         try:
-            pairs = [(a.display_name, a.addr_spec) for a in value.addresses]
+            parsed = msg.policy.header_factory(name, value)  # type: ignore[attr-defined]
+            pairs = [(a.display_name, a.addr_spec) for a in parsed.addresses]
         except Exception:  # a header the strict parser could not read: fall back to the lenient
             problems.append(f"{name}: unreadable address")
-            pairs = email.utils.getaddresses([clean(str(value))])
+            pairs = email.utils.getaddresses([clean(value)])
         for display, addr in pairs:
             addr = clean(addr).strip().lower()
             if addr and "@" in addr:

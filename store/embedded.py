@@ -211,6 +211,12 @@ class EmbeddedMongo:
         log.info("embedded mongod stopped")
 
 
+def kill(mongo: EmbeddedMongo) -> None:
+    """SIGKILL the mongod, as a crash or an OOM kill would (fault tests)."""
+    if mongo.process is not None and mongo.process.returncode is None:
+        mongo.process.kill()
+
+
 def port_file(data_dir: Path) -> Path:
     """Where a running embedded mongod leaves its port, so that CLI commands can use it."""
     return data_dir / "mongod.port"
