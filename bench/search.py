@@ -165,7 +165,7 @@ async def main() -> None:
             client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo.uri)
             await client.drop_database("bench_search")
             await client.close()
-        async with open_database(mongo.uri, name="bench_search"):
+        async with open_database(mongo.uri, name="bench_search", timeout=timedelta(seconds=120)):
             if loaded:
                 words = json.loads((data / "loaded.json").read_text())["words"]
             else:

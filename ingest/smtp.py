@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import ipaddress
 import logging
 import ssl
@@ -34,6 +35,7 @@ SMTP_STORE_SECONDS = Histogram(
 TEMPFAIL = "451 4.3.0 Temporary failure storing the message, please retry"
 NOT_ALLOWED = "550 5.7.1 Client host rejected: not allowed to relay mail to this archive"
 TOO_BIG = "552 5.3.4 Message too big for this archive"
+TOO_MANY = b"421 4.7.0 Too many connections from your address, try again later\r\n"
 
 FileEmail = Callable[[NewEmail], Awaitable[Filed]]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -171,8 +173,19 @@ class ArchiveSMTP(SMTP):
         "552 Error: message size exceeds fixed maximum message size": TOO_BIG,
     }
 
-    def __init__(self, handler: ArchiveHandler, *, max_message_bytes: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler: ArchiveHandler,
+        *,
+        max_message_bytes: int,
+        per_client: collections.Counter[str] | None = None,
+        max_per_client: int = 0,
+        **kwargs: Any,
+    ) -> None:
         self.line_length_limit = max_message_bytes + 2
+        self._per_client = per_client if per_client is not None else collections.Counter()
+        self._max_per_client = max_per_client
+        self._client: str | None = None
         super().__init__(
             handler,
             data_size_limit=max_message_bytes,
@@ -184,6 +197,28 @@ class ArchiveSMTP(SMTP):
 
     async def push(self, status: str) -> None:  # type: ignore[override]
         await super().push(self._REWORDED.get(status, status))
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # One client may hold at most max_per_client sessions: a flood of idle connections
+        # from one address cannot exhaust the server for the others.
+        peer = transport.get_extra_info("peername")
+        client = str(peer[0]) if peer else "?"
+        if self._max_per_client and self._per_client[client] >= self._max_per_client:
+            log.warning("refused a connection from %s: %d open already", client,
+                        self._per_client[client])  # fmt: skip
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(TOO_MANY)
+            transport.close()
+            return
+        self._client = client
+        self._per_client[client] += 1
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._client is not None:
+            self._per_client[self._client] -= 1
+            self._client = None
+            super().connection_lost(error)
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
@@ -201,16 +236,19 @@ async def smtp_server(
     max_message_bytes: int,
     tls: ssl.SSLContext | None = None,
     idle_timeout: float = 300.0,
+    max_per_client: int = 50,
     shutdown_grace: float = 30.0,
 ) -> AsyncIterator[asyncio.Server]:
     """Serve SMTP on the running loop; on exit stop accepting, let messages being stored
     finish, then close the remaining sessions."""
     sessions: weakref.WeakSet[ArchiveSMTP] = weakref.WeakSet()
+    per_client: collections.Counter[str] = collections.Counter()
 
     def new_session() -> ArchiveSMTP:
         session = ArchiveSMTP(
-            handler, max_message_bytes=max_message_bytes, tls_context=tls, timeout=idle_timeout
-        )
+            handler, max_message_bytes=max_message_bytes, tls_context=tls, timeout=idle_timeout,
+            per_client=per_client, max_per_client=max_per_client,
+        )  # fmt: skip
         sessions.add(session)
         return session
 

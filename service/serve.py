@@ -187,6 +187,8 @@ async def serve(settings: Settings, roles: Roles, *, stop: asyncio.Event | None 
                         port=settings.smtp_port,
                         max_message_bytes=settings.smtp_max_message_bytes,
                         tls=tls,
+                        idle_timeout=settings.smtp_idle_timeout.total_seconds(),
+                        max_per_client=settings.smtp_max_connections_per_client,
                         shutdown_grace=SHUTDOWN_GRACE_SECONDS,
                     )
                 )

@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     smtp_port: int = Field(default=2525, ge=0, le=65535)
     smtp_max_message_bytes: int = Field(default=26_214_400, ge=1024)
     smtp_allowed_clients: CsvList = ["127.0.0.0/8", "::1"]
+    smtp_idle_timeout: Duration = timedelta(minutes=5)
+    smtp_max_connections_per_client: int = Field(default=50, ge=1, le=10_000)
     smtp_tls_cert: Path | None = None
     smtp_tls_key: Path | None = None
     support_addresses: CsvList = []

@@ -39,18 +39,18 @@ class Database:
 def make_client(uri: str, *, timeout: timedelta) -> AsyncMongoClient[RawDocument]:
     """A client whose every write waits for a journaled majority, and no wait is unbounded.
 
-    ``serverSelectionTimeoutMS`` bounds how long a request waits for a reachable primary, so
-    that ingest can answer a temporary failure instead of hanging the sender.
+    ``timeoutMS`` bounds each operation as a whole (server selection, a blocked write, the
+    wait for the majority), so that ingest answers a temporary failure instead of hanging
+    the sender when the database is down or stalled.
     """
     ms = int(timeout.total_seconds() * 1000)
     return AsyncMongoClient(
         uri,
         w="majority",
         journal=True,
-        wTimeoutMS=ms,
+        timeoutMS=ms,
         serverSelectionTimeoutMS=ms,
         connectTimeoutMS=min(ms, 5000),
-        socketTimeoutMS=ms * 3,
         retryWrites=True,
         tz_aware=True,
         appname="support-archive",
