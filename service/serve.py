@@ -127,6 +127,7 @@ def retention_policy(settings: Settings) -> RetentionPolicy:
         grace=settings.retention_grace,
         max_age=settings.retention_max_age,
         secret_key=settings.resolved_secret_key(),
+        blob_quiet_period=settings.blob_quiet_period,
     )
 
 

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     retention_max_age: Duration = timedelta(days=1095)
     purge_interval: Duration = timedelta(minutes=10)
     audit_max_age: Duration = timedelta(days=395)
+    # A blob referenced this recently is not deleted by a purge (a message may be about to
+    # reference it); housekeeping removes it later if nothing does.
+    blob_quiet_period: Duration = timedelta(minutes=5)
     export_max_age: Duration = timedelta(days=7)
     secret_key: str | None = Field(default=None, min_length=32)
 

@@ -89,3 +89,20 @@ async def api(database: Database) -> AsyncIterator[Api]:
     tokens = {role: (await create_key(name=f"{role}-key", role=role))[1] for role in Role}
     async with TestClient(TestServer(build_app(settings, database))) as client:
         yield Api(client, tokens, settings)
+
+
+# --- counts that fault and load tests report (shown at the end of every run) ----------------
+
+FAULT_REPORT: list[str] = []
+
+
+def report(line: str) -> None:
+    """Record a line for the run's summary (pytest hides what passing tests print)."""
+    FAULT_REPORT.append(line)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FAULT_REPORT:
+        terminalreporter.section("faults injected, fuzz cases and counts")
+        for line in FAULT_REPORT:
+            terminalreporter.write_line(line)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -136,3 +137,12 @@ async def test_a_wrong_role_is_recorded_in_the_audit_trail(api: Api) -> None:
     assert (await api.get("/api/v1/audit", Role.AGENT)).status == 403
     events = (await (await api.get("/api/v1/audit?action=denied")).json())["events"]
     assert [(e["actor"], e["outcome"]) for e in events] == [("agent-key", 403)]
+
+
+async def test_keys_are_stored_as_hashes_only(api: Api) -> None:
+    from store.documents import ApiKey
+
+    stored = json.dumps(await ApiKey.get_pymongo_collection().find().to_list(), default=str)
+    for token in api.tokens.values():
+        assert token not in stored
+        assert token[12:] not in stored  # not even the secret part

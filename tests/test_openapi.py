@@ -29,7 +29,7 @@ async def test_the_description_lists_every_route_of_the_app(api: Api) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("role", [Role.ADMIN, Role.AGENT])
+@pytest.mark.parametrize("role", list(Role))
 async def test_schemathesis_finds_no_server_error_or_schema_violation(
     api: Api, role: Role, tmp_path: Path
 ) -> None:

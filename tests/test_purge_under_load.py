@@ -73,7 +73,7 @@ async def test_a_100000_message_purge_keeps_smtp_answering(database: Database) -
     assert await Message.find({"dedup_key": {"$regex": "^email:during-"}}).count() == n
     latencies.sort()
     p50, worst = latencies[len(latencies) // 2] * 1000, latencies[-1] * 1000
-    print(
-        f"\npurged {MESSAGES} messages in {took:.1f}s ({MESSAGES / took:.0f}/s); "
+    report(
+        f"purged {MESSAGES} messages in {took:.1f}s ({MESSAGES / took:.0f}/s); "
         f"{n} emails accepted meanwhile, latency p50 {p50:.0f} ms, max {worst:.0f} ms"
     )

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from store.blobs import read_blob
 from store.database import Database
 from store.documents import Conversation, Message
+from tests.conftest import report
 from tests.mail import queued_id
 from tests.test_smtp import handler
 
@@ -91,5 +92,5 @@ async def test_mutated_messages_are_always_stored_byte_exact(
 
 
 def test_the_fuzz_run_is_counted() -> None:
-    print(f"\nfuzz cases run: {FUZZ_CASES} mutated messages from a corpus of {len(CORPUS)}")
+    report(f"fuzz cases run: {FUZZ_CASES} mutated messages from a corpus of {len(CORPUS)}")
     assert len(CORPUS) >= 40

@@ -23,6 +23,7 @@ from pymongo import AsyncMongoClient
 
 from ingest.chat.signature import sign
 from store.embedded import EmbeddedMongo, free_port, kill
+from tests.conftest import report
 from tests.helpers import eventually
 from tests.mail import make_email
 
@@ -127,7 +128,7 @@ async def test_every_acknowledged_message_survives_a_killed_mongod_and_none_is_d
         messages = client["faults"]["messages"]
         stored = Counter([d["dedup_key"] async for d in messages.find({}, {"dedup_key": 1})])
         await client.close()
-        print(f"\nfaults injected: 1 mongod SIGKILL + restart\n"
+        report(f"faults injected: 1 mongod SIGKILL + restart\n"
               f"email: {MESSAGES} messages, attempts {dict(mail.sent)}, acknowledged "
               f"{len(mail.acknowledged)}\nchat: {MESSAGES} messages, attempts {dict(chat.sent)}, "
               f"acknowledged {len(chat.acknowledged)}\nstored: {sum(stored.values())}")  # fmt: skip

@@ -13,6 +13,7 @@ from pymongo import AsyncMongoClient
 from store.database import open_database
 from store.documents import Message
 from store.embedded import EmbeddedMongo
+from tests.conftest import report
 from tests.mail import make_email, send
 from tests.test_smtp import handler, running
 
@@ -32,7 +33,7 @@ async def test_blocked_writes_get_451_in_bounded_time_then_mail_flows_again(tmp_
             code, reply = await asyncio.wait_for(send(port, make_email()), timeout=60)
             waited = time.perf_counter() - started
             assert (code, reply[:5]) == (451, "4.3.0")
-            print(f"\nanswered 451 after {waited:.1f}s with writes blocked")
+            report(f"answered 451 after {waited:.1f}s with writes blocked")
         finally:
             await admin.admin.command("fsyncUnlock")
             await admin.close()
