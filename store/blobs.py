@@ -13,6 +13,7 @@ from store.documents import (
     Blob,
     BlobChunk,
     BlobRef,
+    Message,
     utcnow,
 )
 from store.errors import NotFound
@@ -76,6 +77,12 @@ async def put_attachment(attachment: NewAttachment) -> AttachmentRef:
         inline=attachment.inline,
         content_id=attachment.content_id,
     )
+
+
+async def is_referenced(sha256: str) -> bool:
+    """Whether any message still refers to the blob (as its raw copy or an attachment)."""
+    query = {"$or": [{"raw.sha256": sha256}, {"attachments.sha256": sha256}]}
+    return await Message.get_pymongo_collection().find_one(query, {"_id": 1}) is not None
 
 
 async def iter_blob(sha256: str) -> AsyncIterator[bytes]:

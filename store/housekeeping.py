@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from store.documents import Blob, BlobChunk, Message, utcnow
+from store.blobs import is_referenced
+from store.documents import Blob, BlobChunk, utcnow
 
 
 async def remove_orphans(*, quiet_period: timedelta, limit: int = 10_000) -> int:
@@ -12,7 +13,6 @@ async def remove_orphans(*, quiet_period: timedelta, limit: int = 10_000) -> int
     (younger ones may belong to a message being stored right now)."""
     quiet_since = utcnow() - quiet_period
     removed = 0
-    messages = Message.get_pymongo_collection()
     old_blobs = (
         Blob.get_pymongo_collection()
         .find({"last_referenced_at": {"$lt": quiet_since}}, {"_id": 1})
@@ -20,9 +20,7 @@ async def remove_orphans(*, quiet_period: timedelta, limit: int = 10_000) -> int
     )
     async for blob in old_blobs:
         sha = blob["_id"]
-        if await messages.find_one(
-            {"$or": [{"raw.sha256": sha}, {"attachments.sha256": sha}]}, {"_id": 1}
-        ):
+        if await is_referenced(sha):
             continue
         result = await Blob.get_pymongo_collection().delete_one(
             {"_id": sha, "last_referenced_at": {"$lt": quiet_since}}

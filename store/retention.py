@@ -19,6 +19,7 @@ from typing import Any
 from beanie import PydanticObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from store.blobs import is_referenced
 from store.database import Database
 from store.documents import (
     Account,
@@ -389,12 +390,8 @@ async def _collect_blobs(
     the record's pending list. Returns (blobs deleted, bytes freed)."""
     count = size = 0
     quiet_since = utcnow() - policy.blob_quiet_period
-    messages = Message.get_pymongo_collection()
     for sha in shas:
-        referenced = await messages.find_one(
-            {"$or": [{"raw.sha256": sha}, {"attachments.sha256": sha}]}, {"_id": 1}
-        )
-        if referenced is None:
+        if not await is_referenced(sha):
             blob = await Blob.get_pymongo_collection().find_one_and_delete(
                 {"_id": sha, "last_referenced_at": {"$lt": quiet_since}}, {"size": 1}
             )
