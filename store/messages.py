@@ -9,10 +9,12 @@ from datetime import datetime
 from beanie import PydanticObjectId
 from pymongo.errors import DuplicateKeyError
 
-from store.accounts import account_for_emails, ensure_account, is_deleted
+from store.accounts import account_for_emails, ensure_account
 from store.blobs import NewAttachment, put_attachment, put_blob
 from store.documents import (
     MAX_BODY_CHARS,
+    Account,
+    AccountStatus,
     Address,
     Author,
     Channel,
@@ -147,16 +149,15 @@ async def _conversation_for(email: NewEmail) -> Conversation:
                 conversation = await Conversation.get(by_key[key])
                 if conversation is not None:
                     return conversation
-    account_id = email.account_id
-    if account_id is None:
+    if email.account_id is None:
         account = await account_for_emails(email.customer_emails)
-        account_id = account.id if account else None
     else:
-        await ensure_account(account_id=account_id)
+        await ensure_account(account_id=email.account_id)
+        account = await Account.get(email.account_id)
     conversation = Conversation(
         channel=Channel.EMAIL,
-        account_id=account_id,
-        restricted=await is_deleted(account_id),
+        account_id=account.id if account else None,
+        restricted=account is not None and account.status is AccountStatus.DELETED,
         subject=email.subject,
         customer_emails=sorted(set(email.customer_emails)),
         participants=sorted(set(email.participants)),
