@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install tools run test lint format lock clean
+.PHONY: install tools bench-tools run test lint format lock clean bench bench-quick
 
 # Debian packages the MTA tests use (a real SMTP client). Installed when missing and possible
 # (root or passwordless sudo); otherwise the tests that need them say so and are skipped.
@@ -28,6 +28,22 @@ tools: ## install the Debian tools the tests drive (swaks)
 	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$tool >/dev/null 2>&1; } || \
 	  echo "warning: could not install $$tool; tests that need it will be skipped"; \
 	done
+
+# Postfix for its load tools (smtp-source, smtp-sink), configured as "No configuration" so
+# that no mail system starts; wrk for HTTP load.
+bench-tools:
+	@command -v smtp-source >/dev/null && command -v wrk >/dev/null || { \
+	  echo "postfix postfix/main_mailer_type select No configuration" | $(SUDO) debconf-set-selections; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix wrk >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq >/dev/null 2>&1 && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix wrk >/dev/null 2>&1; } || \
+	  echo "warning: could not install postfix/wrk; benchmarks fall back to Python load clients"; }
+
+bench: install bench-tools ## measure ingest, search and purge against their ceilings; writes bench/results.md
+	$(BIN)/python -m bench.run
+
+bench-quick: install bench-tools ## the same in about a minute, on small data
+	$(BIN)/python -m bench.run --quick
 
 run: install ## start embedded MongoDB and the service (HTTP :8080, SMTP :2525); Ctrl-C stops both
 	$(BIN)/support-archive serve

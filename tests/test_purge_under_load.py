@@ -13,6 +13,7 @@ from store.accounts import request_erasure
 from store.database import Database
 from store.documents import Account, Message, utcnow
 from store.retention import RetentionPolicy, sweep
+from tests.conftest import report
 from tests.mail import make_email, send
 from tests.test_smtp import handler, running
 

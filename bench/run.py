@@ -1,0 +1,343 @@
+"""The benchmark table: ingest, search and purge against ceilings measured in the same run.
+
+    make bench          # full sizes (the 1M-message search load alone takes about 20 minutes)
+    make bench-quick    # about a minute, small sizes
+
+Each figure is reported as a ratio to its ceiling and checked against the target of the
+benchmark issue; the table goes to stdout and to bench/results.md. Benchmarks are not tests:
+they are not run by CI, and the machine's noise shows in them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import aiohttp
+import aiosmtplib
+from bson import ObjectId
+
+from bench.ceilings import SECRET
+from ingest.chat.signature import sign
+from store.database import open_database
+from store.documents import Account, Message, utcnow
+from store.embedded import EmbeddedMongo, free_port
+from store.retention import RetentionPolicy, sweep
+
+OUT = Path(__file__).parent / "out"
+RESULTS = Path(__file__).parent / "results.md"
+PY = sys.executable
+
+
+@dataclass
+class Row:
+    figure: str
+    value: float
+    unit: str
+    ceiling: float | None
+    target: str
+    passed: bool | None
+    note: str = ""
+
+    def cells(self) -> list[str]:
+        ratio = f"{self.value / self.ceiling:.2f}" if self.ceiling else "-"
+        ceiling = f"{self.ceiling:,.0f}" if self.ceiling else "-"
+        verdict = "-" if self.passed is None else ("pass" if self.passed else "MISS")
+        return [self.figure, f"{self.value:,.1f} {self.unit}", ceiling, ratio, self.target,
+                verdict, self.note]  # fmt: skip
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def process(
+    *args: str, env: dict[str, str] | None = None, log: Path
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    with log.open("ab") as out:
+        proc = await asyncio.create_subprocess_exec(*args, env=env, stdout=out, stderr=out)
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
+
+
+async def wait_for_port(port: int, within: float = 60) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# --- load generators ------------------------------------------------------------------------
+
+
+async def smtp_load(port: int, *, messages: int, size: int, sessions: int = 20) -> float:
+    """Messages per second acknowledged, by Postfix's smtp-source (or a Python client)."""
+    started = time.perf_counter()
+    if shutil.which("smtp-source"):
+        proc = await asyncio.create_subprocess_exec(
+            "smtp-source", "-d", "-s", str(sessions), "-m", str(messages), "-l", str(size),
+            "-f", "ann@example.com", "-t", "support@shop.example", f"127.0.0.1:{port}",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await proc.communicate()
+        if proc.returncode:
+            raise RuntimeError(f"smtp-source failed: {err.decode()[-300:]}")
+    else:
+        body = b"X" * size
+        per = messages // sessions
+
+        async def session(s: int) -> None:
+            async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port) as client:
+                for n in range(per):
+                    raw = (f"Message-ID: <b{s}.{n}.{time.time_ns()}@bench>\r\nSubject: b\r\n\r\n"
+                           .encode() + body)  # fmt: skip
+                    await client.sendmail("ann@example.com", ["support@shop.example"], raw)
+
+        await asyncio.gather(*(session(s) for s in range(sessions)))
+    return messages / (time.perf_counter() - started)
+
+
+def chat_payload(ident: str, n: int) -> bytes:
+    messages = [
+        {"id": f"{ident}-{i}", "author": {"role": "customer"},
+         "text": f"message {i} of the bench", "sent_at": "2026-11-24T10:00:00Z"}
+        for i in range(n)
+    ]  # fmt: skip
+    return json.dumps({"conversation": {"id": ident}, "messages": messages}).encode()
+
+
+async def chat_load(
+    port: int, *, requests: int, per_request: int, concurrency: int = 32
+) -> tuple[float, float, float]:
+    """(messages/s, p50 ms, p99 ms) of signed webhook calls."""
+    latencies: list[float] = []
+    queue = list(range(requests))
+    prefix = ObjectId()
+
+    async def worker(http: aiohttp.ClientSession) -> None:
+        while queue:
+            n = queue.pop()
+            body = chat_payload(f"{prefix}-{n}", per_request)
+            stamp = str(int(time.time()))
+            headers = {"X-Archive-Timestamp": stamp, "Content-Type": "application/json",
+                       "X-Archive-Signature": sign(SECRET, stamp, body)}  # fmt: skip
+            sent = time.perf_counter()
+            async with http.post(f"http://127.0.0.1:{port}/webhooks/chat/bench", data=body,
+                                 headers=headers) as response:  # fmt: skip
+                await response.read()
+                if response.status >= 300:
+                    raise RuntimeError(f"webhook answered {response.status}")
+            latencies.append((time.perf_counter() - sent) * 1000)
+
+    started = time.perf_counter()
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        await asyncio.gather(*(worker(http) for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return (requests * per_request / elapsed, statistics.median(latencies),
+            latencies[int(len(latencies) * 0.99) - 1])  # fmt: skip
+
+
+# --- the benchmarks -------------------------------------------------------------------------
+
+
+async def bench_smtp(serve_port: int, sizes: dict[str, int], rows: list[Row], log: Path) -> None:
+    null_port, sink_port = free_port(), free_port()
+    async with (
+        process(PY, "-m", "bench.ceilings", "smtp", str(null_port), log=log),
+        process("smtp-sink", "-c", f"127.0.0.1:{sink_port}", "1000", log=log)
+        if shutil.which("smtp-sink")
+        else _nothing(),
+    ):
+        await wait_for_port(null_port)
+        for label, size in (("4 KB", 4096), ("100 KB", 102_400)):
+            n = sizes["smtp"] if size == 4096 else sizes["smtp"] // 5
+            archive = await smtp_load(serve_port, messages=n, size=size)
+            python = await smtp_load(null_port, messages=n, size=size)
+            sink = (
+                await smtp_load(sink_port, messages=n, size=size)
+                if shutil.which("smtp-sink")
+                else None
+            )
+            target = "≥0.85 and ≥1,000/s" if size == 4096 else "(reported)"
+            ok = archive / python >= 0.85 and archive >= 1000 if size == 4096 else None
+            note = f"protocol ceiling (smtp-sink) {sink:,.0f}/s" if sink else ""
+            rows.append(Row(f"SMTP durable ingest, {label}, 20 sessions", archive, "msg/s",
+                            python, target, ok, note))  # fmt: skip
+
+
+@asynccontextmanager
+async def _nothing() -> AsyncIterator[None]:
+    yield None
+
+
+async def bench_chat(serve_port: int, sizes: dict[str, int], rows: list[Row], log: Path) -> None:
+    ceiling_port = free_port()
+    async with process(PY, "-m", "bench.ceilings", "chat", str(ceiling_port), log=log):
+        await wait_for_port(ceiling_port)
+        single = await chat_load(serve_port, requests=sizes["chat"], per_request=1)
+        single_ceiling = await chat_load(ceiling_port, requests=sizes["chat"], per_request=1)
+        rows.append(Row("Chat webhook, single messages", single[0], "msg/s", single_ceiling[0],
+                        "≥5,000/s, p99 <50 ms", single[0] >= 5000 and single[2] < 50,
+                        f"p50 {single[1]:.1f} ms, p99 {single[2]:.1f} ms"))  # fmt: skip
+        n = max(4, sizes["chat"] // 100)
+        transcripts = await chat_load(serve_port, requests=n, per_request=100, concurrency=8)
+        ceiling = await chat_load(ceiling_port, requests=n, per_request=100, concurrency=8)
+        rows.append(Row("Chat webhook, 100-message transcripts", transcripts[0], "msg/s",
+                        ceiling[0], "≥30,000/s", transcripts[0] >= 30_000,
+                        f"p50 {transcripts[1]:.0f} ms per call"))  # fmt: skip
+
+
+async def bench_purge(
+    uri: str, db: str, serve_port: int, sizes: dict[str, int], rows: list[Row]
+) -> None:
+    """Purge throughput for many deleted accounts, and SMTP ingest lost while it runs."""
+    accounts, per_account = sizes["purge_accounts"], sizes["purge_per_account"]
+    async with open_database(uri, name=db, timeout=timedelta(seconds=120)) as database:
+        now = utcnow()
+        await Account.get_pymongo_collection().insert_many([
+            {"_id": f"purge-{a}", "emails": [], "status": "deleted", "deleted_at": now,
+             "purge_due_at": now, "created_at": now, "updated_at": now, "guard": 0}
+            for a in range(accounts)])  # fmt: skip
+        batch = []
+        for a in range(accounts):
+            for m in range(per_account):
+                batch.append({"conversation_id": ObjectId(), "account_id": f"purge-{a}",
+                              "channel": "chat", "direction": "inbound",
+                              "dedup_key": f"purge:{a}:{m}", "author": {"role": "customer"},
+                              "sent_at": now, "collected_at": now, "text": "to be purged",
+                              "search_terms": ["purged"], "attachments": [],
+                              "restricted": True})  # fmt: skip
+            if len(batch) >= 10_000:
+                await Message.get_pymongo_collection().insert_many(batch, ordered=False)
+                batch = []
+        if batch:
+            await Message.get_pymongo_collection().insert_many(batch, ordered=False)
+        total = accounts * per_account
+        baseline = await smtp_load(serve_port, messages=sizes["smtp"] // 2, size=4096)
+        policy = RetentionPolicy(grace=timedelta(days=180), max_age=timedelta(days=3650),
+                                 secret_key=b"bench" * 8)  # fmt: skip
+        started = time.perf_counter()
+        purge = asyncio.create_task(sweep(database, now=now, policy=policy))
+        during: list[float] = []
+        while not purge.done():
+            during.append(await smtp_load(serve_port, messages=200, size=4096))
+        report = await purge
+        rate = report.messages / (time.perf_counter() - started)
+        loss = 1 - statistics.mean(during) / baseline if during else 0.0
+        rows.append(Row(f"Purge, {accounts:,} deleted accounts ({total:,} messages)", rate,
+                        "msg/s", None, "≥20,000/s", rate >= 20_000))  # fmt: skip
+        meanwhile = statistics.mean(during) if during else 0.0
+        note = f"{baseline:,.0f}/s before, {meanwhile:,.0f}/s during"
+        rows.append(Row("SMTP ingest lost while purging", loss * 100, "%", None, "<20%",
+                        loss < 0.20, note))  # fmt: skip
+
+
+async def bench_search(sizes: dict[str, int], rows: list[Row]) -> None:
+    from bench import search as search_bench
+
+    data = OUT / "search-quick-db"
+    shutil.rmtree(data, ignore_errors=True)
+    async with EmbeddedMongo(data, cache_size_gb=1) as mongo, open_database(
+        mongo.uri, name="bench_search", timeout=timedelta(seconds=120)
+    ):  # fmt: skip
+        words = await search_bench.load(sizes["search"], max(10, sizes["search"] // 100), seed=7)
+        measured = await search_bench.measure(
+            words, max(10, sizes["search"] // 100), repeats=20, seed=7
+        )
+    for scope, target in (("account", 20.0), ("global", 150.0)):
+        worst = max(m["p95_ms"] for m in measured if m["scope"] == scope)
+        rows.append(Row(f"Search {scope}-scoped, worst p95 over {sizes['search']:,} messages",
+                        worst, "ms", None, f"p95 <{target:.0f} ms", worst < target,
+                        "rare/medium/common words, two words, phrases; both orders"))  # fmt: skip
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description="Benchmarks against their ceilings.")
+    parser.add_argument("--quick", action="store_true", help="about a minute on small data")
+    args = parser.parse_args()
+    sizes = (
+        {"smtp": 2000, "chat": 2000, "purge_accounts": 200, "purge_per_account": 50,
+         "search": 20_000}
+        if args.quick else
+        {"smtp": 20_000, "chat": 20_000, "purge_accounts": 10_000, "purge_per_account": 10,
+         "search": 1_000_000}
+    )  # fmt: skip
+    OUT.mkdir(exist_ok=True)
+    log = OUT / "bench.log"
+    rows: list[Row] = []
+    data = OUT / "mongo-bench"
+    shutil.rmtree(data, ignore_errors=True)
+    http_port, smtp_port = free_port(), free_port()
+    async with EmbeddedMongo(data, cache_size_gb=1) as mongo:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVE_")} | {
+            "ARCHIVE_MONGODB_URI": mongo.uri, "ARCHIVE_DB_NAME": "bench",
+            "ARCHIVE_DATA_DIR": str(OUT), "ARCHIVE_HTTP_PORT": str(http_port),
+            "ARCHIVE_SMTP_PORT": str(smtp_port), "ARCHIVE_LOG_LEVEL": "WARNING",
+            "ARCHIVE_WEBHOOK_SOURCES": f"bench:generic:{SECRET.decode()}",
+            "ARCHIVE_SMTP_MAX_CONNECTIONS_PER_CLIENT": "200",
+        }  # fmt: skip
+        async with process(
+            PY, "-m", "service.cli", "serve", "--no-scheduler", env=env, log=log
+        ) as serve:
+            await wait_for_port(http_port)
+            await wait_for_port(smtp_port)
+            steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+                ("smtp", lambda: bench_smtp(smtp_port, sizes, rows, log)),
+                ("chat", lambda: bench_chat(http_port, sizes, rows, log)),
+                ("purge", lambda: bench_purge(mongo.uri, "bench", smtp_port, sizes, rows)),
+            ]
+            for name, step in steps:
+                print(f"bench: {name} ...", flush=True)
+                await step()
+            rss = peak_rss_mb(serve.pid)
+            rows.append(Row("serve peak RSS over the run", rss, "MB", None, "<300 MB", rss < 300))
+    print("bench: search ...", flush=True)
+    await bench_search(sizes, rows)
+    write_table(rows, quick=args.quick)
+
+
+def write_table(rows: list[Row], *, quick: bool) -> None:
+    header = ["figure", "value", "ceiling", "ratio", "target", "", "note"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(r.cells()) + " |" for r in rows]
+    table = "\n".join(lines)
+    print("\n" + table)
+    RESULTS.write_text(
+        f"# Benchmark results ({'quick' if quick else 'full'} run, "
+        f"{utcnow():%Y-%m-%d %H:%M} UTC)\n\n"
+        f"Machine: {os.cpu_count()} cores. Ceilings are measured in the same run (see "
+        "bench/ceilings.py); load from Postfix's smtp-source where installed.\n\n" + table + "\n"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
