@@ -173,11 +173,20 @@ async def bench_smtp(serve_port: int, sizes: dict[str, int], rows: list[Row], lo
     null_port, sink_port = free_port(), free_port()
     async with (
         process(PY, "-m", "bench.ceilings", "smtp", str(null_port), log=log),
-        process("smtp-sink", "-c", f"127.0.0.1:{sink_port}", "1000", log=log)
+        process(
+            "smtp-sink",
+            *(["-u", "nobody"] if os.geteuid() == 0 else []),
+            "-c",
+            f"127.0.0.1:{sink_port}",
+            "1000",
+            log=log,
+        )
         if shutil.which("smtp-sink")
         else _nothing(),
     ):
         await wait_for_port(null_port)
+        if shutil.which("smtp-sink"):
+            await wait_for_port(sink_port)
         for label, size in (("4 KB", 4096), ("100 KB", 102_400)):
             n = sizes["smtp"] if size == 4096 else sizes["smtp"] // 5
             archive = await smtp_load(serve_port, messages=n, size=size)
