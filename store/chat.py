@@ -13,7 +13,6 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from store.accounts import account_for_emails, ensure_account, is_deleted
 from store.blobs import NewAttachment, put_attachment
 from store.documents import (
-    MAX_BODY_CHARS,
     Author,
     Channel,
     Conversation,
@@ -21,7 +20,7 @@ from store.documents import (
     Message,
     MessageVersion,
 )
-from store.search import terms_of
+from store.messages import stored_body
 
 _DUPLICATE_KEY = 11000
 
@@ -147,10 +146,7 @@ async def _message(
         participants=[new.author.email] if new.author.email else [],
         sent_at=new.sent_at,
         collected_at=batch.received_at,
-        text=new.text[:MAX_BODY_CHARS],
-        html=new.html[:MAX_BODY_CHARS] if new.html else None,
-        body_truncated=len(new.text) > MAX_BODY_CHARS,
-        search_terms=terms_of(new.text[:MAX_BODY_CHARS]),
+        **stored_body(subject=batch.subject, text=new.text, html=new.html),
         attachments=attachments,
         has_attachments=bool(attachments),
     )
@@ -167,11 +163,7 @@ async def _apply_edits(batch: ChatBatch, known: dict[str, Message]) -> None:
         await Message.get_pymongo_collection().update_one(
             {"_id": current.id},
             {
-                "$set": {
-                    "text": new.text[:MAX_BODY_CHARS],
-                    "html": new.html,
-                    "search_terms": terms_of(current.subject, new.text[:MAX_BODY_CHARS]),
-                },
+                "$set": stored_body(subject=current.subject, text=new.text, html=new.html),
                 "$push": {"history": previous.model_dump()},
             },
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from beanie import PydanticObjectId
 from pymongo.errors import DuplicateKeyError
@@ -65,6 +66,19 @@ class NewEmail:
         return list(dict.fromkeys(k for k in keys if k))
 
 
+def stored_body(*, subject: str | None, text: str, html: str | None) -> dict[str, Any]:
+    """The body fields of a message document, the same for every channel and for edits:
+    text and HTML cut to MAX_BODY_CHARS (the raw copy keeps everything), whether they were
+    cut, and the search terms of the subject and the kept text."""
+    kept = text[:MAX_BODY_CHARS]
+    return {
+        "text": kept,
+        "html": html[:MAX_BODY_CHARS] if html else html,
+        "body_truncated": max(len(text), len(html or "")) > MAX_BODY_CHARS,
+        "search_terms": terms_of(subject, kept),
+    }
+
+
 @dataclass(frozen=True)
 class Filed:
     message_id: PydanticObjectId
@@ -106,10 +120,7 @@ async def file_email(email: NewEmail) -> Filed:
         participants=list(email.participants),
         sent_at=email.sent_at,
         collected_at=email.received_at,
-        text=email.text[:MAX_BODY_CHARS],
-        html=email.html[:MAX_BODY_CHARS] if email.html else email.html,
-        body_truncated=max(len(email.text), len(email.html or "")) > MAX_BODY_CHARS,
-        search_terms=terms_of(email.subject, email.text[:MAX_BODY_CHARS]),
+        **stored_body(subject=email.subject, text=email.text, html=email.html),
         attachments=attachments,
         has_attachments=bool(attachments),
         raw=raw,

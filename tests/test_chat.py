@@ -401,3 +401,9 @@ async def test_with_the_database_down_a_webhook_gets_503_with_retry_after(tmp_pa
             assert "retry" in problem["detail"]
     finally:
         await mongo.stop()
+
+
+async def test_a_chat_conversations_subject_is_searchable_like_an_emails(http: Client) -> None:
+    await post(http, transcript(1, subject="Warranty claim"))
+    message = await Message.find_one()
+    assert message is not None and "warranty" in message.search_terms
