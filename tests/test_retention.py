@@ -13,8 +13,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
-from scheduler.jobs import Jobs
+from scheduler.jobs import Jobs, guarded
 from scheduler.runner import scheduler
 from store import retention
 from store.accounts import mark_deleted, register_account, request_erasure, restore
@@ -33,6 +34,7 @@ from store.documents import (
 from store.holds import place_hold, release_hold
 from store.housekeeping import remove_orphans
 from store.retention import RetentionPolicy, subject_hmac, sweep
+from tests.conftest import Api
 from tests.factories import chat, email
 from tests.helpers import eventually
 
@@ -339,3 +341,24 @@ async def test_the_scheduler_purges_after_the_deadline_and_not_before(
     await eventually(gone, timeout=30)
     [record] = await PurgeRecord.find().to_list()
     assert record.due_at == deadline and record.done_at is not None
+
+
+async def test_a_sweep_is_counted_timed_and_its_lateness_exposed(
+    api: Api, database: Database, ann: Account
+) -> None:
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    purged_before = sample("archive_purged_total", kind="messages")
+    runs_before = sample("archive_job_seconds_count", job="purge_sweep")
+    due = utcnow() - timedelta(minutes=3)
+    await request_erasure(account_id="ann", now=due)
+    jobs = Jobs(database=database, policy=POLICY, interval=timedelta(seconds=1))
+    await guarded("purge_sweep")(jobs.purge_sweep)()
+    await jobs.stop()
+
+    assert sample("archive_purged_total", kind="messages") - purged_before == 5
+    assert sample("archive_job_seconds_count", job="purge_sweep") - runs_before == 1
+    assert sample("archive_purge_lateness_seconds") >= 180  # three minutes overdue
+    text = await (await api.get("/metrics", None)).text()
+    assert "archive_purge_lateness_seconds" in text and "archive_purged_total" in text
