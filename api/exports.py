@@ -15,10 +15,9 @@ from api import params
 from api.auth import principal_of
 from api.state import CONFIG, TASKS
 from api.trail import audited
-from api.views import iso
 from store import exports
 from store.accounts import account_summary
-from store.documents import Disclosure, Export, ExportStatus, utcnow
+from store.documents import Disclosure, Export, ExportStatus, iso, utcnow
 from store.errors import Conflict
 
 log = logging.getLogger("archive.export")

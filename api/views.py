@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from store.accounts import AccountSummary
-from store.documents import AttachmentRef, AuditEvent, Conversation, Hold, Message, PurgeRecord
+from store.documents import (
+    AttachmentRef,
+    AuditEvent,
+    Conversation,
+    Hold,
+    Message,
+    PurgeRecord,
+    iso,
+)
 from store.retention import ForecastItem
 from store.search import Hit
 
 Json = dict[str, Any]
-
-
-def iso(when: datetime | None) -> str | None:
-    return when.isoformat().replace("+00:00", "Z") if when is not None else None
 
 
 def attachment(ref: AttachmentRef, n: int, message_id: str) -> Json:

@@ -23,6 +23,11 @@ def at_millis(when: datetime) -> datetime:
     return when.replace(microsecond=when.microsecond // 1000 * 1000)
 
 
+def iso(when: datetime | None) -> str | None:
+    """A time as the API and exports write it: ISO 8601 in UTC with a Z."""
+    return when.isoformat().replace("+00:00", "Z") if when is not None else None
+
+
 def utcnow() -> datetime:
     return at_millis(datetime.now(UTC))
 

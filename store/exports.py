@@ -24,6 +24,7 @@ from store.documents import (
     ExportStatus,
     Hold,
     Message,
+    iso,
 )
 from store.errors import NotFound
 
@@ -184,23 +185,19 @@ async def _file_chunks(path: Path, size: int = 1 << 20) -> AsyncIterator[bytes]:
             yield chunk
 
 
-def _iso(when: datetime | None) -> str | None:
-    return when.isoformat().replace("+00:00", "Z") if when else None
-
-
 def _conversation_json(c: Conversation) -> dict[str, Any]:
     return {
         "id": str(c.id), "channel": c.channel.value, "account_id": c.account_id,
         "source": c.source, "external_id": c.external_id, "subject": c.subject,
-        "participants": c.participants, "first_message_at": _iso(c.first_message_at),
-        "last_message_at": _iso(c.last_message_at),
+        "participants": c.participants, "first_message_at": iso(c.first_message_at),
+        "last_message_at": iso(c.last_message_at),
     }  # fmt: skip
 
 
 def _message_json(m: Message) -> dict[str, Any]:
     return {
         "id": str(m.id), "channel": m.channel.value, "direction": m.direction.value,
-        "sent_at": _iso(m.sent_at), "collected_at": _iso(m.collected_at),
+        "sent_at": iso(m.sent_at), "collected_at": iso(m.collected_at),
         "author": m.author.model_dump(), "to": [a.model_dump() for a in m.to],
         "cc": [a.model_dump() for a in m.cc], "subject": m.subject, "text": m.text,
         "html": m.html, "message_id_header": m.message_id_header, "parse_error": m.parse_error,
@@ -211,7 +208,7 @@ def _message_json(m: Message) -> dict[str, Any]:
              "file": f"attachments/{m.id}/{n}-{safe_name(a.filename, fallback=f'attachment-{n}')}"}
             for n, a in enumerate(m.attachments)
         ],
-        "history": [{"text": v.text, "replaced_at": _iso(v.replaced_at)} for v in m.history],
+        "history": [{"text": v.text, "replaced_at": iso(v.replaced_at)} for v in m.history],
     }  # fmt: skip
 
 

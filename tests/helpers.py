@@ -6,9 +6,9 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from pathlib import Path
 
+from store.documents import iso
 from store.embedded import free_port
 
 __all__ = ["eventually", "free_port", "iso", "mongod_pids_using"]
@@ -44,8 +44,3 @@ def mongod_pids_using(path: Path) -> list[int]:
         ):
             pids.append(int(entry.name))
     return pids
-
-
-def iso(when: datetime) -> str:
-    """As the API writes times: ISO 8601 in UTC with a Z."""
-    return when.isoformat().replace("+00:00", "Z")
