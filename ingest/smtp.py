@@ -1,4 +1,5 @@
-"""The SMTP server: aiosmtpd on the service's event loop, one store call per message."""
+"""The SMTP server: aiosmtpd on the service's event loop. A message is acknowledged once it is
+durably in the spool (one group-committed write); the filer parses and files it behind."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import logging
 import ssl
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -18,16 +19,15 @@ from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from prometheus_client import Counter, Histogram
 
-from ingest.mime import SupportSide, parse_email
 from store.documents import Envelope, utcnow
 from store.errors import is_transient
-from store.messages import Filed, NewEmail
+from store.spool import Spool, SpoolFull
 
 log = logging.getLogger("archive.smtp")
 
 SMTP_MESSAGES = Counter(
     "archive_smtp_messages_total", "SMTP messages by outcome", ["outcome"]
-)  # stored, duplicate, rejected, tempfail
+)  # accepted, rejected, tempfail
 SMTP_STORE_SECONDS = Histogram(
     "archive_smtp_store_seconds", "Time from end of DATA to the durable reply"
 )
@@ -35,9 +35,9 @@ SMTP_STORE_SECONDS = Histogram(
 TEMPFAIL = "451 4.3.0 Temporary failure storing the message, please retry"
 NOT_ALLOWED = "550 5.7.1 Client host rejected: not allowed to relay mail to this archive"
 TOO_BIG = "552 5.3.4 Message too big for this archive"
+SPOOL_FULL = "451 4.3.1 Archive queue full, please retry later"
 TOO_MANY = b"421 4.7.0 Too many connections from your address, try again later\r\n"
 
-FileEmail = Callable[[NewEmail], Awaitable[Filed]]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -46,21 +46,17 @@ def networks(cidrs: Sequence[str]) -> list[IPNetwork]:
 
 
 class ArchiveHandler:
-    """aiosmtpd handler: checks the client, turns each message into one ``file_email`` call.
-
-    Owns no persistence: ``file_email`` is injected, so the protocol can be tested alone.
-    """
+    """aiosmtpd handler: checks the client, and puts each message durably in the spool before
+    the 250 (whose queue id is the id the message will be stored under)."""
 
     def __init__(
         self,
         *,
-        file_email: FileEmail,
-        support: SupportSide,
+        spool: Spool,
         allowed_clients: Sequence[IPNetwork],
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self._file_email = file_email
-        self._support = support
+        self._spool = spool
         self._allowed = list(allowed_clients)
         self._clock = clock
         self._in_flight = 0
@@ -127,28 +123,23 @@ class ArchiveHandler:
             helo=session.host_name,
             tls=session.ssl is not None,
         )
-        email = parse_email(
-            raw, support=self._support, received_at=self._clock(), envelope=smtp_envelope
-        )
         try:
-            filed = await self._file_email(email)
+            queued = await self._spool.put_email(
+                raw, envelope=smtp_envelope, received_at=self._clock()
+            )
+        except SpoolFull as exc:
+            log.warning("spool full, answered 451 to %s: %s", session.peer, exc)
+            SMTP_MESSAGES.labels("tempfail").inc()
+            return SPOOL_FULL
         except Exception as exc:
             if not is_transient(exc):
                 raise
             log.warning("database unavailable, answered 451 to %s: %s", session.peer, exc)
             SMTP_MESSAGES.labels("tempfail").inc()
             return TEMPFAIL
-        outcome = "duplicate" if filed.duplicate else "stored"
-        SMTP_MESSAGES.labels(outcome).inc()
-        log.info(
-            "%s %s from %s (%d bytes)",
-            outcome,
-            filed.message_id,
-            session.peer[0] if session.peer else "?",
-            len(raw),
-            extra={"message_id": str(filed.message_id), "dedup_key": email.dedup_key},
-        )
-        return f"250 2.0.0 Ok: queued as {filed.message_id}"
+        SMTP_MESSAGES.labels("accepted").inc()
+        log.debug("accepted %s from %s (%d bytes)", queued, session.peer, len(raw))
+        return f"250 2.0.0 Ok: queued as {queued}"
 
     async def handle_exception(self, error: Exception) -> str:
         log.exception("SMTP session failed; answered 451 so the sender retries", exc_info=error)

@@ -21,6 +21,7 @@ from ingest.chat.webhook import (
     Source,
     openapi_path_item,
 )
+from ingest.filer import Filer, filing
 from ingest.mime import SupportSide
 from ingest.smtp import ArchiveHandler, networks, smtp_server, tls_context
 from scheduler.jobs import Jobs
@@ -32,8 +33,8 @@ from store.database import Database, open_database
 from store.documents import Role
 from store.embedded import EmbeddedMongo, running_embedded_uri
 from store.errors import Conflict
-from store.messages import file_email
 from store.retention import RetentionPolicy
+from store.spool import Spool
 
 log = logging.getLogger("archive.service")
 
@@ -154,12 +155,8 @@ async def first_admin_key(settings: Settings) -> None:
     )
 
 
-def smtp_handler(settings: Settings) -> ArchiveHandler:
-    return ArchiveHandler(
-        file_email=file_email,
-        support=SupportSide.parse(settings.support_addresses),
-        allowed_clients=networks(settings.smtp_allowed_clients),
-    )
+def smtp_handler(settings: Settings, spool: Spool) -> ArchiveHandler:
+    return ArchiveHandler(spool=spool, allowed_clients=networks(settings.smtp_allowed_clients))
 
 
 async def serve(settings: Settings, roles: Roles, *, stop: asyncio.Event | None = None) -> None:
@@ -178,12 +175,19 @@ async def serve(settings: Settings, roles: Roles, *, stop: asyncio.Event | None 
                     http_server(app, host=settings.http_host, port=settings.http_port)
                 )
             if roles.smtp:
+                # The filer stops after SMTP (exit order is reversed): what SMTP accepted
+                # while closing is filed before the process ends.
+                spool = Spool()
+                filer = Filer(spool, support=SupportSide.parse(settings.support_addresses))
+                await stack.enter_async_context(
+                    filing(filer, spool, shutdown_grace=SHUTDOWN_GRACE_SECONDS)
+                )
                 tls = None
                 if settings.smtp_tls_cert and settings.smtp_tls_key:
                     tls = tls_context(str(settings.smtp_tls_cert), str(settings.smtp_tls_key))
                 await stack.enter_async_context(
                     smtp_server(
-                        smtp_handler(settings),
+                        smtp_handler(settings, spool),
                         host=settings.smtp_host,
                         port=settings.smtp_port,
                         max_message_bytes=settings.smtp_max_message_bytes,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+
+from pymongo import UpdateOne
 
 from store.documents import (
     BLOB_CHUNK_SIZE,
@@ -14,6 +16,7 @@ from store.documents import (
     BlobChunk,
     BlobRef,
     Message,
+    SpoolEntry,
     utcnow,
 )
 from store.errors import NotFound
@@ -56,6 +59,38 @@ async def put_blob(data: bytes) -> BlobRef:
     return BlobRef(sha256=digest, size=len(data))
 
 
+async def put_blobs(datas: Sequence[bytes]) -> list[BlobRef]:
+    """``put_blob`` for many at once: the small ones in one unordered bulk upsert."""
+    now = utcnow()
+    small: dict[str, bytes] = {}
+    for data in datas:
+        if len(data) <= BLOB_INLINE_MAX:
+            small.setdefault(sha256_hex(data), data)
+        else:
+            await put_blob(data)
+    if small:
+        await Blob.get_pymongo_collection().bulk_write(
+            [
+                UpdateOne(
+                    {"_id": digest},
+                    {
+                        "$setOnInsert": {
+                            "size": len(data),
+                            "data": data,
+                            "chunk_count": 0,
+                            "created_at": now,
+                        },
+                        "$set": {"last_referenced_at": now},
+                    },
+                    upsert=True,
+                )
+                for digest, data in small.items()
+            ],
+            ordered=False,
+        )
+    return [BlobRef(sha256=sha256_hex(data), size=len(data)) for data in datas]
+
+
 @dataclass(frozen=True)
 class NewAttachment:
     """An attachment as ingest found it: its bytes and what the sender said of them."""
@@ -68,7 +103,10 @@ class NewAttachment:
 
 
 async def put_attachment(attachment: NewAttachment) -> AttachmentRef:
-    ref = await put_blob(attachment.data)
+    return attachment_ref(attachment, await put_blob(attachment.data))
+
+
+def attachment_ref(attachment: NewAttachment, ref: BlobRef) -> AttachmentRef:
     return AttachmentRef(
         sha256=ref.sha256,
         size=ref.size,
@@ -80,9 +118,13 @@ async def put_attachment(attachment: NewAttachment) -> AttachmentRef:
 
 
 async def is_referenced(sha256: str) -> bool:
-    """Whether any message still refers to the blob (as its raw copy or an attachment)."""
+    """Whether any message still refers to the blob (as its raw copy or an attachment), or a
+    large delivery waiting in the spool to be filed."""
     query = {"$or": [{"raw.sha256": sha256}, {"attachments.sha256": sha256}]}
-    return await Message.get_pymongo_collection().find_one(query, {"_id": 1}) is not None
+    if await Message.get_pymongo_collection().find_one(query, {"_id": 1}) is not None:
+        return True
+    spooled = {"raw_sha256": sha256}
+    return await SpoolEntry.get_pymongo_collection().find_one(spooled, {"_id": 1}) is not None
 
 
 async def iter_blob(sha256: str) -> AsyncIterator[bytes]:

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from beanie import PydanticObjectId
 from pymongo import ReturnDocument
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 from store.accounts import account_for_emails, ensure_account, is_deleted
 from store.blobs import NewAttachment, put_attachment
@@ -20,9 +20,7 @@ from store.documents import (
     Message,
     MessageVersion,
 )
-from store.messages import stored_body
-
-_DUPLICATE_KEY = 11000
+from store.messages import by_dedup_key, insert_unless_stored, stored_body
 
 
 @dataclass(frozen=True)
@@ -82,14 +80,14 @@ async def file_chat(batch: ChatBatch) -> ChatFiled:
     conversation = await _conversation_for(batch)
     assert conversation.id is not None
     keys = [chat_dedup_key(batch.source, m.external_id) for m in batch.messages]
-    known = await _known(keys)
+    known = await by_dedup_key(keys)
     unique: dict[str, NewChatMessage] = {}
     for key, new in zip(keys, batch.messages, strict=True):
         if key not in known:
             unique.setdefault(key, new)  # a message repeated within the batch is stored once
     fresh = [await _message(batch, conversation, new, key) for key, new in unique.items()]
-    raced = await _insert(fresh)
-    known |= await _known(sorted(raced))
+    raced = await insert_unless_stored(fresh)
+    known |= await by_dedup_key(sorted(raced))
     if batch.edits:
         await _apply_edits(batch, known)
     inserted = {m.dedup_key: m for m in fresh if m.dedup_key not in raced}
@@ -103,28 +101,6 @@ async def file_chat(batch: ChatBatch) -> ChatFiled:
         results.append(ChatFiledMessage(stored.id, new.external_id, duplicate=not is_new))
         reported.add(key)
     return ChatFiled(conversation.id, conversation.account_id, results)
-
-
-async def _known(keys: Sequence[str]) -> dict[str, Message]:
-    if not keys:
-        return {}
-    found = await Message.find({"dedup_key": {"$in": list(keys)}}).to_list()
-    return {m.dedup_key: m for m in found}
-
-
-async def _insert(messages: list[Message]) -> set[str]:
-    """Insert all at once; returns the dedup keys that turned out to exist already (a
-    concurrent delivery of the same messages, or a repeat within the batch)."""
-    if not messages:
-        return set()
-    try:
-        await Message.insert_many(messages, ordered=False)
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(e.get("code") != _DUPLICATE_KEY for e in errors):
-            raise
-        return {messages[e["index"]].dedup_key for e in errors}
-    return set()
 
 
 async def _message(

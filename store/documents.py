@@ -303,6 +303,34 @@ class BlobChunk(Document):
         ]
 
 
+class SpoolEntry(Document):
+    """A delivery accepted durably and not filed yet: the SMTP reply is sent once this is
+    written, and the filer parses and files it behind the acknowledgement, then deletes it.
+
+    ``owner`` is the serve instance that files it, until ``lease_until``; an entry whose lease
+    has run out (its instance died) is taken over by another. Filing is idempotent (dedup),
+    so an entry filed twice is stored once.
+    """
+
+    raw: bytes | None = None  # the message, when up to BLOB_INLINE_MAX
+    raw_sha256: str | None = None  # otherwise the blob that holds it
+    size: int
+    envelope: Envelope | None = None
+    received_at: datetime
+    owner: str
+    lease_until: datetime
+    attempts: int = 0
+    last_error: str | None = None
+
+    class Settings:
+        name = "spool"
+        indexes = [
+            IndexModel([("owner", ASCENDING), ("_id", ASCENDING)], name="owner"),
+            IndexModel([("lease_until", ASCENDING)], name="lease_until"),
+            IndexModel([("raw_sha256", ASCENDING)], name="raw_sha256", sparse=True),
+        ]
+
+
 # --- retention ------------------------------------------------------------------------------
 
 
@@ -492,4 +520,5 @@ ALL_DOCUMENTS: list[type[Document]] = [
     AuditEvent,
     Export,
     Disclosure,
+    SpoolEntry,
 ]

@@ -8,6 +8,7 @@ account-scoped queries both read only matching entries, already in newest-first 
 
 from __future__ import annotations
 
+import functools
 import html
 import math
 import re
@@ -39,27 +40,28 @@ SCAN_BUDGET = 5000
 SNIPPET_CHARS = 200
 
 
+@functools.lru_cache(maxsize=65536)
 def normalise(word: str) -> str:
     """Case- and accent-insensitive form of a word: ``Réfund`` and ``refund`` are one term."""
+    if word.isascii():
+        return word.lower()
     decomposed = unicodedata.normalize("NFKD", word.casefold())
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
 def words_of(text: str) -> list[str]:
     """The normalised words of ``text`` in order, as search matches them."""
+    if text.isascii():  # the common case, about 20 times faster: no word needs decomposing
+        return _WORD.findall(text.lower())
     return [normalise(match) for match in _WORD.findall(text)]
 
 
 def terms_of(*texts: str | None) -> list[str]:
     """The distinct index terms of a message's subject and body, in order of first use."""
-    seen: dict[str, None] = {}
-    for text in texts:
-        for word in words_of(text or ""):
-            if len(word) <= MAX_TERM_LENGTH:
-                seen.setdefault(word, None)
-                if len(seen) >= MAX_TERMS_PER_MESSAGE:
-                    return list(seen)
-    return list(seen)
+    terms = dict.fromkeys(
+        word for text in texts for word in words_of(text or "") if len(word) <= MAX_TERM_LENGTH
+    )
+    return list(terms)[:MAX_TERMS_PER_MESSAGE]
 
 
 # --- the query grammar ----------------------------------------------------------------------

@@ -20,6 +20,8 @@ from store.database import Database, open_database
 from store.documents import Role
 from store.embedded import EmbeddedMongo
 from store.keys import create_key
+from store.spool import Spool
+from tests.mail import running
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +38,19 @@ async def database(mongo: EmbeddedMongo) -> AsyncIterator[Database]:
     async with open_database(mongo.uri, name=name) as db:
         yield db
         await db.client.drop_database(name)
+
+
+@pytest.fixture
+def spool(database: Database) -> Spool:
+    """The spool of the test's SMTP server (``spool.empty()`` waits until all is filed)."""
+    return Spool()
+
+
+@pytest.fixture
+async def smtp(spool: Spool) -> AsyncIterator[int]:
+    """The port of an SMTP server, with its filer, storing into the test's database."""
+    async with running(spool) as port:
+        yield port
 
 
 @pytest.fixture

@@ -3,12 +3,67 @@
 from __future__ import annotations
 
 import re
+import ssl
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from email import policy
 from email.message import EmailMessage
 
 import aiosmtplib
+from beanie import PydanticObjectId
+
+from ingest.filer import Filer, filing
+from ingest.mime import SupportSide
+from ingest.smtp import ArchiveHandler, networks, smtp_server
+from store.documents import Message
+from store.spool import Spool
+from tests.helpers import eventually
 
 _QUEUED = re.compile(r"queued as ([0-9a-f]{24})")
+
+SUPPORT = SupportSide.parse(["@shop.example"])
+LOOPBACK = ("127.0.0.0/8", "::1")
+MAX_BYTES = 64 * 1024
+
+
+def handler(spool: Spool, *, allowed: Sequence[str] = LOOPBACK) -> ArchiveHandler:
+    return ArchiveHandler(spool=spool, allowed_clients=networks(allowed))
+
+
+@asynccontextmanager
+async def running(
+    spool: Spool,
+    *,
+    allowed: Sequence[str] = LOOPBACK,
+    tls: ssl.SSLContext | None = None,
+    max_message_bytes: int = MAX_BYTES,
+    idle_timeout: float = 300.0,
+    max_per_client: int = 50,
+) -> AsyncIterator[int]:
+    """An SMTP server spooling into the current database and its filer, as serve runs them;
+    yields the port."""
+    async with (
+        filing(Filer(spool, support=SUPPORT), spool, shutdown_grace=10),
+        smtp_server(
+            handler(spool, allowed=allowed), host="127.0.0.1", port=0, tls=tls,
+            max_message_bytes=max_message_bytes, idle_timeout=idle_timeout,
+            max_per_client=max_per_client,
+        ) as server,
+    ):  # fmt: skip
+        yield server.sockets[0].getsockname()[1]
+
+
+async def stored(reply: str, *, within: float = 20) -> Message:
+    """The message a 250 named, once the filer has filed it."""
+    message_id = PydanticObjectId(queued_id(reply))
+
+    async def filed() -> bool:
+        return await Message.get(message_id) is not None
+
+    await eventually(filed, timeout=within)
+    message = await Message.get(message_id)
+    assert message is not None
+    return message
 
 
 def make_email(

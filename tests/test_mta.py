@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from beanie import PydanticObjectId
 
 from store.blobs import read_blob
-from store.database import Database
-from store.documents import Message
-from tests.mail import make_email, queued_id
-from tests.test_smtp import handler, running
+from tests.mail import make_email, stored
 
 SWAKS = shutil.which("swaks")
 # `make test` installs swaks first (`make tools`); only a machine where that was impossible
 # (no root, no apt) runs without it, and then this file says so instead of passing silently.
 pytestmark = pytest.mark.skipif(SWAKS is None, reason="swaks is not installed (make tools)")
-
-
-@pytest.fixture
-async def smtp(database: Database) -> AsyncIterator[int]:
-    async with running(handler()) as port:
-        yield port
 
 
 async def swaks(*args: str) -> str:
@@ -47,8 +36,8 @@ async def test_a_message_sent_by_swaks_is_stored_byte_exact(smtp: int, tmp_path:
         "--from", "ann@example.com", "--to", "support@shop.example", "--data", str(eml),
     )  # fmt: skip
     reply = next(line for line in transcript.splitlines() if "queued as" in line)
-    message = await Message.get(PydanticObjectId(queued_id(reply)))
-    assert message is not None and message.raw is not None
+    message = await stored(reply)
+    assert message.raw is not None
     # swaks ends DATA with a CRLF of its own after the file's last line: those are the bytes
     # it sent, and the archive keeps exactly them.
     assert await read_blob(message.raw.sha256) == raw + b"\r\n"
@@ -65,8 +54,7 @@ async def test_swaks_with_an_attachment_yields_an_attachment(smtp: int, tmp_path
         "--attach", f"@{invoice}",
     )  # fmt: skip
     reply = next(line for line in transcript.splitlines() if "queued as" in line)
-    message = await Message.get(PydanticObjectId(queued_id(reply)))
-    assert message is not None
+    message = await stored(reply)
     [attachment] = message.attachments
     assert attachment.filename == "invoice.pdf"
     assert await read_blob(attachment.sha256) == invoice.read_bytes()

@@ -13,9 +13,9 @@ from store.accounts import request_erasure
 from store.database import Database
 from store.documents import Account, Message, utcnow
 from store.retention import RetentionPolicy, sweep
+from store.spool import Spool
 from tests.conftest import report
-from tests.mail import make_email, send
-from tests.test_smtp import handler, running
+from tests.mail import make_email, running, send
 
 MESSAGES = 100_000
 CONVERSATIONS = 1_000
@@ -54,7 +54,8 @@ async def test_a_100000_message_purge_keeps_smtp_answering(database: Database) -
     policy = RetentionPolicy(grace=timedelta(days=180), max_age=timedelta(days=1095),
                              secret_key=b"k" * 32, batch_size=500)  # fmt: skip
 
-    async with running(handler()) as port:
+    spool = Spool()
+    async with running(spool) as port:
         started = time.perf_counter()
         purge = asyncio.create_task(sweep(database, now=now, policy=policy))
         latencies = []
@@ -67,6 +68,7 @@ async def test_a_100000_message_purge_keeps_smtp_answering(database: Database) -
             n += 1
         swept = await purge
         took = time.perf_counter() - started
+        assert await spool.empty(within=30)
 
     assert swept.messages == MESSAGES
     assert await Message.find({"account_id": "big"}).count() == 0

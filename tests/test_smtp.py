@@ -6,8 +6,6 @@ import asyncio
 import logging
 import smtplib
 import ssl
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,48 +14,13 @@ import pytest
 import trustme
 from beanie import PydanticObjectId
 
-from ingest.mime import SupportSide
-from ingest.smtp import ArchiveHandler, networks, smtp_server
 from store.accounts import register_account
 from store.blobs import read_blob
-from store.database import Database, open_database
-from store.documents import Account, Blob, Conversation, Direction, Message
+from store.database import open_database
+from store.documents import Account, Blob, Conversation, Direction, Message, SpoolEntry
 from store.embedded import EmbeddedMongo
-from store.messages import file_email
-from tests.mail import make_email, queued_id, send
-
-MAX_BYTES = 64 * 1024
-
-
-def handler(allowed: Sequence[str] = ("127.0.0.0/8", "::1")) -> ArchiveHandler:
-    return ArchiveHandler(
-        file_email=file_email,
-        support=SupportSide.parse(["@shop.example"]),
-        allowed_clients=networks(allowed),
-    )
-
-
-@asynccontextmanager
-async def running(
-    smtp_handler: ArchiveHandler, *, tls: ssl.SSLContext | None = None
-) -> AsyncIterator[int]:
-    async with smtp_server(
-        smtp_handler, host="127.0.0.1", port=0, max_message_bytes=MAX_BYTES, tls=tls
-    ) as server:
-        yield server.sockets[0].getsockname()[1]
-
-
-@pytest.fixture
-async def smtp(database: Database) -> AsyncIterator[int]:
-    """The port of an SMTP server storing into the test's database."""
-    async with running(handler()) as port:
-        yield port
-
-
-async def stored(reply: str) -> Message:
-    message = await Message.get(PydanticObjectId(queued_id(reply)))
-    assert message is not None
-    return message
+from store.spool import Spool
+from tests.mail import MAX_BYTES, make_email, queued_id, running, send, stored
 
 
 async def test_a_plain_message_is_stored_byte_identical_and_the_250_names_it(smtp: int) -> None:
@@ -203,21 +166,46 @@ async def test_a_reply_found_only_through_references_joins_the_thread(smtp: int)
     assert (await stored((await send(smtp, reply))[1])).conversation_id == root.conversation_id
 
 
-async def test_a_retransmission_is_acknowledged_again_and_stored_once(smtp: int) -> None:
+async def test_a_retransmission_is_acknowledged_again_and_stored_once(
+    smtp: int, spool: Spool
+) -> None:
     raw = make_email()
-    first = queued_id((await send(smtp, raw))[1])
+    first = await stored((await send(smtp, raw))[1])
     code, reply = await send(smtp, raw)
     assert code == 250
-    assert queued_id(reply) == first
-    assert await Message.count() == 1
+    assert await spool.empty(within=20)
+    assert await Message.find_all().to_list() == [first]
+    assert await Message.get(PydanticObjectId(queued_id(reply))) is None
     assert await Conversation.count() == 1
 
 
-async def test_a_retransmission_without_message_id_is_stored_once(smtp: int) -> None:
+async def test_a_retransmission_without_message_id_is_stored_once(smtp: int, spool: Spool) -> None:
     raw = make_email(message_id=None)
-    first = queued_id((await send(smtp, raw))[1])
-    assert queued_id((await send(smtp, raw))[1]) == first
-    assert await Message.count() == 1
+    first = await stored((await send(smtp, raw))[1])
+    assert (await send(smtp, raw))[0] == 250
+    assert await spool.empty(within=20)
+    assert await Message.find_all().to_list() == [first]
+
+
+async def test_a_burst_of_concurrent_deliveries_is_stored_once_each(
+    smtp: int, spool: Spool
+) -> None:
+    # Deliveries that arrive together are spooled by shared writes and filed in batches.
+    raws = [make_email(message_id=f"<burst-{n}@example.com>") for n in range(80)]
+    gate = asyncio.Semaphore(40)  # under the per-client connection limit
+
+    async def deliver(raw: bytes) -> int:
+        async with gate:
+            return (await send(smtp, raw))[0]
+
+    codes = await asyncio.gather(*(deliver(raw) for raw in raws + raws[:20]))
+    assert set(codes) == {250}
+    assert await spool.empty(within=30)
+    assert await SpoolEntry.count() == 0
+    assert await Message.count() == 80
+    assert sorted(m.message_id_header or "" for m in await Message.find_all().to_list()) == sorted(
+        f"burst-{n}@example.com" for n in range(80)
+    )
 
 
 async def test_an_oversized_message_is_refused_with_552_and_nothing_is_stored(smtp: int) -> None:
@@ -225,6 +213,7 @@ async def test_an_oversized_message_is_refused_with_552_and_nothing_is_stored(sm
     code, reply = await send(smtp, raw)
     assert code == 552
     assert reply.startswith("5.3.4")
+    assert await SpoolEntry.count() == 0
     assert await Message.count() == 0
 
 
@@ -240,22 +229,23 @@ async def test_size_is_announced_and_a_declared_oversize_is_refused_before_data(
     assert response.message.startswith("5.3.4")
 
 
-async def test_a_client_outside_the_allowlist_is_refused_with_550(database: Database) -> None:
-    async with running(handler(allowed=["10.0.0.0/8"])) as port:
+async def test_a_client_outside_the_allowlist_is_refused_with_550(spool: Spool) -> None:
+    async with running(spool, allowed=["10.0.0.0/8"]) as port:
         code, reply = await send(port, make_email())
     assert code == 550
     assert reply.startswith("5.7.1")
+    assert await SpoolEntry.count() == 0
     assert await Message.count() == 0
 
 
-async def test_starttls_is_offered_and_works_with_a_test_certificate(database: Database) -> None:
+async def test_starttls_is_offered_and_works_with_a_test_certificate(spool: Spool) -> None:
     authority = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     authority.issue_cert("127.0.0.1").configure_cert(server_context)
     client_context = ssl.create_default_context()
     authority.configure_trust(client_context)
 
-    async with running(handler(), tls=server_context) as port:
+    async with running(spool, tls=server_context) as port:
         client = aiosmtplib.SMTP(
             hostname="127.0.0.1", port=port, start_tls=False, tls_context=client_context
         )
@@ -307,7 +297,7 @@ async def test_with_the_database_stopped_mid_session_mail_gets_451_then_is_store
     try:
         async with (
             open_database(mongo.uri, name="faults", timeout=timedelta(seconds=2)),
-            running(handler()) as port,
+            running(Spool()) as port,
             aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False) as client,
         ):
             _, reply = await client.sendmail("ann@example.com", ["s@shop.example"], make_email())
@@ -326,6 +316,7 @@ async def test_with_the_database_stopped_mid_session_mail_gets_451_then_is_store
             await restarted.start()
             _, reply = await client.sendmail("ann@example.com", ["s@shop.example"], retry)
             assert reply.startswith("2.0.0")
+            assert (await stored(reply)).message_id_header == "while-down@example.com"
             assert await Message.count() == 2
     finally:
         await restarted.stop()
@@ -333,17 +324,14 @@ async def test_with_the_database_stopped_mid_session_mail_gets_451_then_is_store
 
 
 @pytest.mark.slow
-async def test_a_message_larger_than_a_mongodb_document_is_kept_whole(
-    database: Database,
-) -> None:
+async def test_a_message_larger_than_a_mongodb_document_is_kept_whole(spool: Spool) -> None:
     body = ("Log line of a very chatty device, repeated. " * 24 + "\n") * 20_000  # ~21 MB
     raw = make_email(body=body, message_id="<huge@example.com>")
     assert len(raw) > 16 * 1024 * 1024
-    big = handler()
-    async with smtp_server(big, host="127.0.0.1", port=0, max_message_bytes=26_214_400) as server:
-        code, reply = await send(server.sockets[0].getsockname()[1], raw)
-    assert code == 250
-    message = await stored(reply)
+    async with running(spool, max_message_bytes=26_214_400) as port:
+        code, reply = await send(port, raw)
+        assert code == 250
+        message = await stored(reply)
     assert message.raw is not None
     assert await read_blob(message.raw.sha256) == raw
     assert message.body_truncated

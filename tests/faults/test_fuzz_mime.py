@@ -10,12 +10,13 @@ from beanie import PydanticObjectId
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ingest.filer import Filer
 from store.blobs import read_blob
 from store.database import Database
 from store.documents import Conversation, Message
+from store.spool import Spool
 from tests.conftest import report
-from tests.mail import queued_id
-from tests.test_smtp import handler
+from tests.mail import SUPPORT, handler, queued_id
 
 CORPUS = [
     p.read_bytes() for p in sorted((Path(__file__).parent.parent / "data" / "corpus").glob("*.eml"))
@@ -67,7 +68,12 @@ async def deliver(raw: bytes) -> str:
     envelope.rcpt_tos = ["support@shop.example"]
     envelope.original_content = raw
     envelope.content = raw
-    return str(await handler().handle_DATA(None, session, envelope))  # type: ignore[arg-type]
+    spool = Spool()
+    reply = str(await handler(spool).handle_DATA(None, session, envelope))  # type: ignore[arg-type]
+    # File what was spooled right away, as the filer does behind the acknowledgement.
+    while await Filer(spool, support=SUPPORT).file_once():
+        pass
+    return reply
 
 
 @settings(

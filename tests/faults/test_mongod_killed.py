@@ -126,6 +126,11 @@ async def test_every_acknowledged_message_survives_a_killed_mongod_and_none_is_d
 
         client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(restarted.uri)
         messages = client["faults"]["messages"]
+
+        async def all_filed() -> bool:  # mail is acknowledged once spooled, filed behind
+            return await client["faults"]["spool"].count_documents({}) == 0
+
+        await eventually(all_filed, timeout=60)
         stored = Counter([d["dedup_key"] async for d in messages.find({}, {"dedup_key": 1})])
         await client.close()
         report(f"faults injected: 1 mongod SIGKILL + restart\n"

@@ -13,9 +13,9 @@ from pymongo import AsyncMongoClient
 from store.database import open_database
 from store.documents import Message
 from store.embedded import EmbeddedMongo
+from store.spool import Spool
 from tests.conftest import report
-from tests.mail import make_email, send
-from tests.test_smtp import handler, running
+from tests.mail import make_email, running, send, stored
 
 
 @pytest.mark.slow
@@ -23,7 +23,7 @@ async def test_blocked_writes_get_451_in_bounded_time_then_mail_flows_again(tmp_
     async with (
         EmbeddedMongo(tmp_path) as mongo,
         open_database(mongo.uri, name="slow", timeout=timedelta(seconds=2)),
-        running(handler()) as port,
+        running(Spool()) as port,
     ):
         admin: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo.uri)
         await admin.admin.command({"fsync": 1, "lock": True})  # every write now waits
@@ -37,6 +37,7 @@ async def test_blocked_writes_get_451_in_bounded_time_then_mail_flows_again(tmp_
         finally:
             await admin.admin.command("fsyncUnlock")
             await admin.close()
-        code, _ = await send(port, make_email())
+        code, reply = await send(port, make_email())
         assert code == 250
+        await stored(reply)
         assert await Message.count() == 1

@@ -9,20 +9,19 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from ingest.smtp import smtp_server
 from store.database import Database
 from store.documents import Message
+from store.spool import Spool
 from tests.helpers import eventually
-from tests.test_smtp import handler
+from tests.mail import running
 
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 @asynccontextmanager
 async def server(*, idle: float = 30.0, per_client: int = 50) -> AsyncIterator[int]:
-    async with smtp_server(handler(), host="127.0.0.1", port=0, max_message_bytes=64 * 1024,
-                           idle_timeout=idle, max_per_client=per_client) as smtp:  # fmt: skip
-        yield smtp.sockets[0].getsockname()[1]
+    async with running(Spool(), idle_timeout=idle, max_per_client=per_client) as port:
+        yield port
 
 
 async def connect(port: int) -> Stream:

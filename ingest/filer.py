@@ -1,0 +1,197 @@
+"""The filer: parses what the spool holds and files it, behind the SMTP acknowledgement.
+
+It takes the oldest entries its instance owns, a batch at a time, parses each (yielding to
+the event loop between messages, so that sessions being answered are not kept waiting), files
+the batch with ``file_emails`` and only then deletes the entries. If the database is away it
+waits and tries again; an entry that cannot be filed for another reason stays in the spool,
+is logged and retried later, and never blocks the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from beanie import PydanticObjectId
+from prometheus_client import Counter, Gauge, Histogram
+
+from ingest.mime import SupportSide, parse_email
+from store.documents import SpoolEntry, utcnow
+from store.errors import is_transient
+from store.messages import Filed, NewEmail, file_emails
+from store.spool import Spool, raw_of
+
+log = logging.getLogger("archive.filer")
+
+FILED = Counter("archive_filed_messages_total", "Spooled deliveries filed, by outcome",
+                ["outcome"])  # fmt: skip
+FILE_SECONDS = Histogram("archive_filer_batch_seconds", "Time to parse and file one batch")
+LAG_SECONDS = Histogram(
+    "archive_filer_lag_seconds", "Time from acknowledgement to filed",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)  # fmt: skip
+BACKLOG = Gauge("archive_spool_backlog", "Deliveries accepted and not filed yet")
+
+
+class Filer:
+    def __init__(
+        self,
+        spool: Spool,
+        *,
+        support: SupportSide,
+        batch: int = 200,
+        take_over_every: timedelta = timedelta(seconds=20),
+    ) -> None:
+        self._spool = spool
+        self._support = support
+        self._batch = batch
+        self._take_over_every = take_over_every.total_seconds()
+        # Entries that failed for a reason other than the database, and when to retry them.
+        self._retry_at: dict[PydanticObjectId, float] = {}
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Ask ``run`` to return after the batch in hand."""
+        self._stopping = True
+        self._spool.arrived.set()
+
+    async def run(self) -> None:
+        """File until ``stop`` (or cancellation)."""
+        backoff = 0.5
+        next_take_over = 0.0
+        while not self._stopping:
+            try:
+                if time.monotonic() >= next_take_over:
+                    await self._spool.take_over()
+                    next_take_over = time.monotonic() + self._take_over_every
+                self._spool.arrived.clear()  # before claiming: a put from now on wakes us
+                filed = await self.file_once()
+                backoff = 0.5
+            except Exception as exc:
+                if self._stopping:
+                    return
+                # Never give up: what waits in the spool is durable, and filing resumes when
+                # the database (or whatever failed) is back.
+                if is_transient(exc):
+                    log.warning("database unavailable, filing again in %.1fs: %s", backoff, exc)
+                else:
+                    log.exception("filing failed, trying again in %.1fs", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            if not filed:
+                BACKLOG.set(self._spool.backlog)
+                wait = min(self._take_over_every, self._next_retry())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._spool.arrived.wait(), wait)
+
+    def _next_retry(self) -> float:
+        if not self._retry_at:
+            return self._take_over_every
+        return max(0.05, min(self._retry_at.values()) - time.monotonic())
+
+    async def file_once(self) -> int:
+        """File one batch; how many entries it held (0: nothing to do right now)."""
+        now = time.monotonic()
+        waiting = [i for i, at in self._retry_at.items() if at > now]
+        claimed = await self._spool.claim(self._batch, skip=waiting)
+        if not claimed:
+            return 0
+        started = time.perf_counter()
+        entries, emails = [], []
+        for entry in claimed:
+            try:
+                emails.append(await self._parse(entry))
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                await self._failed(entry, exc)  # e.g. the blob of a large message is gone
+            else:
+                entries.append(entry)
+            await asyncio.sleep(0)  # let the SMTP sessions and HTTP requests in between
+        if not entries:
+            return len(claimed)
+        try:
+            filed = await file_emails(emails)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            # Something in the batch cannot be filed: file one by one to find it.
+            for entry, email in zip(entries, emails, strict=True):
+                await self._file_alone(entry, email)
+            return len(claimed)
+        await self._done(entries, emails, filed)
+        FILE_SECONDS.observe(time.perf_counter() - started)
+        return len(claimed)
+
+    async def _file_alone(self, entry: SpoolEntry, email: NewEmail) -> None:
+        try:
+            [filed] = await file_emails([email])
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            await self._failed(entry, exc)
+            return
+        await self._done([entry], [email], [filed])
+
+    async def _parse(self, entry: SpoolEntry) -> NewEmail:
+        email = parse_email(
+            await raw_of(entry), support=self._support, received_at=entry.received_at,
+            envelope=entry.envelope,
+        )  # fmt: skip
+        return email.with_id(entry.id) if entry.id is not None else email
+
+    async def _done(
+        self, entries: list[SpoolEntry], emails: list[NewEmail], filed: list[Filed]
+    ) -> None:
+        await self._spool.done([e.id for e in entries if e.id is not None])
+        now = utcnow()
+        for entry, email, result in zip(entries, emails, filed, strict=True):
+            self._retry_at.pop(entry.id, None)  # type: ignore[arg-type]
+            outcome = "duplicate" if result.duplicate else "stored"
+            FILED.labels(outcome).inc()
+            LAG_SECONDS.observe(max(0.0, (now - entry.received_at).total_seconds()))
+            log.info(
+                "%s %s from %s (%d bytes)",
+                outcome,
+                result.message_id,
+                entry.envelope.client_address if entry.envelope else "?",
+                entry.size,
+                extra={"message_id": str(result.message_id), "dedup_key": email.dedup_key},
+            )
+        BACKLOG.set(self._spool.backlog)
+
+    async def _failed(self, entry: SpoolEntry, exc: Exception) -> None:
+        assert entry.id is not None
+        log.error("could not file spooled delivery %s (attempt %d); it stays in the spool",
+                  entry.id, entry.attempts + 1, exc_info=exc)  # fmt: skip
+        FILED.labels("failed").inc()
+        delay = min(60.0 * 2 ** min(entry.attempts, 6), 3600.0)
+        self._retry_at[entry.id] = time.monotonic() + delay
+        await self._spool.failed(entry, f"{type(exc).__name__}: {exc}")
+
+
+@asynccontextmanager
+async def filing(filer: Filer, spool: Spool, *, shutdown_grace: float) -> AsyncIterator[None]:
+    """Run the filer in the background; on exit, let it file what was accepted (within
+    ``shutdown_grace`` seconds: what is left stays in the spool for the next start)."""
+    task = asyncio.create_task(filer.run(), name="filer")
+    try:
+        yield
+    finally:
+        if not task.done() and not await spool.empty(within=shutdown_grace):
+            log.warning("%d accepted deliveries not filed yet; they stay in the spool and are "
+                        "filed at the next start", spool.backlog)  # fmt: skip
+        filer.stop()
+        # A cancellation that lands inside a driver call may surface as a connection error,
+        # which the loop would retry: stopping is asked politely first, then enforced.
+        await asyncio.wait([task], timeout=5)
+        task.cancel()
+        await asyncio.wait([task])  # unlike awaiting it, never swallows our own cancellation
+        if not task.cancelled() and task.exception() is not None:
+            log.error("the filer had stopped", exc_info=task.exception())

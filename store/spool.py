@@ -1,0 +1,195 @@
+"""The spool: deliveries written durably first, filed behind the acknowledgement.
+
+Acknowledging a delivery costs one durable write, shared by every delivery that arrived
+meanwhile (group commit): while one ``insert_many`` is in flight the next deliveries gather,
+and each caller resumes once the write that holds its entry has returned. Parsing, threading,
+search terms and linking happen later, in the filer (``ingest.filer``), which deletes an entry
+only after filing it; filing is idempotent, so a crash in between files it again as a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from beanie import PydanticObjectId
+
+from store.blobs import put_blob, read_blob
+from store.documents import BLOB_INLINE_MAX, Envelope, SpoolEntry, utcnow
+
+log = logging.getLogger("archive.spool")
+
+T = TypeVar("T")
+
+# An entry is filed within seconds by the instance that accepted it, which renews its leases
+# while it runs; if the instance dies, another one (or its restart) takes the entry over once
+# the lease has run out.
+LEASE = timedelta(seconds=60)
+
+
+class SpoolFull(Exception):
+    """More deliveries wait to be filed than the spool may hold: the sender should retry."""
+
+
+class GroupCommit(Generic[T]):
+    """Items of concurrent callers written together, at most ``max_batch`` per write.
+
+    ``submit`` returns once the write holding the item has returned, or raises what that
+    write raised. A write that fails fails every item of its batch, never the next batch.
+    """
+
+    def __init__(self, write: Callable[[list[T]], Awaitable[None]], *, max_batch: int = 500):
+        self._write = write
+        self._max_batch = max_batch
+        self._pending: list[tuple[T, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def submit(self, item: T) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain(), name="group-commit")
+        await asyncio.shield(future)
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            try:
+                await self._write([item for item, _ in batch])
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+
+
+class Spool:
+    """The spool of one serve instance: it writes entries it owns and hands them to its filer.
+
+    ``max_backlog`` bounds the entries accepted and not filed yet; beyond it ``put_email``
+    raises SpoolFull, and SMTP answers 451 so that the MTA keeps the mail and retries.
+    """
+
+    def __init__(self, *, max_backlog: int = 50_000, lease: timedelta = LEASE) -> None:
+        self.owner = uuid.uuid4().hex[:12]
+        self.lease = lease
+        self.max_backlog = max_backlog
+        self.arrived = asyncio.Event()
+        self._backlog = 0
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self._commit: GroupCommit[SpoolEntry] = GroupCommit(self._insert)
+
+    @property
+    def backlog(self) -> int:
+        """Entries this instance accepted and has not filed yet."""
+        return self._backlog
+
+    async def put_email(
+        self, raw: bytes, *, envelope: Envelope | None, received_at: datetime
+    ) -> PydanticObjectId:
+        """Write one delivery durably; its id is the id its message will have."""
+        if self._backlog >= self.max_backlog:
+            raise SpoolFull(f"{self._backlog} deliveries wait to be filed")
+        inline = len(raw) <= BLOB_INLINE_MAX
+        # A message too large for one document is written as a blob first (chunked); the
+        # entry, written last, is what makes the delivery count.
+        sha256 = None if inline else (await put_blob(raw)).sha256
+        entry = SpoolEntry(
+            id=PydanticObjectId(),
+            raw=raw if inline else None,
+            raw_sha256=sha256,
+            size=len(raw),
+            envelope=envelope,
+            received_at=received_at,
+            owner=self.owner,
+            lease_until=utcnow() + self.lease,
+        )
+        # Counted before it is written: the filer may file it before this coroutine resumes.
+        self._backlog += 1
+        self._empty.clear()
+        try:
+            await self._commit.submit(entry)
+        except BaseException:
+            self._forget(1)
+            raise
+        self.arrived.set()
+        assert entry.id is not None
+        return entry.id
+
+    async def _insert(self, entries: list[SpoolEntry]) -> None:
+        await SpoolEntry.get_pymongo_collection().insert_many(
+            [e.model_dump(by_alias=True) for e in entries], ordered=False
+        )
+
+    async def claim(
+        self, limit: int, *, skip: Collection[PydanticObjectId] = ()
+    ) -> list[SpoolEntry]:
+        """The oldest entries this instance owns, at most ``limit``, except ``skip``."""
+        query: dict[str, Any] = {"owner": self.owner}
+        if skip:
+            query["_id"] = {"$nin": list(skip)}
+        return await SpoolEntry.find(query).sort("+_id").limit(limit).to_list()
+
+    async def take_over(self, *, now: datetime | None = None) -> int:
+        """Own the entries whose owner's lease ran out (an instance that died), and renew
+        this instance's leases. Returns how many entries were taken over."""
+        now = now or utcnow()
+        collection = SpoolEntry.get_pymongo_collection()
+        await collection.update_many(
+            {"owner": self.owner}, {"$set": {"lease_until": now + self.lease}}
+        )
+        taken = await collection.update_many(
+            {"lease_until": {"$lt": now}, "owner": {"$ne": self.owner}},
+            {"$set": {"owner": self.owner, "lease_until": now + self.lease}},
+        )
+        if taken.modified_count:
+            log.warning("took over %d spooled deliveries of a stopped instance",
+                        taken.modified_count)  # fmt: skip
+            self._backlog += taken.modified_count
+            self._empty.clear()
+            self.arrived.set()
+        return taken.modified_count
+
+    async def done(self, ids: Sequence[PydanticObjectId]) -> None:
+        """Forget entries that are filed (durably: the filing wrote before this)."""
+        if not ids:
+            return
+        result = await SpoolEntry.get_pymongo_collection().delete_many(
+            {"_id": {"$in": list(ids)}, "owner": self.owner}
+        )
+        self._forget(result.deleted_count)
+
+    def _forget(self, count: int) -> None:
+        self._backlog = max(0, self._backlog - count)
+        if self._backlog == 0:
+            self._empty.set()
+
+    async def failed(self, entry: SpoolEntry, error: str) -> None:
+        """Note a filing error on an entry; it stays (nothing is dropped) and is retried."""
+        await SpoolEntry.get_pymongo_collection().update_one(
+            {"_id": entry.id}, {"$inc": {"attempts": 1}, "$set": {"last_error": error[:500]}}
+        )
+
+    async def empty(self, *, within: float) -> bool:
+        """Wait until everything this instance accepted is filed (or ``within`` seconds)."""
+        try:
+            await asyncio.wait_for(self._empty.wait(), within)
+            return True
+        except TimeoutError:
+            return False
+
+
+async def raw_of(entry: SpoolEntry) -> bytes:
+    if entry.raw is not None:
+        return entry.raw
+    assert entry.raw_sha256 is not None
+    return await read_blob(entry.raw_sha256)
