@@ -28,13 +28,13 @@ from scheduler.jobs import Jobs
 from scheduler.runner import scheduler
 from service.settings import Environment, Settings
 from store import keys
-from store.chat import file_chat
+from store.chat import file_chats_each
 from store.database import Database, open_database
 from store.documents import Role
 from store.embedded import EmbeddedMongo, running_embedded_uri
 from store.errors import Conflict
 from store.retention import RetentionPolicy
-from store.spool import Spool
+from store.spool import GroupCommit, Spool
 
 log = logging.getLogger("archive.service")
 
@@ -90,7 +90,8 @@ def build_app(settings: Settings, database: Database) -> web.Application:
     app = create_app(database=database, config=config)
     webhook = ChatWebhook(
         sources=webhook_sources(settings),
-        file_chat=file_chat,
+        # Concurrent webhook calls are filed together, a few round trips for all of them.
+        file_chat=GroupCommit(file_chats_each, max_batch=200).submit,
         max_body_bytes=settings.webhook_max_body_bytes,
     )
     add_route(

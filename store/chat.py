@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from beanie import PydanticObjectId
-from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError
 
 from store.accounts import account_for_emails, ensure_account, is_deleted
-from store.blobs import NewAttachment, put_attachment
+from store.blobs import NewAttachment, attachment_ref, put_blobs
 from store.documents import (
+    AttachmentRef,
     Author,
     Channel,
     Conversation,
@@ -20,7 +21,8 @@ from store.documents import (
     Message,
     MessageVersion,
 )
-from store.messages import by_dedup_key, insert_unless_stored, stored_body
+from store.errors import is_transient
+from store.messages import DUPLICATE_KEY, by_dedup_key, insert_unless_stored, stored_body
 
 
 @dataclass(frozen=True)
@@ -73,40 +75,88 @@ def chat_dedup_key(source: str, external_id: str) -> str:
 
 
 async def file_chat(batch: ChatBatch) -> ChatFiled:
-    """Store a batch durably in one write of its new messages; known ones are duplicates.
+    """Store a batch durably; its known messages are duplicates."""
+    [filed] = await file_chats([batch])
+    return filed
 
-    The conversation comes first and the messages' insert is the commit point, as for email.
+
+async def file_chats(batches: Sequence[ChatBatch]) -> list[ChatFiled]:
+    """Store batches durably, each message once, in a handful of round trips for all of them
+    (the webhook groups concurrent calls into one ``file_chats``).
+
+    Conversations come first and the messages' insert is the commit point, as for email. A
+    message that appears more than once (in a batch, or in two batches) is new only the first
+    time, in order.
     """
-    conversation = await _conversation_for(batch)
-    assert conversation.id is not None
-    keys = [chat_dedup_key(batch.source, m.external_id) for m in batch.messages]
-    known = await by_dedup_key(keys)
-    unique: dict[str, NewChatMessage] = {}
-    for key, new in zip(keys, batch.messages, strict=True):
-        if key not in known:
-            unique.setdefault(key, new)  # a message repeated within the batch is stored once
-    fresh = [await _message(batch, conversation, new, key) for key, new in unique.items()]
+    conversations = await _conversations_for(batches)
+    keys = [[chat_dedup_key(b.source, m.external_id) for m in b.messages] for b in batches]
+    known = await by_dedup_key([k for ks in keys for k in ks])
+    unique: dict[str, tuple[ChatBatch, Conversation, NewChatMessage]] = {}
+    for batch, conversation, batch_keys in zip(batches, conversations, keys, strict=True):
+        for key, new in zip(batch_keys, batch.messages, strict=True):
+            if key not in known:
+                unique.setdefault(key, (batch, conversation, new))
+    fresh = await _messages(unique)
     raced = await insert_unless_stored(fresh)
     known |= await by_dedup_key(sorted(raced))
-    if batch.edits:
-        await _apply_edits(batch, known)
+    for batch in batches:
+        if batch.edits:
+            await _apply_edits(batch, known)
     inserted = {m.dedup_key: m for m in fresh if m.dedup_key not in raced}
-    await _record_in_conversation(conversation, list(inserted.values()))
+    await _record_in_conversations(list(inserted.values()))
 
     results, reported = [], set()
-    for key, new in zip(keys, batch.messages, strict=True):
-        is_new = key in inserted and key not in reported
-        stored = inserted[key] if key in inserted else known[key]
-        assert stored.id is not None
-        results.append(ChatFiledMessage(stored.id, new.external_id, duplicate=not is_new))
-        reported.add(key)
-    return ChatFiled(conversation.id, conversation.account_id, results)
+    for batch, conversation, batch_keys in zip(batches, conversations, keys, strict=True):
+        assert conversation.id is not None
+        filed = ChatFiled(conversation.id, conversation.account_id)
+        for key, new in zip(batch_keys, batch.messages, strict=True):
+            is_new = key in inserted and key not in reported
+            stored = inserted[key] if key in inserted else known[key]
+            assert stored.id is not None
+            filed.messages.append(ChatFiledMessage(stored.id, new.external_id, not is_new))
+            reported.add(key)
+        results.append(filed)
+    return results
 
 
-async def _message(
-    batch: ChatBatch, conversation: Conversation, new: NewChatMessage, key: str
+async def file_chats_each(batches: Sequence[ChatBatch]) -> list[ChatFiled | Exception]:
+    """``file_chats`` for a group of unrelated calls: if the group fails for a reason other
+    than the database, each batch is filed alone, so that one bad batch fails alone."""
+    try:
+        return list(await file_chats(batches))
+    except Exception as exc:
+        if is_transient(exc) or len(batches) == 1:
+            raise
+    results: list[ChatFiled | Exception] = []
+    for batch in batches:
+        try:
+            results.extend(await file_chats([batch]))
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            results.append(exc)
+    return results
+
+
+async def _messages(
+    unique: dict[str, tuple[ChatBatch, Conversation, NewChatMessage]],
+) -> list[Message]:
+    datas = [a.data for _, _, new in unique.values() for a in new.attachments]
+    refs = iter(await put_blobs(datas))
+    messages = []
+    for key, (batch, conversation, new) in unique.items():
+        attachments = [attachment_ref(a, next(refs)) for a in new.attachments]
+        messages.append(_message(batch, conversation, new, key, attachments))
+    return messages
+
+
+def _message(
+    batch: ChatBatch,
+    conversation: Conversation,
+    new: NewChatMessage,
+    key: str,
+    attachments: list[AttachmentRef],
 ) -> Message:
-    attachments = [await put_attachment(a) for a in new.attachments]
     return Message(
         id=PydanticObjectId(),
         conversation_id=conversation.id,
@@ -145,42 +195,64 @@ async def _apply_edits(batch: ChatBatch, known: dict[str, Message]) -> None:
         )
 
 
-async def _conversation_for(batch: ChatBatch) -> Conversation:
-    """The conversation of (source, id), created on first sight and linked to its account."""
-    account_id = batch.account_id
-    if account_id is not None:
-        await ensure_account(account_id=account_id)
-    elif batch.customer_email:
-        account = await account_for_emails([batch.customer_email])
-        account_id = account.id if account else None
-    customers = [batch.customer_email] if batch.customer_email else []
-    first_sent = min((m.sent_at for m in batch.messages), default=batch.received_at)
+async def _conversations_for(batches: Sequence[ChatBatch]) -> list[Conversation]:
+    """The conversation of each batch's (source, id), created on first sight (one unordered
+    bulk upsert for all) and linked to its account."""
+    by_key: dict[tuple[str, str], list[ChatBatch]] = {}
+    for batch in batches:
+        by_key.setdefault((batch.source, batch.conversation_id), []).append(batch)
+    accounts = await _accounts_for(batches)
+    upserts = []
+    for (source, external_id), group in by_key.items():
+        customers = sorted({b.customer_email for b in group if b.customer_email})
+        first_sent = min(
+            (m.sent_at for b in group for m in b.messages), default=group[0].received_at
+        )
+        upserts.append(UpdateOne(
+            {"source": source, "external_id": external_id},
+            {
+                "$setOnInsert": {
+                    "channel": Channel.CHAT.value, "subject": group[0].subject,
+                    "message_count": 0, "first_message_at": first_sent,
+                    "last_message_at": first_sent, "collected_at": group[0].received_at,
+                    "participants": [], "restricted": False, "guard": 0,
+                },
+                "$addToSet": {"customer_emails": {"$each": customers}},
+            },
+            upsert=True,
+        ))  # fmt: skip
     collection = Conversation.get_pymongo_collection()
-    query = {"source": batch.source, "external_id": batch.conversation_id}
-    update = {
-        "$setOnInsert": {
-            "channel": Channel.CHAT.value,
-            "subject": batch.subject,
-            "message_count": 0,
-            "first_message_at": first_sent,
-            "last_message_at": first_sent,
-            "collected_at": batch.received_at,
-            "participants": [],
-        },
-        "$addToSet": {"customer_emails": {"$each": customers}},
-    }
     try:
-        document = await collection.find_one_and_update(
-            query, update, upsert=True, return_document=ReturnDocument.AFTER
-        )
-    except DuplicateKeyError:  # two first deliveries raced and the other one inserted it
-        document = await collection.find_one_and_update(
-            query, update, return_document=ReturnDocument.AFTER
-        )
-    conversation: Conversation = Conversation.model_validate(document)
-    if conversation.account_id is None and account_id is not None:
-        conversation = await _link(conversation, account_id)
-    return conversation
+        await collection.bulk_write(upserts, ordered=False)
+    except BulkWriteError as exc:  # two first deliveries raced: the upserts now match
+        if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+            raise
+        await collection.bulk_write(upserts, ordered=False)
+    found = await Conversation.find(
+        {"source": {"$in": sorted({s for s, _ in by_key})},
+         "external_id": {"$in": sorted({i for _, i in by_key})}}
+    ).to_list()  # fmt: skip
+    conversations = {(c.source, c.external_id): c for c in found}
+    for key, group in by_key.items():
+        account_id = next((accounts[id(b)] for b in group if id(b) in accounts), None)
+        if conversations[key].account_id is None and account_id is not None:
+            conversations[key] = await _link(conversations[key], account_id)
+    return [conversations[(b.source, b.conversation_id)] for b in batches]
+
+
+async def _accounts_for(batches: Sequence[ChatBatch]) -> dict[int, str]:
+    """The account of each batch (by ``id()``) that names one or whose customer has one."""
+    found: dict[int, str] = {}
+    for account_id in sorted({b.account_id for b in batches if b.account_id}):
+        await ensure_account(account_id=account_id)
+    for batch in batches:
+        if batch.account_id is not None:
+            found[id(batch)] = batch.account_id
+        elif batch.customer_email:
+            account = await account_for_emails([batch.customer_email])
+            if account is not None:
+                found[id(batch)] = account.id
+    return found
 
 
 async def _link(conversation: Conversation, account_id: str) -> Conversation:
@@ -196,16 +268,25 @@ async def _link(conversation: Conversation, account_id: str) -> Conversation:
     return conversation
 
 
-async def _record_in_conversation(conversation: Conversation, inserted: list[Message]) -> None:
-    if not inserted:
+async def _record_in_conversations(inserted: list[Message]) -> None:
+    by_conversation: dict[PydanticObjectId, list[Message]] = {}
+    for message in inserted:
+        by_conversation.setdefault(message.conversation_id, []).append(message)
+    if not by_conversation:
         return
-    participants = sorted({p for m in inserted for p in m.participants})
-    await Conversation.get_pymongo_collection().update_one(
-        {"_id": conversation.id},
-        {
-            "$inc": {"message_count": len(inserted)},
-            "$min": {"first_message_at": min(m.sent_at for m in inserted)},
-            "$max": {"last_message_at": max(m.sent_at for m in inserted)},
-            "$addToSet": {"participants": {"$each": participants}},
-        },
-    )
+    await Conversation.get_pymongo_collection().bulk_write(
+        [
+            UpdateOne(
+                {"_id": conversation_id},
+                {
+                    "$inc": {"message_count": len(messages)},
+                    "$min": {"first_message_at": min(m.sent_at for m in messages)},
+                    "$max": {"last_message_at": max(m.sent_at for m in messages)},
+                    "$addToSet": {"participants": {
+                        "$each": sorted({p for m in messages for p in m.participants})}},
+                },
+            )
+            for conversation_id, messages in by_conversation.items()
+        ],
+        ordered=False,
+    )  # fmt: skip

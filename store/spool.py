@@ -24,6 +24,7 @@ from store.documents import BLOB_INLINE_MAX, Envelope, SpoolEntry, utcnow
 log = logging.getLogger("archive.spool")
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 # An entry is filed within seconds by the instance that accepted it, which renews its leases
 # while it runs; if the instance dies, another one (or its restart) takes the entry over once
@@ -35,40 +36,51 @@ class SpoolFull(Exception):
     """More deliveries wait to be filed than the spool may hold: the sender should retry."""
 
 
-class GroupCommit(Generic[T]):
+class GroupCommit(Generic[T, R]):
     """Items of concurrent callers written together, at most ``max_batch`` per write.
 
-    ``submit`` returns once the write holding the item has returned, or raises what that
+    ``write`` takes a list of items and returns one result per item, in order (an exception
+    as the result of an item fails that item's caller alone). ``submit``
+    returns its item's result once the write holding it has returned, or raises what that
     write raised. A write that fails fails every item of its batch, never the next batch.
     """
 
-    def __init__(self, write: Callable[[list[T]], Awaitable[None]], *, max_batch: int = 500):
+    def __init__(
+        self,
+        write: Callable[[list[T]], Awaitable[Sequence[R | Exception]]],
+        *,
+        max_batch: int = 500,
+    ) -> None:
         self._write = write
         self._max_batch = max_batch
-        self._pending: list[tuple[T, asyncio.Future[None]]] = []
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def submit(self, item: T) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def submit(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._drain(), name="group-commit")
-        await asyncio.shield(future)
+        return await asyncio.shield(future)
 
     async def _drain(self) -> None:
         while self._pending:
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
             try:
-                await self._write([item for item, _ in batch])
+                results = await self._write([item for item, _ in batch])
             except Exception as exc:
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
             else:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, Exception):  # this item alone failed
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
 
 
 class Spool:
@@ -86,7 +98,7 @@ class Spool:
         self._backlog = 0
         self._empty = asyncio.Event()
         self._empty.set()
-        self._commit: GroupCommit[SpoolEntry] = GroupCommit(self._insert)
+        self._commit: GroupCommit[SpoolEntry, None] = GroupCommit(self._insert)
 
     @property
     def backlog(self) -> int:
@@ -125,10 +137,11 @@ class Spool:
         assert entry.id is not None
         return entry.id
 
-    async def _insert(self, entries: list[SpoolEntry]) -> None:
+    async def _insert(self, entries: list[SpoolEntry]) -> list[None]:
         await SpoolEntry.get_pymongo_collection().insert_many(
             [e.model_dump(by_alias=True) for e in entries], ordered=False
         )
+        return [None] * len(entries)
 
     async def claim(
         self, limit: int, *, skip: Collection[PydanticObjectId] = ()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -127,6 +128,21 @@ async def test_a_resent_transcript_is_acknowledged_and_stores_nothing_twice(http
     assert [m["id"] for m in answer["messages"]] == [m["id"] for m in first["messages"]]
     assert await Message.count() == 100
     assert (await Conversation.find_one()).message_count == 100  # type: ignore[union-attr]
+
+
+async def test_concurrent_calls_are_filed_together_each_message_once(http: Client) -> None:
+    # Calls that arrive together are filed by one group of writes; the same message in two
+    # concurrent calls is new in exactly one answer, and each call gets its own answer.
+    payloads = [transcript(3, conversation=f"c-{n}", first=3 * n) for n in range(30)]
+    payloads += [transcript(3, conversation="c-0")]  # a repeat of the first, at the same time
+    responses = await asyncio.gather(*(post(http, p) for p in payloads))
+    answers = [await r.json() for r in responses]
+    assert sorted(r.status for r in responses) == [200] + [201] * 30
+    assert len({a["conversation_id"] for a in answers}) == 30
+    new = [m["id"] for a in answers for m in a["messages"] if not m["duplicate"]]
+    assert len(new) == len(set(new)) == await Message.count() == 90
+    conversations = await Conversation.find_all().to_list()
+    assert {c.message_count for c in conversations} == {3}
 
 
 async def test_a_grown_transcript_stores_only_the_new_messages(http: Client) -> None:

@@ -29,28 +29,43 @@ def email(raw: bytes) -> NewEmail:
 async def test_concurrent_items_share_writes_and_every_caller_resumes_after_its_own() -> None:
     batches: list[list[int]] = []
 
-    async def write(items: list[int]) -> None:
+    async def write(items: list[int]) -> list[int]:
         await asyncio.sleep(0.01)  # a round trip, during which the next items gather
         batches.append(items)
+        return [n * n for n in items]
 
-    commit: GroupCommit[int] = GroupCommit(write, max_batch=40)
-    await asyncio.gather(*(commit.submit(n) for n in range(100)))
+    commit: GroupCommit[int, int] = GroupCommit(write, max_batch=40)
+    results = await asyncio.gather(*(commit.submit(n) for n in range(100)))
+    assert results == [n * n for n in range(100)]  # each caller gets its own result
     assert sorted(n for batch in batches for n in batch) == list(range(100))
     assert len(batches) < 10
     assert max(len(batch) for batch in batches) <= 40
 
 
 async def test_a_failed_write_fails_its_callers_and_not_the_next_batch() -> None:
-    async def write(items: list[str]) -> None:
+    async def write(items: list[str]) -> list[str]:
         await asyncio.sleep(0.01)
         if "bad" in items:
             raise ConnectionError("database went away")
+        return items
 
-    commit: GroupCommit[str] = GroupCommit(write)
+    commit: GroupCommit[str, str] = GroupCommit(write)
     first = await asyncio.gather(commit.submit("bad"), commit.submit("ok-1"),
                                  return_exceptions=True)  # fmt: skip
     assert [type(r) for r in first] == [ConnectionError, ConnectionError]
-    assert await commit.submit("ok-2") is None
+    assert await commit.submit("ok-2") == "ok-2"
+
+
+async def test_an_item_the_write_fails_alone_fails_only_its_caller() -> None:
+    async def write(items: list[str]) -> list[str | Exception]:
+        await asyncio.sleep(0.01)
+        return [ValueError(item) if item == "bad" else item for item in items]
+
+    commit: GroupCommit[str, str] = GroupCommit(write)
+    results = await asyncio.gather(commit.submit("ok"), commit.submit("bad"),
+                                   return_exceptions=True)  # fmt: skip
+    assert results[0] == "ok"
+    assert isinstance(results[1], ValueError)
 
 
 # --- batch filing ---------------------------------------------------------------------------
