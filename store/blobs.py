@@ -127,6 +127,25 @@ async def is_referenced(sha256: str) -> bool:
     return await SpoolEntry.get_pymongo_collection().find_one(spooled, {"_id": 1}) is not None
 
 
+async def referenced(shas: Sequence[str]) -> set[str]:
+    """Which of ``shas`` a message or a spooled delivery still refers to (three queries for
+    all of them, rather than two per blob)."""
+    if not shas:
+        return set()
+    wanted = sorted(set(shas))
+    found: set[str] = set()
+    messages = Message.get_pymongo_collection()
+    async for m in messages.find({"raw.sha256": {"$in": wanted}}, {"raw.sha256": 1}):
+        found.add(m["raw"]["sha256"])
+    query = {"attachments.sha256": {"$in": wanted}}
+    async for m in messages.find(query, {"attachments.sha256": 1}):
+        found |= {a["sha256"] for a in m["attachments"]}
+    spooled = {"raw_sha256": {"$in": wanted}}
+    async for entry in SpoolEntry.get_pymongo_collection().find(spooled, {"raw_sha256": 1}):
+        found.add(entry["raw_sha256"])
+    return found & set(wanted)
+
+
 async def iter_blob(sha256: str) -> AsyncIterator[bytes]:
     """The bytes of a blob a chunk at a time, so that large blobs never sit whole in memory."""
     blob = await Blob.get_pymongo_collection().find_one({"_id": sha256}, {"data": 1, "size": 1})

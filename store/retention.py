@@ -19,7 +19,7 @@ from typing import Any
 from beanie import PydanticObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from store.blobs import is_referenced
+from store.blobs import referenced
 from store.database import Database
 from store.documents import (
     Account,
@@ -291,7 +291,7 @@ async def _purge_max_age(
     await _close_record(record, now=now, report=report)
 
 
-async def _still_there(batch: list[Message]) -> set[PydanticObjectId]:
+async def _still_there(batch: list[_Doomed]) -> set[PydanticObjectId]:
     ids = [m.id for m in batch]
     return {
         m["_id"]
@@ -308,13 +308,40 @@ async def _conversation_ids(account_id: str) -> list[PydanticObjectId]:
     ]
 
 
-async def _next_batch(query: dict[str, Any], size: int) -> list[Message]:
-    return await Message.find(query).limit(size).to_list()
+@dataclass(frozen=True)
+class _Doomed:
+    """What the purge needs of a message it deletes (read without its content)."""
+
+    id: PydanticObjectId
+    account_id: str | None
+    conversation_id: PydanticObjectId
+    blobs: tuple[str, ...]
+
+
+_DOOMED_FIELDS = {"account_id": 1, "conversation_id": 1, "raw.sha256": 1,
+                  "attachments.sha256": 1}  # fmt: skip
+
+
+async def _next_batch(query: dict[str, Any], size: int) -> list[_Doomed]:
+    found = Message.get_pymongo_collection().find(query, _DOOMED_FIELDS).limit(size)
+    return [_doomed(m) async for m in found]
+
+
+def _doomed(message: dict[str, Any]) -> _Doomed:
+    blobs = [a["sha256"] for a in message.get("attachments") or []]
+    if message.get("raw"):
+        blobs.append(message["raw"]["sha256"])
+    return _Doomed(
+        id=message["_id"],
+        account_id=message.get("account_id"),
+        conversation_id=message["conversation_id"],
+        blobs=tuple(blobs),
+    )
 
 
 async def _purge_batch(
     database: Database,
-    batch: list[Message],
+    batch: list[_Doomed],
     *,
     record: PurgeRecord,
     now: datetime,
@@ -324,7 +351,7 @@ async def _purge_batch(
 ) -> int:
     """Delete one batch of messages unless a hold covers them, checked inside the delete's
     transaction; then their blobs. Returns how many messages were deleted."""
-    blobs = sorted({ref for m in batch for ref in _blob_refs(m)})
+    blobs = sorted({ref for m in batch for ref in m.blobs})
     await PurgeRecord.get_pymongo_collection().update_one(
         {"_id": record.id}, {"$addToSet": {"pending_blobs": {"$each": blobs}}}
     )  # before the delete: a crash after it leaves the blobs listed for the next sweep
@@ -376,13 +403,6 @@ async def _purge_batch(
     return deleted
 
 
-def _blob_refs(message: Message) -> list[str]:
-    refs = [a.sha256 for a in message.attachments]
-    if message.raw is not None:
-        refs.append(message.raw.sha256)
-    return refs
-
-
 async def _collect_blobs(
     shas: list[str], *, record: PurgeRecord, policy: RetentionPolicy
 ) -> tuple[int, int]:
@@ -390,15 +410,16 @@ async def _collect_blobs(
     the record's pending list. Returns (blobs deleted, bytes freed)."""
     count = size = 0
     quiet_since = utcnow() - policy.blob_quiet_period
-    for sha in shas:
-        if not await is_referenced(sha):
-            blob = await Blob.get_pymongo_collection().find_one_and_delete(
-                {"_id": sha, "last_referenced_at": {"$lt": quiet_since}}, {"size": 1}
-            )
-            if blob is not None:
+    for sha in sorted(set(shas) - await referenced(shas)):
+        # One by one: each blob is deleted only if it is still quiet at that moment.
+        blob = await Blob.get_pymongo_collection().find_one_and_delete(
+            {"_id": sha, "last_referenced_at": {"$lt": quiet_since}}, {"size": 1, "chunk_count": 1}
+        )
+        if blob is not None:
+            if blob.get("chunk_count"):
                 await BlobChunk.get_pymongo_collection().delete_many({"blob_id": sha})
-                count += 1
-                size += int(blob.get("size", 0))
+            count += 1
+            size += int(blob.get("size", 0))
     await PurgeRecord.get_pymongo_collection().update_one(
         {"_id": record.id}, {"$pullAll": {"pending_blobs": shas}}
     )

@@ -82,8 +82,8 @@ class TextQuery:
 
     @property
     def required(self) -> list[str]:
-        """Every term a match must contain, longest (likely rarest) first: MongoDB bounds the
-        index scan by the first term of ``$all``."""
+        """Every term a match must contain, longest (likely rarest) first; ``search`` puts the
+        rarest first by counting (see ``rarest_first``)."""
         terms = set(self.words) | {w for p in self.phrases for w in p}
         return sorted(terms, key=lambda t: (-len(t), t))
 
@@ -205,9 +205,32 @@ async def search(
     *, text: TextQuery, filters: Filters, order: Order, limit: int, after: Position | None
 ) -> Results:
     base = mongo_filter(text, filters)
+    if len(text.required) > 1:
+        base["search_terms"]["$all"] = await rarest_first(text.required, filters.account_id)
     if order is Order.NEWEST or not text.required:
         return await _newest(text, base, limit=limit, after=after)
     return await _by_relevance(text, base, limit=limit, after=after)
+
+
+# Counting a term's messages stops here: beyond it, a term is common, and which of two common
+# terms bounds the scan matters little (both match often).
+RARITY_CAP = 2000
+
+
+async def rarest_first(terms: list[str], account_id: str | None) -> list[str]:
+    """``terms`` with the one in fewest messages first (in scope), for MongoDB bounds the
+    index scan of ``$all`` by its first term: "refund 8812" reads the few messages with 8812,
+    not every message with "refund". Each count reads at most RARITY_CAP index keys."""
+    collection = Message.get_pymongo_collection()
+    scope = {} if account_id is None else {"account_id": account_id}
+    index = "account_terms_newest" if account_id is not None else "terms_newest"
+    counts = {
+        term: await collection.count_documents(
+            {**scope, "search_terms": term}, limit=RARITY_CAP, hint=index
+        )
+        for term in terms
+    }
+    return sorted(terms, key=lambda t: (counts[t], -len(t), t))
 
 
 # What ranking, phrase checks, snippets and hits need; the rest of a message stays in the

@@ -11,7 +11,7 @@ import pytest
 
 from store.accounts import mark_deleted
 from store.documents import Role, utcnow
-from store.search import parse_query
+from store.search import parse_query, rarest_first
 from tests.conftest import Api
 from tests.factories import T0, chat, email
 
@@ -236,3 +236,19 @@ async def test_searches_run_concurrently_without_interference(api: Api) -> None:
         *(search(api, q="kettle", account_id=f"a{1 + n % 2}") for n in range(10))
     )
     assert all(len(r["hits"]) == 1 for r in results)
+
+
+async def test_the_rarest_term_bounds_the_index_scan_whatever_its_length(api: Api) -> None:
+    # MongoDB reads the index by the first term of $all: "8812" (one message) must come
+    # before "shipment" (four), although it is shorter, and in the account's scope too.
+    for n in range(4):
+        await email(account_id="ann", body=f"shipment update {n}")
+    await email(account_id="ann", body="shipment 8812 lost")
+    await email(account_id="bob", body="8812 8812 8812")
+    assert await rarest_first(["shipment", "8812"], None) == ["8812", "shipment"]
+    assert await rarest_first(["8812", "shipment"], "ann") == ["8812", "shipment"]
+    assert await rarest_first(["8812", "shipment"], "bob") == ["shipment", "8812"]
+    response = await api.get("/api/v1/search?" + urlencode({"q": "shipment 8812"}), Role.AGENT)
+    assert [h["snippet"] for h in (await response.json())["hits"]] == [
+        "<mark>shipment</mark> <mark>8812</mark> lost"
+    ]
