@@ -91,7 +91,7 @@ def build_app(settings: Settings, database: Database) -> web.Application:
     webhook = ChatWebhook(
         sources=webhook_sources(settings),
         # Concurrent webhook calls are filed together, a few round trips for all of them.
-        file_chat=GroupCommit(file_chats_each, max_batch=200).submit,
+        file_chat=GroupCommit(file_chats_each, max_batch=200, max_in_flight=4).submit,
         max_body_bytes=settings.webhook_max_body_bytes,
     )
     add_route(

@@ -209,7 +209,9 @@ async def _conversations_for(batches: Sequence[ChatBatch]) -> list[Conversation]
             (m.sent_at for b in group for m in b.messages), default=group[0].received_at
         )
         upserts.append(UpdateOne(
-            {"source": source, "external_id": external_id},
+            # $type lets the planner use the partial unique index (source, external_id): a
+            # bare equality does not imply the index's filter, and would scan the collection
+            {"source": source, "external_id": {"$eq": external_id, "$type": "string"}},
             {
                 "$setOnInsert": {
                     "channel": Channel.CHAT.value, "subject": group[0].subject,
@@ -230,7 +232,8 @@ async def _conversations_for(batches: Sequence[ChatBatch]) -> list[Conversation]
         await collection.bulk_write(upserts, ordered=False)
     found = await Conversation.find(
         {"source": {"$in": sorted({s for s, _ in by_key})},
-         "external_id": {"$in": sorted({i for _, i in by_key})}}
+         # $type lets the planner use the (partial) source_external_id index
+         "external_id": {"$in": sorted({i for _, i in by_key}), "$type": "string"}}
     ).to_list()  # fmt: skip
     conversations = {(c.source, c.external_id): c for c in found}
     for key, group in by_key.items():

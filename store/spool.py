@@ -37,12 +37,14 @@ class SpoolFull(Exception):
 
 
 class GroupCommit(Generic[T, R]):
-    """Items of concurrent callers written together, at most ``max_batch`` per write.
+    """Items of concurrent callers written together, at most ``max_batch`` per write and at
+    most ``max_in_flight`` writes at a time (a durable write mostly waits for the journal, so
+    a few overlap well).
 
     ``write`` takes a list of items and returns one result per item, in order (an exception
-    as the result of an item fails that item's caller alone). ``submit``
-    returns its item's result once the write holding it has returned, or raises what that
-    write raised. A write that fails fails every item of its batch, never the next batch.
+    as the result of an item fails that item's caller alone). ``submit`` returns its item's
+    result once the write holding it has returned, or raises what that write raised. A write
+    that fails fails every item of its batch, never another batch.
     """
 
     def __init__(
@@ -50,17 +52,21 @@ class GroupCommit(Generic[T, R]):
         write: Callable[[list[T]], Awaitable[Sequence[R | Exception]]],
         *,
         max_batch: int = 500,
+        max_in_flight: int = 1,
     ) -> None:
         self._write = write
         self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._writers: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._drain(), name="group-commit")
+        if len(self._writers) < self._max_in_flight:
+            writer = asyncio.create_task(self._drain(), name="group-commit")
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)
         return await asyncio.shield(future)
 
     async def _drain(self) -> None:

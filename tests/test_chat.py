@@ -145,6 +145,29 @@ async def test_concurrent_calls_are_filed_together_each_message_once(http: Clien
     assert {c.message_count for c in conversations} == {3}
 
 
+async def test_filing_reads_conversations_and_messages_through_indexes(
+    http: Client, database: Database
+) -> None:
+    # The (source, external_id) index is partial: a bare equality does not let the planner
+    # use it, and every call scanned the whole conversations collection.
+    for n in range(20):
+        await post(http, transcript(1, conversation=f"warm-{n}", first=100 + n))
+    await database.db.command({"profile": 2})
+    try:
+        await post(http, transcript(3, conversation="c-new"))
+        await post(http, transcript(3, conversation="c-new"))
+    finally:
+        await database.db.command({"profile": 0})
+    plans = [
+        (op["ns"].split(".", 1)[1], op.get("planSummary", ""))
+        async for op in database.db["system.profile"].find(
+            {"ns": {"$in": [f"{database.db.name}.conversations", f"{database.db.name}.messages"]}}
+        )
+    ]
+    assert plans, "nothing was profiled"
+    assert [p for p in plans if "COLLSCAN" in p[1]] == []
+
+
 async def test_a_grown_transcript_stores_only_the_new_messages(http: Client) -> None:
     await post(http, transcript(3))
     response = await post(http, transcript(5))
