@@ -104,7 +104,7 @@ class Spool:
         self._backlog = 0
         self._empty = asyncio.Event()
         self._empty.set()
-        self._commit: GroupCommit[SpoolEntry, None] = GroupCommit(self._insert)
+        self._commit: GroupCommit[SpoolEntry, None] = GroupCommit(self._insert, max_in_flight=4)
 
     @property
     def backlog(self) -> int:
