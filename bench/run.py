@@ -267,23 +267,33 @@ async def bench_purge(
     if batch:
         await Message.get_pymongo_collection().insert_many(batch, ordered=False)
     total = accounts * per_account
-    baseline = await smtp_load(serve_port, messages=sizes["smtp"] // 2, size=4096)
+    # Ingest is measured end to end (acknowledged and filed), in rounds that each wait for
+    # the spool to empty: what SMTP alone acknowledges is not what the archive can sustain.
+    baseline = await filed_rate(serve_port, messages=sizes["smtp"] // 4)
     policy = RetentionPolicy(grace=timedelta(days=180), max_age=timedelta(days=3650),
                              secret_key=b"bench" * 8)  # fmt: skip
     started = time.perf_counter()
     purge = asyncio.create_task(sweep(database, now=now, policy=policy))
     during: list[float] = []
     while not purge.done():
-        during.append(await smtp_load(serve_port, messages=200, size=4096))
+        during.append(await filed_rate(serve_port, messages=500))
     report = await purge
     rate = report.messages / (time.perf_counter() - started)
     loss = 1 - statistics.mean(during) / baseline if during else 0.0
     rows.append(Row(f"Purge, {accounts:,} deleted accounts ({total:,} messages)", rate,
                     "msg/s", None, "≥20,000/s", rate >= 20_000))  # fmt: skip
     meanwhile = statistics.mean(during) if during else 0.0
-    note = f"{baseline:,.0f}/s before, {meanwhile:,.0f}/s during"
+    note = f"SMTP filed end to end: {baseline:,.0f}/s before, {meanwhile:,.0f}/s during"
     rows.append(Row("SMTP ingest lost while purging", loss * 100, "%", None, "<20%",
                     loss < 0.20, note))  # fmt: skip
+
+
+async def filed_rate(port: int, *, messages: int) -> float:
+    """Messages per second acknowledged and filed (until serve's spool is empty)."""
+    started = time.perf_counter()
+    await smtp_load(port, messages=messages, size=4096)
+    await drained()
+    return messages / (time.perf_counter() - started)
 
 
 async def bench_search(sizes: dict[str, int], rows: list[Row]) -> None:
