@@ -35,7 +35,13 @@ async def put_blob(data: bytes) -> BlobRef:
     digest = sha256_hex(data)
     now = utcnow()
     inline = len(data) <= BLOB_INLINE_MAX
+    blobs = Blob.get_pymongo_collection()
     if not inline:
+        # Already stored (its blob document is written after its chunks): do not send the
+        # chunks again, as the filer would for a large message the spool already holds.
+        touched = await blobs.update_one({"_id": digest}, {"$set": {"last_referenced_at": now}})
+        if touched.matched_count:
+            return BlobRef(sha256=digest, size=len(data))
         for n, start in enumerate(range(0, len(data), BLOB_CHUNK_SIZE)):
             await BlobChunk.get_pymongo_collection().update_one(
                 {"blob_id": digest, "n": n},
@@ -43,7 +49,7 @@ async def put_blob(data: bytes) -> BlobRef:
                 upsert=True,
             )
     chunk_count = 0 if inline else -(-len(data) // BLOB_CHUNK_SIZE)
-    await Blob.get_pymongo_collection().update_one(
+    await blobs.update_one(
         {"_id": digest},
         {
             "$setOnInsert": {
@@ -62,12 +68,15 @@ async def put_blob(data: bytes) -> BlobRef:
 async def put_blobs(datas: Sequence[bytes]) -> list[BlobRef]:
     """``put_blob`` for many at once: the small ones in one unordered bulk upsert."""
     now = utcnow()
+    refs: list[BlobRef] = []
     small: dict[str, bytes] = {}
     for data in datas:
         if len(data) <= BLOB_INLINE_MAX:
-            small.setdefault(sha256_hex(data), data)
+            digest = sha256_hex(data)
+            small.setdefault(digest, data)
+            refs.append(BlobRef(sha256=digest, size=len(data)))
         else:
-            await put_blob(data)
+            refs.append(await put_blob(data))
     if small:
         await Blob.get_pymongo_collection().bulk_write(
             [
@@ -88,7 +97,7 @@ async def put_blobs(datas: Sequence[bytes]) -> list[BlobRef]:
             ],
             ordered=False,
         )
-    return [BlobRef(sha256=sha256_hex(data), size=len(data)) for data in datas]
+    return refs
 
 
 @dataclass(frozen=True)
@@ -120,11 +129,7 @@ def attachment_ref(attachment: NewAttachment, ref: BlobRef) -> AttachmentRef:
 async def is_referenced(sha256: str) -> bool:
     """Whether any message still refers to the blob (as its raw copy or an attachment), or a
     large delivery waiting in the spool to be filed."""
-    query = {"$or": [{"raw.sha256": sha256}, {"attachments.sha256": sha256}]}
-    if await Message.get_pymongo_collection().find_one(query, {"_id": 1}) is not None:
-        return True
-    spooled = {"raw_sha256": sha256}
-    return await SpoolEntry.get_pymongo_collection().find_one(spooled, {"_id": 1}) is not None
+    return bool(await referenced([sha256]))
 
 
 async def referenced(shas: Sequence[str]) -> set[str]:
