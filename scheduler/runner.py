@@ -18,7 +18,8 @@ HOUSEKEEPING_EVERY = timedelta(days=1)
 
 @asynccontextmanager
 async def scheduler(jobs: Jobs) -> AsyncIterator[AsyncIOScheduler]:
-    """Run the purge sweep every interval (and once at start), housekeeping daily."""
+    """Run the purge sweep every interval and housekeeping daily, both once at start (a
+    service restarted more often than daily must still reach its orphans)."""
     runner = AsyncIOScheduler(timezone="UTC")
     runner.add_job(
         guarded("purge_sweep")(jobs.purge_sweep), "interval",
@@ -28,7 +29,7 @@ async def scheduler(jobs: Jobs) -> AsyncIterator[AsyncIOScheduler]:
     runner.add_job(
         guarded("housekeeping")(jobs.housekeeping), "interval",
         seconds=HOUSEKEEPING_EVERY.total_seconds(), id="housekeeping", max_instances=1,
-        coalesce=True,
+        coalesce=True, next_run_time=jobs.clock(),
     )  # fmt: skip
     runner.start()
     log.info("scheduler started: purge sweep every %s", jobs.interval)

@@ -130,6 +130,7 @@ def retention_policy(settings: Settings) -> RetentionPolicy:
         max_age=settings.retention_max_age,
         secret_key=settings.resolved_secret_key(),
         blob_quiet_period=settings.blob_quiet_period,
+        data_dir=settings.data_dir,
     )
 
 

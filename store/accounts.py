@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from beanie import PydanticObjectId
 from pydantic import BaseModel, Field
@@ -12,11 +13,15 @@ from pydantic import BaseModel, Field
 from store.documents import Account, AccountStatus, Conversation, Hold, Message, utcnow
 from store.errors import NotFound
 from store.holds import active_holds_query
-from store.retention import deletion_deadline
+from store.rules import deletion_deadline
 
 
 class _IdOnly(BaseModel):
     id: PydanticObjectId = Field(alias="_id")
+
+
+# How many messages one stamping round trip updates.
+STAMP_SLICE = 5_000
 
 
 def normalise_email(address: str) -> str:
@@ -53,18 +58,33 @@ async def ensure_account(*, account_id: str) -> None:
 
 
 async def register_account(*, account_id: str, emails: Iterable[str], name: str | None) -> Account:
-    """Create or update an account and link the unlinked conversations of its emails."""
+    """Create or update an account and link the unlinked conversations of its emails.
+
+    Registering the id of a purged account starts a new life of the account: it is active
+    again, with these emails, and nothing of its previous life comes back (content that linked
+    to the purged account since keeps its deadline and is purged all the same)."""
     addresses = sorted({normalise_email(e) for e in emails})
     now = utcnow()
     collection = Account.get_pymongo_collection()
-    await collection.update_one(
-        {"_id": account_id},
-        {
-            "$set": {"emails": addresses, "name": name, "updated_at": now},
-            "$setOnInsert": {"status": AccountStatus.ACTIVE.value, "created_at": now},
-        },
-        upsert=True,
-    )
+    reborn = await collection.update_one(
+        {"_id": account_id, "purged_at": {"$type": "date"}},
+        [{"$set": {
+            "emails": addresses, "name": name, "updated_at": now,
+            "status": AccountStatus.ACTIVE.value, "deleted_at": None, "purge_due_at": None,
+            "erasure_requested_at": None, "purged_at": None, "life_started_at": now,
+            "life": {"$add": [{"$ifNull": ["$life", 1]}, 1]},
+            "links": {"$add": [{"$ifNull": ["$links", 0]}, 1]},
+        }}],
+    )  # fmt: skip
+    if not reborn.matched_count:
+        await collection.update_one(
+            {"_id": account_id},
+            {
+                "$set": {"emails": addresses, "name": name, "updated_at": now},
+                "$setOnInsert": {"status": AccountStatus.ACTIVE.value, "created_at": now},
+            },
+            upsert=True,
+        )
     await link_unlinked_conversations(account_id=account_id, emails=addresses)
     account = await Account.get(account_id)
     assert account is not None
@@ -83,13 +103,14 @@ async def link_unlinked_conversations(*, account_id: str, emails: list[str]) -> 
     ids = [c.id async for c in conversations.project(_IdOnly)]
     if not ids:
         return 0
-    account = await Account.get(account_id)
-    link = {"account_id": account_id, "restricted": _restricted(account)}
+    terms = (await link_terms([account_id]))[account_id]
     await Message.get_pymongo_collection().update_many(
-        {"conversation_id": {"$in": ids}, "account_id": None}, {"$set": link}
+        {"conversation_id": {"$in": ids}, "account_id": None},
+        {"$set": {"account_id": account_id, **terms}},
     )
     result = await Conversation.get_pymongo_collection().update_many(
-        {"_id": {"$in": ids}, "account_id": None}, {"$set": link}
+        {"_id": {"$in": ids}, "account_id": None},
+        {"$set": {"account_id": account_id, "restricted": terms["restricted"]}},
     )
     return result.modified_count
 
@@ -103,57 +124,147 @@ async def is_deleted(account_id: str | None) -> bool:
     return account_id is not None and _restricted(await Account.get(account_id))
 
 
+async def link_terms(account_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """What content linked to each account now takes from it: hidden from agents and due at the
+    account's deadline while the account is deleted (a purged one included).
+
+    Call it before writing the content: for a deleted account it also marks the account as
+    having content to purge by that deadline, so that a sweep finishing the account at the same
+    moment does not conclude it is empty (``Account.links``).
+    """
+    wanted = sorted(set(account_ids))
+    if not wanted:
+        return {}
+    deleted = await Account.find(
+        {"_id": {"$in": wanted}, "status": AccountStatus.DELETED.value}
+    ).to_list()
+    for account in deleted:
+        assert account.purge_due_at is not None
+        await Account.get_pymongo_collection().update_one(
+            {"_id": account.id}, _due_by(account.purge_due_at)
+        )
+    due = {a.id: a.purge_due_at for a in deleted}
+    return {a: {"restricted": a in due, "purge_due_at": due.get(a)} for a in wanted}
+
+
+def _due_by(due: datetime, fields: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """An update (pipeline) that makes the account due by ``due`` at the latest and bumps its
+    ``links``, setting ``fields`` too. ($min would not do: an unset date is null, which sorts
+    before every date.)"""
+    current = "$next_purge_at"
+    sooner = {"$cond": [{"$lt": [{"$ifNull": [current, due]}, due]}, current, due]}
+    links = {"$add": [{"$ifNull": ["$links", 0]}, 1]}
+    return [{"$set": {**(fields or {}), "next_purge_at": sooner, "links": links}}]
+
+
+async def apply_link_terms(messages: Sequence[Message]) -> None:
+    """Give new messages the terms of their accounts (see ``link_terms``) before they are
+    inserted."""
+    terms = await link_terms([m.account_id for m in messages if m.account_id])
+    for message in messages:
+        if message.account_id:
+            message.restricted = terms[message.account_id]["restricted"]
+            message.purge_due_at = terms[message.account_id]["purge_due_at"]
+
+
+async def _stamp_content(account: Account, *, due: datetime) -> None:
+    """The account's content not yet due by ``due`` is due then, and hidden from agents."""
+    not_sooner = {"$or": [{"purge_due_at": None}, {"purge_due_at": {"$gt": due}}]}
+    messages = Message.get_pymongo_collection()
+    while True:
+        # In slices: an account of 100,000 messages is stamped in round trips that each stay
+        # well inside the database timeout.
+        found = messages.find({"account_id": account.id, **not_sooner}, {"_id": 1})
+        ids = [m["_id"] async for m in found.limit(STAMP_SLICE)]
+        if not ids:
+            break
+        await messages.update_many(
+            {"_id": {"$in": ids}}, {"$set": {"purge_due_at": due, "restricted": True}}
+        )
+    await Conversation.get_pymongo_collection().update_many(
+        {"account_id": account.id}, {"$set": {"restricted": True}}
+    )
+
+
+async def stamp_deleted_content(account: Account) -> None:
+    """Content of a deleted account that missed its deadline (it was linked while the account
+    was being deleted) gets it now; the sweep calls this before purging the account."""
+    if account.status is AccountStatus.DELETED and account.purge_due_at is not None:
+        await _stamp_content(account, due=account.purge_due_at)
+
+
 async def mark_deleted(*, account_id: str, deleted_at: datetime, grace: timedelta) -> Account:
     """The account is deleted at ``deleted_at``: its content is purged by ``deleted_at + grace``
     and, until then, hidden from agents. Idempotent: a repeat keeps the first deadline."""
     account = await _get(account_id)
     if account.status is not AccountStatus.DELETED:
+        # A deletion cannot reach back into an earlier life of the account.
+        deleted_at = max(deleted_at, account.life_started_at or deleted_at)
+        due = deletion_deadline(deleted_at=deleted_at, grace=grace)
         await Account.get_pymongo_collection().update_one(
             {"_id": account_id, "status": AccountStatus.ACTIVE.value},
-            {"$set": {
-                "status": AccountStatus.DELETED.value, "deleted_at": deleted_at,
-                "purge_due_at": deletion_deadline(deleted_at=deleted_at, grace=grace),
-                "updated_at": utcnow(),
-            }},
+            _due_by(due, {"status": AccountStatus.DELETED.value, "deleted_at": deleted_at,
+                          "purge_due_at": due, "updated_at": utcnow()}),
         )  # fmt: skip
-    await _set_restricted(account_id, True)
+    await stamp_deleted_content(await _get(account_id))
     return await _get(account_id)
 
 
 async def request_erasure(*, account_id: str, now: datetime) -> Account:
-    """The customer asked for erasure: everything of the account is due now (holds apply)."""
+    """The customer asked for erasure: everything of the account is due now (holds apply),
+    again each time it is asked (whatever linked to a purged account since goes too)."""
     account = await _get(account_id)
     await Account.get_pymongo_collection().update_one(
         {"_id": account_id},
-        {"$set": {
-            "status": AccountStatus.DELETED.value, "deleted_at": account.deleted_at or now,
-            "erasure_requested_at": now, "purge_due_at": now, "updated_at": now,
-        }},
+        _due_by(now, {"status": AccountStatus.DELETED.value,
+                      "deleted_at": account.deleted_at or now, "erasure_requested_at": now,
+                      "purge_due_at": now, "updated_at": now}),
     )  # fmt: skip
-    await _set_restricted(account_id, True)
-    return await _get(account_id)
+    account = await _get(account_id)
+    await _stamp_content(account, due=now)
+    return account
 
 
 async def restore(*, account_id: str) -> Account:
-    """Cancel a deletion (before the purge): the content is the account's again, and visible."""
+    """Cancel a deletion (before the purge): the content of the account's current life is its
+    own again, and visible. What linked to an earlier, purged life keeps its deadline."""
     account = await _get(account_id)
     if account.purged_at is not None:
         raise NotFound(f"account {account_id!r} was purged; there is nothing to restore")
     await Account.get_pymongo_collection().update_one(
         {"_id": account_id},
-        {"$set": {
-            "status": AccountStatus.ACTIVE.value, "deleted_at": None, "purge_due_at": None,
-            "erasure_requested_at": None, "updated_at": utcnow(),
-        }},
+        {
+            "$set": {"status": AccountStatus.ACTIVE.value, "deleted_at": None,
+                     "purge_due_at": None, "erasure_requested_at": None,
+                     "updated_at": utcnow()},
+            "$inc": {"links": 1},
+        },
     )  # fmt: skip
-    await _set_restricted(account_id, False)
+    this_life: dict[str, Any] = {"$ne": None}
+    if account.life_started_at is not None:
+        this_life = {"$gte": account.life_started_at}
+    await Message.get_pymongo_collection().update_many(
+        {"account_id": account_id, "purge_due_at": this_life},
+        {"$set": {"purge_due_at": None, "restricted": False}},
+    )
+    await Conversation.get_pymongo_collection().update_many(
+        {"account_id": account_id}, {"$set": {"restricted": False}}
+    )
+    await Account.get_pymongo_collection().update_one(
+        {"_id": account_id}, {"$set": {"next_purge_at": await earliest_deadline(account_id)}}
+    )
     return await _get(account_id)
 
 
-async def _set_restricted(account_id: str, restricted: bool) -> None:
-    change = {"$set": {"restricted": restricted}}
-    await Conversation.get_pymongo_collection().update_many({"account_id": account_id}, change)
-    await Message.get_pymongo_collection().update_many({"account_id": account_id}, change)
+async def earliest_deadline(account_id: str) -> datetime | None:
+    """The earliest deadline among the account's stored content (None: nothing is due)."""
+    first = await Message.get_pymongo_collection().find_one(
+        {"account_id": account_id, "purge_due_at": {"$type": "date"}},
+        {"purge_due_at": 1},
+        sort=[("purge_due_at", 1)],
+    )
+    due: datetime | None = first["purge_due_at"] if first else None
+    return due
 
 
 async def _get(account_id: str) -> Account:

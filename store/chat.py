@@ -10,7 +10,7 @@ from beanie import PydanticObjectId
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
-from store.accounts import account_for_emails, ensure_account, is_deleted
+from store.accounts import account_for_emails, ensure_account, link_terms
 from store.blobs import NewAttachment, attachment_ref, put_blobs
 from store.documents import (
     AttachmentRef,
@@ -259,15 +259,17 @@ async def _accounts_for(batches: Sequence[ChatBatch]) -> dict[int, str]:
 
 
 async def _link(conversation: Conversation, account_id: str) -> Conversation:
-    link = {"account_id": account_id, "restricted": await is_deleted(account_id)}
+    terms = (await link_terms([account_id]))[account_id]
     await Conversation.get_pymongo_collection().update_one(
-        {"_id": conversation.id, "account_id": None}, {"$set": link}
+        {"_id": conversation.id, "account_id": None},
+        {"$set": {"account_id": account_id, "restricted": terms["restricted"]}},
     )
     await Message.get_pymongo_collection().update_many(
-        {"conversation_id": conversation.id, "account_id": None}, {"$set": link}
+        {"conversation_id": conversation.id, "account_id": None},
+        {"$set": {"account_id": account_id, **terms}},
     )
     conversation.account_id = account_id
-    conversation.restricted = bool(link["restricted"])
+    conversation.restricted = bool(terms["restricted"])
     return conversation
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from beanie import Document, PydanticObjectId
 from pydantic import BaseModel, Field
@@ -94,6 +94,18 @@ class Account(Document):
     # Written by hold creation and by every purge batch in their transactions, so that the two
     # conflict: a hold placed while a sweep runs is seen before anything it covers is deleted.
     guard: int = 0
+    # The earliest deadline of this account's content still stored (messages carry their own
+    # ``purge_due_at``): the sweep visits accounts where it has passed. It outlives the purge,
+    # because content may link to a purged account later (a chat naming its id).
+    next_purge_at: datetime | None = None
+    # Bumped by every change that may give the account content to purge (a deletion, an
+    # erasure, a restore, content linked while deleted): the sweep writes what it concluded
+    # about the account only if this did not move meanwhile.
+    links: int = 0
+    # A platform may register a purged account id again: that starts a new life of the
+    # account, which never revives (nor adopts) the content of the previous one.
+    life: int = 1
+    life_started_at: datetime | None = None
 
     class Settings:
         name = "accounts"
@@ -103,6 +115,11 @@ class Account(Document):
                 [("purge_due_at", ASCENDING)],
                 name="purge_due",
                 partialFilterExpression={"purge_due_at": {"$type": "date"}},
+            ),
+            IndexModel(
+                [("next_purge_at", ASCENDING)],
+                name="next_purge",
+                partialFilterExpression={"next_purge_at": {"$type": "date"}},
             ),
         ]
 
@@ -235,6 +252,10 @@ class Message(Document):
     envelope: Envelope | None = None
     parse_error: str | None = None
     history: list[MessageVersion] = Field(default_factory=list)
+    # When this message must be gone: set while its account is deleted (the account's
+    # deadline, or now for an erasure), kept with the message so that a restore, a new life
+    # of the account or a purge in progress can never move another life's deadline.
+    purge_due_at: datetime | None = None
 
     class Settings:
         name = "messages"
@@ -254,10 +275,16 @@ class Message(Document):
                 name="account_terms_newest",
             ),
             IndexModel([("participants", ASCENDING), ("sent_at", DESCENDING)], name="participant"),
-            IndexModel([("collected_at", ASCENDING)], name="collected_at"),
+            # The max-age purge walks past held content in this order (a keyset, no skip list).
+            IndexModel([("collected_at", ASCENDING), ("_id", ASCENDING)], name="collected_at_id"),
             # Blob reference lookups: a blob may go only when nothing points at it any more.
             IndexModel([("raw.sha256", ASCENDING)], name="raw_blob", sparse=True),
             IndexModel([("attachments.sha256", ASCENDING)], name="attachment_blobs", sparse=True),
+            IndexModel(
+                [("account_id", ASCENDING), ("purge_due_at", ASCENDING)],
+                name="account_purge_due",
+                partialFilterExpression={"purge_due_at": {"$type": "date"}},
+            ),
         ]
 
 
@@ -384,6 +411,9 @@ class PurgeRecord(Document):
     # Blobs that deleted messages referenced and that are still to be checked: a sweep killed
     # between deleting messages and their blobs leaves them here for the next one.
     pending_blobs: list[str] = Field(default_factory=list)
+    # The residue scan run right after the purge (store/residue.py): whether it was clean, and
+    # what remained and why (counts and reasons only, no personal data).
+    residue: dict[str, Any] | None = None
 
     class Settings:
         name = "purge_records"

@@ -18,6 +18,7 @@ from beanie import PydanticObjectId
 
 from store.blobs import iter_blob
 from store.documents import (
+    Account,
     Conversation,
     Disclosure,
     Export,
@@ -26,7 +27,7 @@ from store.documents import (
     Message,
     iso,
 )
-from store.errors import NotFound
+from store.errors import Conflict, NotFound
 
 log = logging.getLogger("archive.export")
 
@@ -224,7 +225,16 @@ async def start_export(
     now: datetime,
     max_age: timedelta,
 ) -> Export:
-    """The export's record (running); the caller builds the file with ``build_export``."""
+    """The export's record (running); the caller builds the file with ``build_export``.
+
+    A purged account has nothing left to export: an export of it would only be a new place
+    where its id lives, so it is refused."""
+    if scope.account_id is not None:
+        account = await Account.get(scope.account_id)
+        if account is None:
+            raise NotFound(f"no account {scope.account_id!r}")
+        if account.purged_at is not None:
+            raise Conflict(f"account {scope.account_id!r} was purged; nothing of it is left")
     export = Export(account_id=account_id or scope.account_id, hold_id=hold_id,
                     created_by=created_by, created_at=now, expires_at=now + max_age)  # fmt: skip
     await export.insert()

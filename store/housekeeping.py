@@ -1,39 +1,48 @@
-"""Housekeeping: remove what a crash can leave behind (blobs or chunks nothing refers to)."""
+"""Housekeeping: remove what a crash or a deferred purge can leave behind (blobs or chunks
+nothing refers to), walking every blob with a cursor so that no orphan is ever out of reach."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from store.blobs import is_referenced
+from store.blobs import referenced
 from store.documents import Blob, BlobChunk, utcnow
 
 
-async def remove_orphans(*, quiet_period: timedelta, limit: int = 10_000) -> int:
+async def remove_orphans(*, quiet_period: timedelta, batch_size: int = 1000) -> int:
     """Blobs no message references, and chunks without a blob, untouched for ``quiet_period``
-    (younger ones may belong to a message being stored right now)."""
+    (younger ones may belong to a message being stored right now). Returns how many went."""
+    return await _orphan_blobs(quiet_period, batch_size) + await _orphan_chunks(quiet_period)
+
+
+async def _orphan_blobs(quiet_period: timedelta, batch_size: int) -> int:
     quiet_since = utcnow() - quiet_period
+    blobs = Blob.get_pymongo_collection()
     removed = 0
-    old_blobs = (
-        Blob.get_pymongo_collection()
-        .find({"last_referenced_at": {"$lt": quiet_since}}, {"_id": 1})
-        .limit(limit)
-    )
-    async for blob in old_blobs:
-        sha = blob["_id"]
-        if await is_referenced(sha):
-            continue
-        result = await Blob.get_pymongo_collection().delete_one(
-            {"_id": sha, "last_referenced_at": {"$lt": quiet_since}}
-        )
-        if result.deleted_count:
-            await BlobChunk.get_pymongo_collection().delete_many({"blob_id": sha})
-            removed += 1
-    chunk_owners = await BlobChunk.get_pymongo_collection().distinct("blob_id")
-    for sha in chunk_owners:
+    after: str | None = None
+    while True:
+        # Walked by _id (a cursor of our own, not the oldest N): referenced blobs, however
+        # many, never hide an orphan behind them.
+        page = {"_id": {"$gt": after}} if after is not None else {}
+        found = blobs.find({**page, "last_referenced_at": {"$lt": quiet_since}}, {"_id": 1})
+        shas = [b["_id"] async for b in found.sort("_id", 1).limit(batch_size)]
+        if not shas:
+            return removed
+        after = shas[-1]
+        for sha in sorted(set(shas) - await referenced(shas)):
+            gone = await blobs.delete_one({"_id": sha, "last_referenced_at": {"$lt": quiet_since}})
+            if gone.deleted_count:
+                await BlobChunk.get_pymongo_collection().delete_many({"blob_id": sha})
+                removed += 1
+
+
+async def _orphan_chunks(quiet_period: timedelta) -> int:
+    quiet_since = utcnow() - quiet_period
+    chunks = BlobChunk.get_pymongo_collection()
+    removed = 0
+    for sha in await chunks.distinct("blob_id"):
         if await Blob.get_pymongo_collection().find_one({"_id": sha}, {"_id": 1}) is None:
-            first = await BlobChunk.get_pymongo_collection().find_one({"blob_id": sha, "n": 0})
+            first = await chunks.find_one({"blob_id": sha, "n": 0})
             if first is None or first["_id"].generation_time < quiet_since:
-                removed += (
-                    await BlobChunk.get_pymongo_collection().delete_many({"blob_id": sha})
-                ).deleted_count
+                removed += (await chunks.delete_many({"blob_id": sha})).deleted_count
     return removed

@@ -11,7 +11,7 @@ from beanie import PydanticObjectId
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
-from store.accounts import ensure_account, normalise_email
+from store.accounts import apply_link_terms, ensure_account, normalise_email
 from store.blobs import NewAttachment, attachment_ref, put_blobs
 from store.documents import (
     MAX_BODY_CHARS,
@@ -193,6 +193,7 @@ async def insert_unless_stored(messages: list[Message]) -> set[str]:
     """Insert all at once; the dedup keys that turned out to be stored already."""
     if not messages:
         return set()
+    await apply_link_terms(messages)
     try:
         # pydantic's dump is what Beanie would write, BSON for BSON, at a tenth of the cost
         await Message.get_pymongo_collection().insert_many(

@@ -6,19 +6,19 @@ a lease held by the caller): every step is idempotent or resumed from its purge 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from beanie import PydanticObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from store.accounts import earliest_deadline, stamp_deleted_content
 from store.blobs import referenced
 from store.database import Database
 from store.documents import (
@@ -35,6 +35,10 @@ from store.documents import (
 )
 from store.exports import remove_exports
 from store.holds import active_holds_query, held_scopes
+from store.residue import Identifiers, Residue, scan
+from store.rules import deletion_deadline as deletion_deadline
+from store.rules import max_age_cutoff as max_age_cutoff
+from store.rules import subject_hmac as subject_hmac
 
 log = logging.getLogger("archive.purge")
 
@@ -48,24 +52,11 @@ class RetentionPolicy:
     # A blob referenced this recently may be about to gain a message (ingest writes the blob,
     # then the message): it is left for a later sweep rather than deleted under that message.
     blob_quiet_period: timedelta = timedelta(minutes=5)
+    # Where the service writes files (exports, journal): the residue scan searches them too.
+    data_dir: Path | None = None
 
 
-# --- pure rules -----------------------------------------------------------------------------
-
-
-def subject_hmac(secret_key: bytes, account_id: str) -> str:
-    """How a purge record names an account: verifiable by whoever knows the id, and nothing
-    more (no email, no name)."""
-    return hmac.new(secret_key, account_id.encode(), hashlib.sha256).hexdigest()
-
-
-def deletion_deadline(*, deleted_at: datetime, grace: timedelta) -> datetime:
-    return deleted_at + grace
-
-
-def max_age_cutoff(*, now: datetime, max_age: timedelta) -> datetime:
-    """Content collected before this is past the maximum age."""
-    return now - max_age
+# --- rules (the pure ones are in store/rules.py) ---------------------------------------
 
 
 def rule_for(account: Account) -> PurgeRule:
@@ -88,36 +79,34 @@ class ForecastItem:
 async def forecast(
     *, now: datetime, policy: RetentionPolicy, limit: int = 1000
 ) -> list[ForecastItem]:
-    """What will be purged when, and what holds block: deleted accounts by deadline, then the
-    content past (or next to pass) the maximum age."""
+    """What will be purged when, and what holds block: accounts with content under a deletion
+    deadline (deleted ones, and what linked to a purged one since), then the content past (or
+    next to pass) the maximum age."""
     items = []
-    accounts = Account.find({"purge_due_at": {"$ne": None}, "purged_at": None}).sort(
-        "+purge_due_at"
-    )
+    accounts = Account.find({"next_purge_at": {"$type": "date"}}).sort("+next_purge_at")
     async for account in accounts.limit(limit):
-        assert account.purge_due_at is not None
         items.append(await _account_item(account, now=now))
     items += await _max_age_items(now=now, policy=policy)
     return sorted(items, key=lambda item: item.due_at)
 
 
 async def _account_item(account: Account, *, now: datetime) -> ForecastItem:
-    conversations = [c.id async for c in Conversation.find({"account_id": account.id}) if c.id]
+    assert account.next_purge_at is not None
+    due = {"account_id": account.id, "purge_due_at": {"$type": "date"}}
     held_accounts, held_conversations = await held_scopes(
-        account_ids=[account.id], conversation_ids=conversations, now=now
+        account_ids=[account.id], conversation_ids=await _conversation_ids(account.id), now=now
     )
     blocked = await _blocking_hold_ids(account.id, held_conversations, now=now)
-    total = await Message.find({"account_id": account.id}).count()
+    total = await Message.find(due).count()
     if held_accounts:
         held = total
     elif held_conversations:
         held = await Message.find(
-            {"account_id": account.id, "conversation_id": {"$in": list(held_conversations)}}
+            {**due, "conversation_id": {"$in": sorted(held_conversations)}}
         ).count()
     else:
         held = 0
-    assert account.purge_due_at is not None
-    return ForecastItem(rule_for(account), account.purge_due_at, account.id, total, held, blocked)
+    return ForecastItem(rule_for(account), account.next_purge_at, account.id, total, held, blocked)
 
 
 async def _blocking_hold_ids(
@@ -160,17 +149,40 @@ class SweepReport:
     messages: int = 0
     blobs: int = 0
     bytes: int = 0
-    # How long past its due time the most overdue purgeable item was when the sweep began.
+    # How long past the moment it became purgeable (its deadline, or the end of the hold that
+    # kept it) the most overdue purgeable item was when the sweep began.
     lateness_seconds: float = 0.0
     seconds: float = 0.0
     records: list[str] = field(default_factory=list)
+    # Residue found after each purge of this sweep that is not explained by a hold.
+    residue: int = 0
 
 
-BeforeBatch = Callable[[], Awaitable[None]]
+Hook = Callable[[], Awaitable[None]]
+BeforeBatch = Hook
 
 
 async def _nothing() -> None:
     return None
+
+
+@dataclass
+class _Run:
+    """One sweep's context: its clock, policy, report and the test hooks."""
+
+    database: Database
+    now: datetime
+    policy: RetentionPolicy
+    report: SweepReport
+    # Called before each batch (the scheduler renews its lease there) and inside each batch's
+    # transaction once it has read the holds (tests pause there to race a hold against it).
+    before_batch: Hook
+    in_transaction: Hook
+    started: float = field(default_factory=time.perf_counter)
+
+    def clock(self) -> datetime:
+        """The sweep's ``now`` advanced by the time it has run (records say when they ended)."""
+        return self.now + timedelta(seconds=time.perf_counter() - self.started)
 
 
 async def sweep(
@@ -178,125 +190,209 @@ async def sweep(
     *,
     now: datetime,
     policy: RetentionPolicy,
-    before_batch: BeforeBatch = _nothing,
+    before_batch: Hook = _nothing,
+    in_transaction: Hook = _nothing,
 ) -> SweepReport:
-    """One purge sweep: finish what an interrupted sweep left, purge every account past its
-    deadline, then everything past the maximum age. Held content is never deleted."""
-    started = time.perf_counter()
+    """One purge sweep: finish what an interrupted sweep left, purge the content of every
+    account past its deadline, then everything past the maximum age. Held content is never
+    deleted, and each purge's record carries the residue scan run right after it."""
     report = SweepReport(lateness_seconds=await lateness(now=now, policy=policy))
+    run = _Run(database, now, policy, report, before_batch, in_transaction)
     await _finish_pending_blobs(policy, report)
-    due = Account.find({"purge_due_at": {"$lte": now}, "purged_at": None}).sort("+purge_due_at")
-    async for account in due:
-        await _purge_account(database, account, now=now, policy=policy, report=report,
-                             before_batch=before_batch)  # fmt: skip
-    await _purge_max_age(database, now=now, policy=policy, report=report, before_batch=before_batch)
-    report.seconds = time.perf_counter() - started
-    if report.messages or report.accounts_blocked:
+    for account_id in await _due_accounts(now):
+        account = await Account.get(account_id)
+        if account is not None and account.next_purge_at and account.next_purge_at <= now:
+            await _purge_account(run, account)
+    await _purge_max_age(run)
+    report.seconds = time.perf_counter() - run.started
+    if report.messages or report.accounts_blocked or report.residue:
         log.info(
             "sweep: %d messages, %d conversations, %d blobs purged; %d accounts purged, "
-            "%d blocked by holds; %.2fs",
+            "%d blocked by holds; %d residue; %.2fs",
             report.messages, report.conversations, report.blobs, report.accounts_purged,
-            report.accounts_blocked, report.seconds,
+            report.accounts_blocked, report.residue, report.seconds,
         )  # fmt: skip
     return report
 
 
+async def _due_accounts(now: datetime) -> list[str]:
+    # Read first: the purge moves next_purge_at, and a cursor over that index would meet an
+    # account again.
+    due = Account.get_pymongo_collection().find(
+        {"next_purge_at": {"$lte": now}}, {"_id": 1}, sort=[("next_purge_at", 1)]
+    )
+    return [a["_id"] async for a in due]
+
+
 async def lateness(*, now: datetime, policy: RetentionPolicy) -> float:
-    """Seconds the most overdue (unheld) item is past due; 0 when nothing is overdue."""
+    """Seconds the most overdue purgeable item is past the moment it became purgeable (its
+    deadline, or the end of a hold that kept it past it); 0 when nothing is overdue. Held
+    content is not overdue."""
     worst = 0.0
-    account = (
-        await Account.find({"purge_due_at": {"$lte": now}, "purged_at": None})
-        .sort("+purge_due_at")
-        .first_or_none()
-    )
-    if account is not None and account.purge_due_at is not None:
-        held_accounts, _ = await held_scopes(account_ids=[account.id], conversation_ids=[], now=now)
-        if not held_accounts:
-            worst = (now - account.purge_due_at).total_seconds()
-    cutoff = max_age_cutoff(now=now, max_age=policy.max_age)
-    oldest = (
-        await Message.find({"collected_at": {"$lt": cutoff}}).sort("+collected_at").first_or_none()
-    )
-    if oldest is not None:
-        worst = max(worst, (cutoff - oldest.collected_at).total_seconds())
+    due = Account.find({"next_purge_at": {"$lte": now}}).sort("+next_purge_at").limit(20)
+    async for account in due:
+        since = await _account_purgeable_since(account.id, now=now)
+        if since is not None:
+            worst = max(worst, (now - since).total_seconds())
+    since = await _max_age_purgeable_since(now=now, policy=policy)
+    if since is not None:
+        worst = max(worst, (now - since).total_seconds())
     return worst
 
 
-async def _purge_account(
-    database: Database,
-    account: Account,
-    *,
-    now: datetime,
-    policy: RetentionPolicy,
-    report: SweepReport,
-    before_batch: BeforeBatch,
-) -> None:
-    assert account.purge_due_at is not None
-    held_accounts, _ = await held_scopes(account_ids=[account.id], conversation_ids=[], now=now)
-    if held_accounts:
-        report.accounts_blocked += 1
-        return
-    record = await _open_record(
-        rule_for(account), account.purge_due_at, policy=policy, account_id=account.id, now=now
+async def _account_purgeable_since(account_id: str, *, now: datetime) -> datetime | None:
+    conversations = await _conversation_ids(account_id)
+    held_accounts, held_conversations = await held_scopes(
+        account_ids=[account_id], conversation_ids=conversations, now=now
     )
+    if held_accounts:
+        return None
+    oldest = await Message.get_pymongo_collection().find_one(
+        {"account_id": account_id, "purge_due_at": {"$lte": now},
+         "conversation_id": {"$nin": sorted(held_conversations)}},
+        {"purge_due_at": 1, "conversation_id": 1}, sort=[("purge_due_at", 1)],
+    )  # fmt: skip
+    if oldest is None:
+        return None
+    ended = await _last_hold_end(account_id, oldest["conversation_id"], now=now)
+    due: datetime = oldest["purge_due_at"]
+    return max(due, ended) if ended else due
+
+
+async def _max_age_purgeable_since(*, now: datetime, policy: RetentionPolicy) -> datetime | None:
+    cutoff = max_age_cutoff(now=now, max_age=policy.max_age)
+    held_accounts, held_conversations = await _held_now(now)
+    oldest = await Message.get_pymongo_collection().find_one(
+        _unheld({"collected_at": {"$lt": cutoff}}, held_accounts, held_conversations),
+        {"collected_at": 1, "account_id": 1, "conversation_id": 1},
+        sort=[("collected_at", 1), ("_id", 1)],
+    )
+    if oldest is None:
+        return None
+    due: datetime = oldest["collected_at"] + policy.max_age
+    ended = await _last_hold_end(oldest.get("account_id"), oldest["conversation_id"], now=now)
+    return max(due, ended) if ended else due
+
+
+async def _last_hold_end(
+    account_id: str | None, conversation_id: PydanticObjectId, *, now: datetime
+) -> datetime | None:
+    """When the last hold over this content ended (released or expired), if one did."""
+    scope: list[dict[str, Any]] = [{"conversation_id": conversation_id}]
+    if account_id:
+        scope.append({"account_id": account_id})
+    ended = {"$or": [{"released_at": {"$lte": now}}, {"expires_at": {"$lte": now}}]}
+    ends = [
+        min(t for t in (h.released_at, h.expires_at) if t is not None)
+        async for h in Hold.find({"$and": [{"$or": scope}, ended]})
+    ]
+    return max(ends, default=None)
+
+
+async def _held_now(now: datetime) -> tuple[list[str], list[PydanticObjectId]]:
+    """The scopes of every active hold: a list as long as the holds, whatever they cover."""
+    accounts: set[str] = set()
+    conversations: set[PydanticObjectId] = set()
+    async for hold in Hold.find(active_holds_query(now)):
+        if hold.account_id:
+            accounts.add(hold.account_id)
+        if hold.conversation_id:
+            conversations.add(hold.conversation_id)
+    return sorted(accounts), sorted(conversations)
+
+
+def _unheld(
+    query: dict[str, Any], accounts: list[str], conversations: list[PydanticObjectId]
+) -> dict[str, Any]:
+    query = dict(query)
+    if accounts:
+        query["account_id"] = {"$nin": accounts}
+    if conversations:
+        query["conversation_id"] = {"$nin": conversations}
+    return query
+
+
+async def _purge_account(run: _Run, account: Account) -> None:
+    assert account.next_purge_at is not None
+    version = account.links
+    await stamp_deleted_content(account)
+    held_accounts, _ = await held_scopes(account_ids=[account.id], conversation_ids=[], now=run.now)
+    if held_accounts:
+        run.report.accounts_blocked += 1
+        return
+    identifiers = Identifiers.of_account(account)
+    record = await _open_record(rule_for(account), account.next_purge_at, policy=run.policy,
+                                account_id=account.id, now=run.now)  # fmt: skip
+    due = {"account_id": account.id, "purge_due_at": {"$lte": run.now}}
+    touched: set[PydanticObjectId] = set()
     while True:
         _, held_conversations = await held_scopes(
-            account_ids=[], conversation_ids=await _conversation_ids(account.id), now=now
+            account_ids=[], conversation_ids=await _conversation_ids(account.id), now=run.now
         )
-        query = {"account_id": account.id, "conversation_id": {"$nin": list(held_conversations)}}
-        batch = await _next_batch(query, policy.batch_size)
+        query = {**due, "conversation_id": {"$nin": sorted(held_conversations)}}
+        batch = await _next_batch(query, run.policy.batch_size)
         if not batch:
             break
-        await before_batch()
-        if not await _purge_batch(
-            database, batch, record=record, now=now, policy=policy, report=report
-        ):
-            break  # everything left is held (a hold arrived during the sweep)
-    report.conversations += await _drop_empty_conversations({"account_id": account.id}, record, now)
-    if await Message.find({"account_id": account.id}).count() == 0:
-        await _forget_account(account.id, now=now)
-        report.accounts_purged += 1
-    else:
-        report.accounts_blocked += 1
-    await _close_record(record, now=now, report=report)
+        await run.before_batch()
+        identifiers.add(batch)
+        touched |= {m.conversation_id for m in batch}
+        if not await _purge_batch(run, batch, record=record, still_due=due):
+            break  # what is left is held (a hold arrived) or no longer due (a restore)
+    deleted = account.status is AccountStatus.DELETED
+    scope = {"account_id": account.id} if deleted else {"_id": {"$in": sorted(touched)}}
+    run.report.conversations += await _settle_conversations(scope, record, run.now)
+    await _conclude(run, account, version)
+    await _close_record(run, record, identifiers)
 
 
-async def _purge_max_age(
-    database: Database,
-    *,
-    now: datetime,
-    policy: RetentionPolicy,
-    report: SweepReport,
-    before_batch: BeforeBatch,
-) -> None:
-    cutoff = max_age_cutoff(now=now, max_age=policy.max_age)
+async def _conclude(run: _Run, account: Account, version: int) -> None:
+    """Write what the purge concluded about the account, unless something linked content to
+    it, deleted, erased or restored it meanwhile (then the next sweep looks again)."""
+    remaining = await earliest_deadline(account.id)
+    unchanged = {"_id": account.id, "links": version}
+    accounts = Account.get_pymongo_collection()
+    empty = await Message.get_pymongo_collection().find_one({"account_id": account.id}) is None
+    forgotten = False
+    if account.status is AccountStatus.DELETED and empty:
+        forgotten = await _forget_account(account.id, unchanged, now=run.now)
+    await accounts.update_one(unchanged, {"$set": {"next_purge_at": remaining}})
+    if forgotten:
+        run.report.accounts_purged += 1
+    elif remaining is not None and remaining <= run.now:
+        run.report.accounts_blocked += 1
+
+
+async def _purge_max_age(run: _Run) -> None:
+    cutoff = max_age_cutoff(now=run.now, max_age=run.policy.max_age)
     due = {"collected_at": {"$lt": cutoff}}
     if await Message.find(due).first_or_none() is None:
         return
-    record = await _open_record(PurgeRule.MAX_AGE, cutoff, policy=policy, account_id=None, now=now)
+    record = await _open_record(PurgeRule.MAX_AGE, cutoff, policy=run.policy, account_id=None,
+                                now=run.now)  # fmt: skip
+    identifiers = Identifiers()
     touched: set[PydanticObjectId] = set()
-    held: set[PydanticObjectId] = set()  # messages a hold kept: not fetched again
-    while True:
-        batch = await _next_batch({**due, "_id": {"$nin": sorted(held)}}, policy.batch_size)
-        if not batch:
-            break
-        await before_batch()
-        await _purge_batch(database, batch, record=record, now=now, policy=policy,
-                           report=report, subjects=True)  # fmt: skip
+    # Held content is left out by the scopes of the holds (a list as long as the holds, not as
+    # the content they keep), and passed over once by walking in (collected_at, _id) order.
+    scope = _unheld(due, *await _held_now(run.now))
+    after: _Doomed | None = None
+    while batch := await _next_batch(_after(scope, after), run.policy.batch_size, oldest=True):
+        await run.before_batch()
+        identifiers.add(batch)
+        await _purge_batch(run, batch, record=record, still_due=due, subjects=True)
         touched |= {m.conversation_id for m in batch}
-        held |= await _still_there(batch)
-    report.conversations += await _drop_empty_conversations(
-        {"_id": {"$in": sorted(touched)}}, record, now
+        after = batch[-1]
+    run.report.conversations += await _settle_conversations(
+        {"_id": {"$in": sorted(touched)}}, record, run.now
     )
-    await _close_record(record, now=now, report=report)
+    await _close_record(run, record, identifiers)
 
 
-async def _still_there(batch: list[_Doomed]) -> set[PydanticObjectId]:
-    ids = [m.id for m in batch]
-    return {
-        m["_id"]
-        async for m in Message.get_pymongo_collection().find({"_id": {"$in": ids}}, {"_id": 1})
-    }
+def _after(query: dict[str, Any], last: _Doomed | None) -> dict[str, Any]:
+    if last is None:
+        return query
+    later = {"$or": [{"collected_at": {"$gt": last.collected_at}},
+                     {"collected_at": last.collected_at, "_id": {"$gt": last.id}}]}  # fmt: skip
+    return {"$and": [query, later]}
 
 
 async def _conversation_ids(account_id: str) -> list[PydanticObjectId]:
@@ -316,14 +412,17 @@ class _Doomed:
     account_id: str | None
     conversation_id: PydanticObjectId
     blobs: tuple[str, ...]
+    collected_at: datetime | None = None
 
 
 _DOOMED_FIELDS = {"account_id": 1, "conversation_id": 1, "raw.sha256": 1,
-                  "attachments.sha256": 1}  # fmt: skip
+                  "attachments.sha256": 1, "collected_at": 1}  # fmt: skip
 
 
-async def _next_batch(query: dict[str, Any], size: int) -> list[_Doomed]:
+async def _next_batch(query: dict[str, Any], size: int, *, oldest: bool = False) -> list[_Doomed]:
     found = Message.get_pymongo_collection().find(query, _DOOMED_FIELDS).limit(size)
+    if oldest:
+        found = found.sort([("collected_at", 1), ("_id", 1)])
     return [_doomed(m) async for m in found]
 
 
@@ -336,20 +435,20 @@ def _doomed(message: dict[str, Any]) -> _Doomed:
         account_id=message.get("account_id"),
         conversation_id=message["conversation_id"],
         blobs=tuple(blobs),
+        collected_at=message.get("collected_at"),
     )
 
 
 async def _purge_batch(
-    database: Database,
+    run: _Run,
     batch: list[_Doomed],
     *,
     record: PurgeRecord,
-    now: datetime,
-    policy: RetentionPolicy,
-    report: SweepReport,
+    still_due: dict[str, Any],
     subjects: bool = False,
 ) -> int:
-    """Delete one batch of messages unless a hold covers them, checked inside the delete's
+    """Delete one batch of messages that are still due (``still_due``: a restore since the
+    batch was read takes them out) and that no hold covers, both checked inside the delete's
     transaction; then their blobs. Returns how many messages were deleted."""
     blobs = sorted({ref for m in batch for ref in m.blobs})
     await PurgeRecord.get_pymongo_collection().update_one(
@@ -362,13 +461,19 @@ async def _purge_batch(
     def counted(deleted: int) -> dict[str, Any]:
         update: dict[str, Any] = {"$inc": {"counts.messages": deleted}}
         if subjects and accounts and deleted:
-            hmacs = [subject_hmac(policy.secret_key, a) for a in accounts]
+            hmacs = [subject_hmac(run.policy.secret_key, a) for a in accounts]
             update["$addToSet"] = {"subjects": {"$each": hmacs}}
         return update
 
     async def delete(session: AsyncClientSession) -> int:
-        # Guard writes first: a hold placed after this transaction began makes it conflict and
-        # retry (and see the hold); one placed later waits for it to commit.
+        # The holds are read first, which fixes the transaction's snapshot; then the guard
+        # writes: a hold committed after that snapshot wrote the same guard, so this
+        # transaction conflicts and is retried (and sees the hold); a hold placed later waits
+        # for this one to commit.
+        held_accounts, held_conversations = await held_scopes(
+            account_ids=accounts, conversation_ids=conversations, now=run.now, session=session
+        )
+        await run.in_transaction()
         if accounts:
             await Account.get_pymongo_collection().update_many(
                 {"_id": {"$in": accounts}}, {"$inc": {"guard": 1}}, session=session
@@ -376,14 +481,8 @@ async def _purge_batch(
         await Conversation.get_pymongo_collection().update_many(
             {"_id": {"$in": conversations}}, {"$inc": {"guard": 1}}, session=session
         )
-        held_accounts, held_conversations = await held_scopes(
-            account_ids=accounts, conversation_ids=conversations, now=now, session=session
-        )
-        query: dict[str, Any] = {"_id": {"$in": ids}}
-        if held_accounts:
-            query["account_id"] = {"$nin": sorted(held_accounts)}
-        if held_conversations:
-            query["conversation_id"] = {"$nin": sorted(held_conversations)}
+        query = _unheld({"_id": {"$in": ids}, **still_due}, sorted(held_accounts),
+                        sorted(held_conversations))  # fmt: skip
         result = await Message.get_pymongo_collection().delete_many(query, session=session)
         # Counted in the same transaction: the record and the deletion cannot disagree.
         await PurgeRecord.get_pymongo_collection().update_one(
@@ -391,26 +490,26 @@ async def _purge_batch(
         )
         return result.deleted_count
 
-    async with database.client.start_session() as session:
+    async with run.database.client.start_session() as session:
         deleted: int = await session.with_transaction(delete)
-    report.messages += deleted
-    count, size = await _collect_blobs(blobs, record=record, policy=policy)
-    report.blobs += count
-    report.bytes += size
-    await PurgeRecord.get_pymongo_collection().update_one(
-        {"_id": record.id}, {"$inc": {"counts.blobs": count, "counts.bytes": size}}
-    )
+    run.report.messages += deleted
+    count, size = await _collect_blobs(blobs, record=record, policy=run.policy)
+    run.report.blobs += count
+    run.report.bytes += size
     return deleted
 
 
 async def _collect_blobs(
     shas: list[str], *, record: PurgeRecord, policy: RetentionPolicy
 ) -> tuple[int, int]:
-    """Delete the blobs no message references any more (chunks first), then strike them from
-    the record's pending list. Returns (blobs deleted, bytes freed)."""
+    """Delete the blobs no message references any more (chunks first), count them on the
+    record, and strike from its pending list those that are settled: deleted, gone, or still
+    referenced. A blob referenced too recently stays pending for a later sweep (never
+    forgotten). Returns (blobs deleted, bytes freed)."""
     count = size = 0
     quiet_since = utcnow() - policy.blob_quiet_period
-    for sha in sorted(set(shas) - await referenced(shas)):
+    settled = await referenced(shas)
+    for sha in sorted(set(shas) - settled):
         # One by one: each blob is deleted only if it is still quiet at that moment.
         blob = await Blob.get_pymongo_collection().find_one_and_delete(
             {"_id": sha, "last_referenced_at": {"$lt": quiet_since}}, {"size": 1, "chunk_count": 1}
@@ -420,27 +519,39 @@ async def _collect_blobs(
                 await BlobChunk.get_pymongo_collection().delete_many({"blob_id": sha})
             count += 1
             size += int(blob.get("size", 0))
+            settled.add(sha)
+        elif await Blob.get_pymongo_collection().find_one({"_id": sha}, {"_id": 1}) is None:
+            settled.add(sha)  # removed by another sweep or by housekeeping
     await PurgeRecord.get_pymongo_collection().update_one(
-        {"_id": record.id}, {"$pullAll": {"pending_blobs": shas}}
-    )
+        {"_id": record.id},
+        {"$pullAll": {"pending_blobs": sorted(settled)},
+         "$inc": {"counts.blobs": count, "counts.bytes": size}},
+    )  # fmt: skip
     return count, size
 
 
 async def _finish_pending_blobs(policy: RetentionPolicy, report: SweepReport) -> None:
-    """Blobs that an interrupted sweep deleted the messages of, but not yet checked."""
+    """Blobs that an earlier sweep deleted the messages of but could not remove yet (it was
+    interrupted, or they were referenced within the quiet period): counted on their record."""
     async for record in PurgeRecord.find({"pending_blobs.0": {"$exists": True}}):
         count, size = await _collect_blobs(list(record.pending_blobs), record=record, policy=policy)
         report.blobs += count
         report.bytes += size
 
 
-async def _drop_empty_conversations(
-    scope: dict[str, Any], record: PurgeRecord, now: datetime
-) -> int:
+async def _settle_conversations(scope: dict[str, Any], record: PurgeRecord, now: datetime) -> int:
+    """After a purge: drop the conversations left empty (unless held), and give the others the
+    metadata of the messages they still hold (the purged ones' addresses, counts and times go
+    with them). Returns how many were dropped."""
     dropped = 0
-    async for conversation in Conversation.get_pymongo_collection().find(scope, {"_id": 1}):
+    async for conversation in Conversation.get_pymongo_collection().find(scope):
         ident = conversation["_id"]
-        if await Message.get_pymongo_collection().find_one({"conversation_id": ident}, {"_id": 1}):
+        remaining = [m async for m in Message.get_pymongo_collection().find(
+            {"conversation_id": ident},
+            {"participants": 1, "author.email": 1, "sent_at": 1, "subject": 1},
+        ).sort("sent_at", 1)]  # fmt: skip
+        if remaining:
+            await _recount(conversation, remaining)
             continue
         _, held = await held_scopes(account_ids=[], conversation_ids=[ident], now=now)
         if not held:
@@ -453,15 +564,34 @@ async def _drop_empty_conversations(
     return dropped
 
 
-async def _forget_account(account_id: str, *, now: datetime) -> None:
-    """All content is gone: its exports go too, and the account stays as a tombstone without
-    its personal data."""
-    await remove_exports({"account_id": account_id})
-    await Account.get_pymongo_collection().update_one(
-        {"_id": account_id},
-        {"$set": {"purged_at": now, "emails": [], "name": None,
-                  "status": AccountStatus.DELETED.value}},
+async def _recount(conversation: dict[str, Any], remaining: list[dict[str, Any]]) -> None:
+    present = {p for m in remaining for p in m.get("participants") or []}
+    present |= {m["author"]["email"] for m in remaining if (m.get("author") or {}).get("email")}
+    await Conversation.get_pymongo_collection().update_one(
+        {"_id": conversation["_id"]},
+        {"$set": {
+            "message_count": len(remaining),
+            "first_message_at": remaining[0]["sent_at"],
+            "last_message_at": remaining[-1]["sent_at"],
+            "participants": sorted(set(conversation.get("participants") or []) & present),
+            "customer_emails": sorted(set(conversation.get("customer_emails") or []) & present),
+            "subject": remaining[0].get("subject"),
+        }},
     )  # fmt: skip
+
+
+async def _forget_account(account_id: str, unchanged: dict[str, Any], *, now: datetime) -> bool:
+    """All content is gone: the account stays as a tombstone without its personal data (its
+    id stays a retention subject), and its exports go too. Only if ``unchanged`` still matches
+    it, and it is still deleted (a restore during the sweep wins)."""
+    result = await Account.get_pymongo_collection().update_one(
+        {**unchanged, "status": AccountStatus.DELETED.value},
+        {"$set": {"purged_at": now, "emails": [], "name": None}},
+    )
+    if not result.modified_count:
+        return False
+    await remove_exports({"account_id": account_id})
+    return True
 
 
 async def _open_record(
@@ -488,14 +618,41 @@ async def _open_record(
     return record
 
 
-async def _close_record(record: PurgeRecord, *, now: datetime, report: SweepReport) -> None:
+async def _close_record(run: _Run, record: PurgeRecord, identifiers: Identifiers) -> None:
+    """The record ends with when it ended and what the residue scan found right after."""
+    residue = await scan(identifiers, now=run.now, quiet_period=run.policy.blob_quiet_period,
+                         data_dir=run.policy.data_dir)  # fmt: skip
+    run.report.residue += residue.unexplained
     await PurgeRecord.get_pymongo_collection().update_one(
-        {"_id": record.id}, {"$set": {"done_at": now}}
+        {"_id": record.id},
+        {"$set": {"done_at": run.clock(), "residue": residue.as_record()}},
     )
-    report.records.append(record.purge_key)
+    run.report.records.append(record.purge_key)
 
 
 async def purge_records(*, secret_key: bytes, account_id: str) -> list[PurgeRecord]:
     """Whether and when the content of ``account_id`` was purged (by any rule)."""
     subject = subject_hmac(secret_key, account_id)
     return await PurgeRecord.find({"subjects": subject}).sort("-started_at").to_list()
+
+
+async def verify_purge(
+    *,
+    account_id: str,
+    emails: list[str],
+    names: list[str],
+    now: datetime,
+    policy: RetentionPolicy,
+) -> Residue:
+    """The residue scan on demand: what of this account (by its id, and by the addresses and
+    names given: a tombstone keeps none) remains anywhere the service keeps data."""
+    account = await Account.get(account_id)
+    identifiers = Identifiers(account_id=account_id, emails={e.lower() for e in emails},
+                              names=set(names))  # fmt: skip
+    if account is not None:
+        identifiers.emails |= set(account.emails)
+        identifiers.names |= {account.name} if account.name else set()
+    # Mail that only shares an address and arrived after the purge is not the purged content.
+    captured = account.purged_at if account is not None and account.purged_at else now
+    return await scan(identifiers, now=now, quiet_period=policy.blob_quiet_period,
+                      data_dir=policy.data_dir, captured_at=captured)  # fmt: skip

@@ -93,11 +93,12 @@ async def test_every_document_round_trips(database: Database) -> None:
 
 
 EXPECTED_INDEXES = {
-    "accounts": {"emails", "purge_due"},
+    "accounts": {"emails", "purge_due", "next_purge"},
     "conversations": {"source_external_id", "account", "unlinked_customer_emails", "collected_at"},
     "messages": {
         "dedup_key", "message_id_header", "thread", "account_time", "newest", "terms_newest",
-        "account_terms_newest", "participant", "collected_at", "raw_blob", "attachment_blobs",
+        "account_terms_newest", "participant", "collected_at_id", "raw_blob", "attachment_blobs",
+        "account_purge_due",
     },
     "blobs": {"last_referenced_at"},
     "blob_chunks": {"blob_n"},
