@@ -99,6 +99,16 @@ MESSAGE = {
         "raw_url": NULLABLE_STRING,
         "parse_error": NULLABLE_STRING,
         "history": {"type": "array", "items": {"type": "object"}},
+        "deleted_at_source": {
+            "type": ["string", "null"],
+            "format": "date-time",
+            "description": "when the chat source said it deleted the message (text kept)",
+        },
+        "unfetched_attachments": {
+            "type": "array",
+            "items": {"type": "object"},
+            "description": "attachments named by URL and not fetched: what is known, and why",
+        },
     },
 }
 CONVERSATION = {

@@ -8,9 +8,10 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
+from ingest.chat.backfill import ChatwootApiError
 from ingest.mailbox import MailboxKind
 from service import commands
 from service.logs import configure_logging
@@ -120,6 +121,34 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _backfill(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        commands.chatwoot_endpoint(settings, args.source)  # before anything starts
+        report = asyncio.run(
+            commands.chatwoot_backfill(settings, source=args.source, since=args.since)
+        )
+    except (commands.BadSource, ChatwootApiError) as exc:
+        print(f"support-archive: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(
+        f"{report.conversations} conversations active since {args.since:%Y-%m-%d %H:%M} UTC, "
+        f"{report.messages} messages: {report.stored} stored, {report.duplicates} already in "
+        f"the archive; {report.not_fetched} attachments kept as metadata only"
+    )
+    return 0
+
+
+def _since(text: str) -> datetime:
+    """``YYYY-MM-DD`` or an ISO 8601 time; UTC unless it says otherwise."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date like 2026-11-24 or a time like 2026-11-24T09:00"
+        ) from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
 def _when(at: datetime | None) -> str:
     return at.strftime("%Y-%m-%d %H:%M") if at else "-"
 
@@ -201,6 +230,31 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--legal-basis", help="the order or law it answers (with --hold)")
     export.add_argument("--out", type=Path, required=True, help="the zip file to write")
     export.set_defaults(run=_export)
+
+    chatwoot = subcommands.add_parser("chatwoot", help="Chatwoot: fill what its webhooks dropped")
+    chatwoot_sub = chatwoot.add_subparsers(dest="chatwoot_command", required=True, metavar="ACTION")
+    backfill = chatwoot_sub.add_parser(
+        "backfill",
+        help="pull conversations and messages from Chatwoot's API that the archive lacks",
+        description="Chatwoot never retries a webhook: what it sent while the archive was down "
+        "is lost. This reads every conversation active since --since from Chatwoot's API (an "
+        "administrator's token) and files the messages the archive does not have; attachments "
+        "are fetched as for webhooks. Safe to run again: nothing is stored twice. Needs "
+        "ARCHIVE_CHATWOOT_API_URL_<NAME>, ..._ACCOUNT_<NAME> and ..._TOKEN_<NAME> for the "
+        "source (see docs/chatwoot.md).",
+    )
+    backfill.add_argument(
+        "--source",
+        required=True,
+        metavar="NAME",
+        help="a chatwoot source of ARCHIVE_WEBHOOK_SOURCES",
+    )
+    backfill.add_argument(
+        "--since", required=True, type=_since, metavar="DATE",
+        help="from when: 2026-11-24, or 2026-11-24T09:00 (UTC unless an offset is given); "
+        "take it a little before the archive stopped receiving",
+    )  # fmt: skip
+    backfill.set_defaults(run=_backfill)
     return parser
 
 

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from contextlib import closing
+from datetime import datetime
 from getpass import getuser
 from mailbox import Mailbox, Message
 from pathlib import Path
 
+import aiohttp
 from beanie import PydanticObjectId
 from tqdm import tqdm
 
+from ingest.chat.backfill import Backfill, BackfillReport, ChatwootClient, ChatwootEndpoint
 from ingest.mailbox import ImportReport, MailboxKind, import_messages, open_mailbox, raw_messages
 from ingest.mime import SupportSide
 from scheduler.jobs import Jobs
-from service.serve import database_from, retention_policy
-from service.settings import Settings
+from service.serve import database_from, fetch_policy, retention_policy
+from service.settings import Settings, WebhookSource
 from store import exports, keys, retention
+from store.chat import file_chats
 from store.documents import ApiKey, Role, utcnow
 from store.messages import file_email
 
@@ -106,3 +110,45 @@ async def export(
             disclosure.manifest_sha256 = written.manifest_sha256
             await disclosure.save()
         return written
+
+
+class BadSource(Exception):
+    """``--source`` does not name a chatwoot source with its API configured (says what to do)."""
+
+
+def chatwoot_endpoint(settings: Settings, source: str) -> tuple[ChatwootEndpoint, bool]:
+    """The Chatwoot API of ``source`` and whether the source is trusted, or ``BadSource``."""
+    spec = next((s for s in settings.webhook_source_specs() if s.name == source), None)
+    if spec is None or spec.format is not WebhookSource.CHATWOOT:
+        raise BadSource(f"no chatwoot source named {source!r} in ARCHIVE_WEBHOOK_SOURCES")
+    api = settings.chatwoot_api_of(source)
+    if api is None:
+        name = source.upper().replace("-", "_")
+        raise BadSource(
+            f"source {source!r} has no Chatwoot API configured: set ARCHIVE_CHATWOOT_API_URL_{name}"
+            f", ARCHIVE_CHATWOOT_API_ACCOUNT_{name} and ARCHIVE_CHATWOOT_API_TOKEN_{name}"
+        )
+    return ChatwootEndpoint(api.url, api.account, api.token, source), spec.trusted
+
+
+async def chatwoot_backfill(settings: Settings, *, source: str, since: datetime) -> BackfillReport:
+    """File what Chatwoot has of ``source`` since ``since`` and the archive does not, with a
+    progress bar over the conversations."""
+    endpoint, trusted = chatwoot_endpoint(settings, source)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        database_from(settings, share=True),
+    ):
+        backfill = Backfill(
+            client=ChatwootClient(session, endpoint), source=source, account=endpoint.account,
+            trusted=trusted, fetch=fetch_policy(settings), file_chats=file_chats, clock=utcnow,
+        )  # fmt: skip
+        with tqdm(unit="conversation", desc=f"backfilling {source}") as bar:
+            report = await backfill.run(
+                since=since, on_total=lambda n: setattr(bar, "total", n),
+                on_conversation=bar.update,
+            )  # fmt: skip
+            bar.total = bar.n  # the list goes on past the window: what was read is all
+            bar.refresh()
+    return report

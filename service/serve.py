@@ -14,6 +14,7 @@ from aiohttp import web
 from api.app import create_app
 from api.auth import add_route
 from api.state import OPENAPI_PATHS, ApiConfig
+from ingest.chat.fetch import FetchPolicy
 from ingest.chat.webhook import (
     FORMATS,
     WEBHOOK_PATH,
@@ -73,9 +74,15 @@ async def database_from(settings: Settings, *, share: bool = False) -> AsyncIter
 
 def webhook_sources(settings: Settings) -> dict[str, Source]:
     return {
-        name: Source(name=name, format=FORMATS[fmt.value], secret=secret)
-        for name, (fmt, secret) in settings.webhook_source_table().items()
-    }
+        s.name: Source(name=s.name, format=FORMATS[s.format.value], secret=s.secret,
+                       trusted=s.trusted)
+        for s in settings.webhook_source_specs()
+    }  # fmt: skip
+
+
+def fetch_policy(settings: Settings) -> FetchPolicy:
+    """Attachments named by URL: from the listed origins, each no larger than a mail."""
+    return FetchPolicy.of(settings.webhook_fetch_origins, max_bytes=settings.smtp_max_message_bytes)
 
 
 def build_app(settings: Settings, database: Database) -> web.Application:
@@ -93,6 +100,7 @@ def build_app(settings: Settings, database: Database) -> web.Application:
         # Concurrent webhook calls are filed together, a few round trips for all of them.
         file_chat=GroupCommit(file_chats_each, max_batch=200, max_in_flight=4).submit,
         max_body_bytes=settings.webhook_max_body_bytes,
+        fetch=fetch_policy(settings),
     )
     add_route(
         app, "POST", WEBHOOK_PATH, webhook.handle,

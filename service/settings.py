@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import secrets
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from yarl import URL
 
 ENV_PREFIX = "ARCHIVE_"
 
@@ -54,6 +70,70 @@ class WebhookSource(StrEnum):
     CHATWOOT = "chatwoot"
 
 
+class WebhookSourceSpec(NamedTuple):
+    """One entry of ``ARCHIVE_WEBHOOK_SOURCES``: ``name:format:secret[:trusted]``."""
+
+    name: str
+    format: WebhookSource
+    secret: bytes
+    # Chatwoot: the contact's identifier names the account even when Chatwoot did not verify it
+    # (identity validation off), because only the company's own systems set it.
+    trusted: bool
+
+
+def parse_webhook_source(entry: str) -> WebhookSourceSpec:
+    name, _, rest = entry.partition(":")
+    fmt, _, secret = rest.partition(":")
+    secret, trusted = (secret[: -len(":trusted")], True) if secret.endswith(":trusted") else (
+        secret, False)  # fmt: skip
+    return WebhookSourceSpec(name, WebhookSource(fmt), secret.encode(), trusted)
+
+
+CHATWOOT_API_PREFIX = f"{ENV_PREFIX}CHATWOOT_API_"
+_CHATWOOT_API_PARTS = {"URL": "url", "ACCOUNT": "account", "TOKEN": "token"}
+
+
+def env_suffix(source: str) -> str:
+    """The ``<NAME>`` of a source in per-source variables: ``help-desk`` -> ``HELP_DESK``."""
+    return source.upper().replace("-", "_")
+
+
+class ChatwootApi(BaseModel):
+    """Where ``chatwoot backfill`` reads a source's Chatwoot: ``ARCHIVE_CHATWOOT_API_URL_<NAME>``
+    (the address agents open), ``..._ACCOUNT_<NAME>`` (the number in ``/app/accounts/N``) and
+    ``..._TOKEN_<NAME>`` (an administrator's access token, from the profile settings page)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str
+    account: int = Field(ge=1)
+    token: str = Field(min_length=1, repr=False)
+
+    @field_validator("url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        url = URL(value)
+        if url.scheme not in {"http", "https"} or not url.host or url.query_string or url.fragment:
+            raise ValueError("must be Chatwoot's http(s) address, like https://chat.example.com")
+        return str(url).rstrip("/")
+
+
+class _ChatwootApiVariables(PydanticBaseSettingsSource):
+    """Collects the per-source ``ARCHIVE_CHATWOOT_API_{URL,ACCOUNT,TOKEN}_<NAME>`` variables into
+    the ``chatwoot_api`` setting (pydantic-settings knows only fixed variable names)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, dict[str, str]] = {}
+        for key, value in os.environ.items():
+            part, _, name = key.removeprefix(CHATWOOT_API_PREFIX).partition("_")
+            if key.startswith(CHATWOOT_API_PREFIX) and part in _CHATWOOT_API_PARTS and name:
+                found.setdefault(name, {})[_CHATWOOT_API_PARTS[part]] = value
+        return {"chatwoot_api": found} if found else {}
+
+
 class Settings(BaseSettings):
     """Everything the service can be told, with the defaults of SPEC.md "Configuration"."""
 
@@ -79,6 +159,10 @@ class Settings(BaseSettings):
     support_addresses: CsvList = []
     webhook_sources: CsvList = []
     webhook_max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # Origins (scheme://host[:port]) whose attachment URLs a webhook may make the archive fetch.
+    webhook_fetch_origins: CsvList = []
+    # Per chatwoot source (by its <NAME>): its Chatwoot API, for ``chatwoot backfill``.
+    chatwoot_api: dict[str, ChatwootApi] = {}
 
     retention_grace: Duration = timedelta(days=180)
     retention_max_age: Duration = timedelta(days=1095)
@@ -110,6 +194,7 @@ class Settings(BaseSettings):
         for entry in value:
             name, _, rest = entry.partition(":")
             fmt, _, secret = rest.partition(":")
+            secret = secret.removesuffix(":trusted")
             if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", name):
                 raise ValueError(f"source name {name!r} must be lowercase letters, digits, - or _")
             if fmt not in {f.value for f in WebhookSource}:
@@ -120,6 +205,20 @@ class Settings(BaseSettings):
                 raise ValueError(f"source {name!r} is listed twice")
             names.add(name)
         return value
+
+    @field_validator("webhook_fetch_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        origins = []
+        for entry in value:
+            url = URL(entry)
+            if (
+                url.scheme not in {"http", "https"} or not url.host or url.path not in {"", "/"}
+                or url.query_string or url.fragment or url.user is not None
+            ):  # fmt: skip
+                raise ValueError(f"{entry!r} is not an origin like https://chat.example.com")
+            origins.append(str(url.origin()))
+        return origins
 
     @field_validator("retention_grace")
     @classmethod
@@ -136,17 +235,46 @@ class Settings(BaseSettings):
             raise ValueError("ARCHIVE_SMTP_TLS_CERT and ARCHIVE_SMTP_TLS_KEY go together")
         return self
 
+    @model_validator(mode="after")
+    def _chatwoot_api_names_a_chatwoot_source(self) -> Settings:
+        chatwoot = {
+            env_suffix(s.name) for s in self.webhook_source_specs()
+            if s.format is WebhookSource.CHATWOOT
+        }  # fmt: skip
+        for name in self.chatwoot_api:
+            if name not in chatwoot:
+                raise ValueError(
+                    f"{CHATWOOT_API_PREFIX}URL_{name}: no chatwoot source of that name is in "
+                    f"{ENV_PREFIX}WEBHOOK_SOURCES"
+                )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _ChatwootApiVariables(settings_cls),
+                dotenv_settings, file_secret_settings)  # fmt: skip
+
     @property
     def embedded(self) -> bool:
         return self.mongodb_uri is None
 
+    def webhook_source_specs(self) -> list[WebhookSourceSpec]:
+        """The entries of ``ARCHIVE_WEBHOOK_SOURCES``, parsed."""
+        return [parse_webhook_source(entry) for entry in self.webhook_sources]
+
     def webhook_source_table(self) -> dict[str, tuple[WebhookSource, bytes]]:
         """``{name: (format, secret)}`` of ``ARCHIVE_WEBHOOK_SOURCES``."""
-        table: dict[str, tuple[WebhookSource, bytes]] = {}
-        for entry in self.webhook_sources:
-            name, fmt, secret = entry.split(":", 2)
-            table[name] = (WebhookSource(fmt), secret.encode())
-        return table
+        return {s.name: (s.format, s.secret) for s in self.webhook_source_specs()}
+
+    def chatwoot_api_of(self, source: str) -> ChatwootApi | None:
+        return self.chatwoot_api.get(env_suffix(source))
 
     def resolved_secret_key(self) -> bytes:
         """The HMAC key; in development one is generated once into the data directory."""
@@ -160,7 +288,7 @@ class Settings(BaseSettings):
         return path.read_text().strip().encode()
 
 
-_SECRET_FIELDS = {"secret_key", "webhook_sources", "mongodb_uri"}
+_SECRET_FIELDS = {"secret_key", "webhook_sources", "mongodb_uri", "chatwoot_api"}
 
 
 class SettingsError(Exception):
@@ -180,6 +308,8 @@ def describe_validation_error(exc: ValidationError) -> str:
     for error in exc.errors():
         loc = error.get("loc") or ()
         field = str(loc[0]) if loc else ""
+        if field == "chatwoot_api" and len(loc) >= 3:  # name the per-source variable
+            field = f"chatwoot_api_{loc[2]}_{loc[1]}"
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
         if field:
             value = error.get("input")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
 
 from beanie import PydanticObjectId
 from pymongo import UpdateOne
@@ -20,9 +22,32 @@ from store.documents import (
     Direction,
     Message,
     MessageVersion,
+    UnfetchedAttachment,
 )
 from store.errors import is_transient
 from store.messages import DUPLICATE_KEY, by_dedup_key, insert_unless_stored, stored_body
+
+
+@dataclass(frozen=True)
+class AttachmentLink:
+    """An attachment a chat message names by URL, to be fetched before filing (what the
+    source said of it, which the fetched response may complete)."""
+
+    url: str
+    filename: str | None = None
+    content_type: str | None = None
+    size: int | None = None
+
+    @property
+    def origin(self) -> str | None:
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else None
+
+    def unfetched(self, reason: str) -> UnfetchedAttachment:
+        return UnfetchedAttachment(
+            filename=self.filename, content_type=self.content_type, size=self.size,
+            origin=self.origin, reason=reason,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -34,6 +59,13 @@ class NewChatMessage:
     sent_at: datetime
     html: str | None = None
     attachments: Sequence[NewAttachment] = ()
+    # The message's own subject (an email that reached the helpdesk); else the batch's.
+    subject: str | None = None
+    # Attachments by URL: fetched into ``attachments`` before filing, or kept as metadata.
+    links: Sequence[AttachmentLink] = ()
+    unfetched: Sequence[UnfetchedAttachment] = ()
+    # The source deleted the message: the archive keeps its text and notes when it heard so.
+    deleted: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,6 +189,7 @@ def _message(
     key: str,
     attachments: list[AttachmentRef],
 ) -> Message:
+    subject = new.subject or batch.subject
     return Message(
         id=PydanticObjectId(),
         conversation_id=conversation.id,
@@ -167,32 +200,40 @@ def _message(
         source=batch.source,
         dedup_key=key,
         external_id=new.external_id,
-        subject=batch.subject,
+        subject=subject,
         author=new.author,
         participants=[new.author.email] if new.author.email else [],
         sent_at=new.sent_at,
         collected_at=batch.received_at,
-        **stored_body(subject=batch.subject, text=new.text, html=new.html),
+        **stored_body(subject=subject, text=new.text, html=new.html),
         attachments=attachments,
         has_attachments=bool(attachments),
+        deleted_at_source=batch.received_at if new.deleted else None,
+        # Links nobody fetched (a caller that skipped the fetch step) are kept as what they are.
+        unfetched_attachments=[*new.unfetched, *(k.unfetched("not fetched") for k in new.links)],
     )
 
 
 async def _apply_edits(batch: ChatBatch, known: dict[str, Message]) -> None:
     for new in batch.messages:
         current = known.get(chat_dedup_key(batch.source, new.external_id))
-        if current is None or (current.text, current.html) == (new.text, new.html):
+        if current is None or (change := _edit(current, new, batch.received_at)) is None:
             continue
-        previous = MessageVersion(
-            text=current.text, html=current.html, replaced_at=batch.received_at
-        )
-        await Message.get_pymongo_collection().update_one(
-            {"_id": current.id},
-            {
-                "$set": stored_body(subject=current.subject, text=new.text, html=new.html),
-                "$push": {"history": previous.model_dump()},
-            },
-        )
+        await Message.get_pymongo_collection().update_one({"_id": current.id}, change)
+
+
+def _edit(current: Message, new: NewChatMessage, at: datetime) -> dict[str, Any] | None:
+    """The update an edit makes to a stored message; None when it changes nothing there (an
+    update of its delivery status, say, which the archive does not keep)."""
+    if new.deleted:
+        # The source replaces a deleted message's text with a notice: the archive keeps what
+        # was said (retention, not the source, decides when it goes) and notes the deletion.
+        return None if current.deleted_at_source else {"$set": {"deleted_at_source": at}}
+    body = stored_body(subject=current.subject, text=new.text, html=new.html)
+    if (current.text, current.html) == (body["text"], body["html"]):
+        return None
+    previous = MessageVersion(text=current.text, html=current.html, replaced_at=at)
+    return {"$set": body, "$push": {"history": previous.model_dump()}}
 
 
 async def _conversations_for(batches: Sequence[ChatBatch]) -> list[Conversation]:

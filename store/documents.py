@@ -48,6 +48,8 @@ class AuthorRole(StrEnum):
     AGENT = "agent"
     BOT = "bot"
     SYSTEM = "system"
+    ASSISTANT = "assistant"  # an AI assistant of the helpdesk (Chatwoot's Captain)
+    TEMPLATE = "template"  # sent by the helpdesk from a template (greeting, survey, form)
 
 
 class AccountStatus(StrEnum):
@@ -192,6 +194,18 @@ class AttachmentRef(BlobRef):
     content_id: str | None = None
 
 
+class UnfetchedAttachment(BaseModel):
+    """An attachment a chat message pointed to by URL and the archive did not fetch: what is
+    known of it, and why it is not here. Only the URL's origin is kept (its path is a
+    credential that lets anyone download the file)."""
+
+    filename: str | None = None
+    content_type: str | None = None
+    size: int | None = None
+    origin: str | None = None
+    reason: str
+
+
 class Envelope(BaseModel):
     """What the sending MTA said in the SMTP session, kept beside the message bytes."""
 
@@ -256,6 +270,9 @@ class Message(Document):
     # deadline, or now for an erasure), kept with the message so that a restore, a new life
     # of the account or a purge in progress can never move another life's deadline.
     purge_due_at: datetime | None = None
+    # Chat: when the source said the message was deleted there (its archived text is kept).
+    deleted_at_source: datetime | None = None
+    unfetched_attachments: list[UnfetchedAttachment] = Field(default_factory=list)
 
     class Settings:
         name = "messages"

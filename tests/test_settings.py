@@ -97,3 +97,69 @@ def test_development_generates_a_secret_key_once_into_the_data_dir(tmp_path) -> 
     assert len(first) >= 32
     assert settings.resolved_secret_key() == first
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+
+
+def test_fetch_origins_are_normalised_origins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "ARCHIVE_WEBHOOK_FETCH_ORIGINS", "https://Chat.Example.com:443/, http://10.0.0.5:3000"
+    )
+    settings = load_settings()
+    assert settings.webhook_fetch_origins == ["https://chat.example.com", "http://10.0.0.5:3000"]
+
+
+@pytest.mark.parametrize(
+    "value", ["chat.example.com", "ftp://x.example", "https://x.example/files"]
+)
+def test_a_fetch_origin_that_is_not_an_origin_is_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("ARCHIVE_WEBHOOK_FETCH_ORIGINS", value)
+    with pytest.raises(SettingsError, match=r"ARCHIVE_WEBHOOK_FETCH_ORIGINS.*is not an origin"):
+        load_settings()
+
+
+def test_a_source_may_be_marked_trusted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "ARCHIVE_WEBHOOK_SOURCES",
+        "desk:chatwoot:0123456789abcdef:trusted,widget:generic:0123456789abcdef",
+    )
+    specs = {s.name: s for s in load_settings().webhook_source_specs()}
+    assert (specs["desk"].trusted, specs["desk"].secret) == (True, b"0123456789abcdef")
+    assert specs["widget"].trusted is False
+
+
+def test_a_sources_chatwoot_api_is_read_from_its_own_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ARCHIVE_WEBHOOK_SOURCES", "help-desk:chatwoot:0123456789abcdef")
+    monkeypatch.setenv("ARCHIVE_CHATWOOT_API_URL_HELP_DESK", "https://chat.example.com/")
+    monkeypatch.setenv("ARCHIVE_CHATWOOT_API_ACCOUNT_HELP_DESK", "3")
+    monkeypatch.setenv("ARCHIVE_CHATWOOT_API_TOKEN_HELP_DESK", "wJ2mYq8rT4nKx6vB3cZ9")
+    api = load_settings().chatwoot_api_of("help-desk")
+    assert api is not None
+    assert (api.url, api.account, api.token) == (
+        "https://chat.example.com",
+        3,
+        "wJ2mYq8rT4nKx6vB3cZ9",
+    )
+
+
+def test_a_missing_chatwoot_api_variable_is_named_and_the_token_never_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ARCHIVE_WEBHOOK_SOURCES", "desk:chatwoot:0123456789abcdef")
+    monkeypatch.setenv("ARCHIVE_CHATWOOT_API_ACCOUNT_DESK", "three")
+    monkeypatch.setenv("ARCHIVE_CHATWOOT_API_TOKEN_DESK", "wJ2mYq8rT4nKx6vB3cZ9")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert "ARCHIVE_CHATWOOT_API_URL_DESK: Field required" in str(error.value)
+    assert "ARCHIVE_CHATWOOT_API_ACCOUNT_DESK" in str(error.value)
+    assert "wJ2mYq8rT4nKx6vB3cZ9" not in str(error.value)
+
+
+def test_a_chatwoot_api_for_no_chatwoot_source_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARCHIVE_CHATWOOT_API_URL_DESK", "https://chat.example.com")
+    monkeypatch.setenv("ARCHIVE_CHATWOOT_API_ACCOUNT_DESK", "1")
+    monkeypatch.setenv("ARCHIVE_CHATWOOT_API_TOKEN_DESK", "wJ2mYq8rT4nKx6vB3cZ9")
+    with pytest.raises(SettingsError, match="ARCHIVE_CHATWOOT_API_URL_DESK: no chatwoot source"):
+        load_settings()

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from store.chat import ChatBatch
 
@@ -21,9 +20,17 @@ class SignatureHeaders:
     signature: str
 
 
+class Parse(Protocol):
+    """``parse(payload, source, received_at, trusted=...)``; raises pydantic's ValidationError
+    for bad fields. ``trusted``: the source's word on who the customer is needs no proof."""
+
+    def __call__(
+        self, payload: Any, source: str, received_at: datetime, /, *, trusted: bool = False
+    ) -> ChatBatch | Ignored: ...
+
+
 @dataclass(frozen=True)
 class ChatFormat:
     name: str
     headers: SignatureHeaders
-    # parse(payload, source, received_at); raises pydantic's ValidationError for bad fields.
-    parse: Callable[[Any, str, datetime], ChatBatch | Ignored]
+    parse: Parse

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
@@ -40,7 +40,7 @@ class Conversation(_Model):
 
 
 class MessageAuthor(_Model):
-    role: AuthorRole
+    role: Literal["customer", "agent", "bot", "system"]
     name: Annotated[str, Field(max_length=500)] | None = None
     email: Email | None = None
 
@@ -81,7 +81,10 @@ _DIRECTION = {
 }
 
 
-def parse(body: Any, source: str, received_at: datetime) -> ChatBatch | Ignored:
+def parse(
+    body: Any, source: str, received_at: datetime, *, trusted: bool = False
+) -> ChatBatch | Ignored:
+    # Every generic source is trusted: its signed payload names the account itself.
     payload = Payload.model_validate(body)
     customer = payload.conversation.customer
     return ChatBatch(
@@ -96,11 +99,12 @@ def parse(body: Any, source: str, received_at: datetime) -> ChatBatch | Ignored:
 
 
 def _message(message: ChatMessage) -> NewChatMessage:
-    author = Author(role=message.author.role, name=message.author.name, email=message.author.email)
+    role = AuthorRole(message.author.role)
+    author = Author(role=role, name=message.author.name, email=message.author.email)
     return NewChatMessage(
         external_id=message.id,
         author=author,
-        direction=_DIRECTION[message.author.role],
+        direction=_DIRECTION[role],
         text=message.text,
         sent_at=at_millis(message.sent_at),
         attachments=[

@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from ingest.chat.chatwoot import CHATWOOT
+from ingest.chat.fetch import FetchPolicy, fetch_attachments
 from ingest.chat.formats import ChatFormat, Ignored
 from ingest.chat.generic import GENERIC
 from ingest.chat.generic import Payload as GenericPayload
@@ -40,6 +41,7 @@ class Source:
     name: str
     format: ChatFormat
     secret: bytes
+    trusted: bool = False
 
 
 class ChatWebhook:
@@ -50,11 +52,13 @@ class ChatWebhook:
         file_chat: FileChat,
         max_body_bytes: int,
         clock: Callable[[], datetime] = utcnow,
+        fetch: FetchPolicy | None = None,
     ) -> None:
         self._sources = sources
         self._file_chat = file_chat
         self._max_body_bytes = max_body_bytes
         self._clock = clock
+        self._fetch = fetch or FetchPolicy.of((), max_bytes=max_body_bytes)
 
     async def handle(self, request: web.Request) -> web.Response:
         source = self._sources.get(request.match_info["source"])
@@ -64,7 +68,7 @@ class ChatWebhook:
         now = self._clock()
         self._verify(request, source, body, now)
         try:
-            batch = source.format.parse(_json(body), source.name, now)
+            batch = source.format.parse(_json(body), source.name, now, trusted=source.trusted)
         except Exception:
             CHAT_REQUESTS.labels(source.name, "invalid").inc()
             raise
@@ -105,6 +109,7 @@ class ChatWebhook:
             ) from None
 
     async def _file(self, source: Source, batch: ChatBatch) -> web.Response:
+        batch = await fetch_attachments(batch, policy=self._fetch)
         try:
             filed = await self._file_chat(batch)
         except Exception as exc:

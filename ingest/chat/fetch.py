@@ -1,0 +1,137 @@
+"""Fetching the attachments a chat message names by URL, before it is filed.
+
+Only from the origins the operator listed (``ARCHIVE_WEBHOOK_FETCH_ORIGINS``): a webhook is
+signed, but the URLs in it are whatever the helpdesk stored, and the archive must not become
+a way to make requests elsewhere. Redirects are followed by hand and only to listed origins
+(Chatwoot's ``data_url`` redirects to its storage). Bounded in size and time; a fetch that
+fails keeps what is known of the attachment, with the reason, and never holds up the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mimetypes
+import re
+from collections.abc import Collection
+from dataclasses import dataclass, replace
+
+import aiohttp
+from yarl import URL
+
+from store.blobs import NewAttachment
+from store.chat import AttachmentLink, ChatBatch, NewChatMessage
+
+log = logging.getLogger("archive.chat")
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_CONTENT_TYPE = re.compile(r"^[\w.+-]+/[\w.+-]+$")
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    origins: frozenset[str]  # scheme://host[:port], as settings normalise them
+    max_bytes: int
+    timeout_seconds: float = 30.0
+    max_redirects: int = 5
+
+    @classmethod
+    def of(cls, origins: Collection[str], *, max_bytes: int) -> FetchPolicy:
+        return cls(origins=frozenset(origins), max_bytes=max_bytes)
+
+    def allows(self, url: URL) -> bool:
+        return url.absolute and str(url.origin()) in self.origins
+
+
+class NotFetched(Exception):
+    """Why an attachment was not fetched (said on the message; no personal data in it)."""
+
+
+async def fetch_attachments(batch: ChatBatch, *, policy: FetchPolicy) -> ChatBatch:
+    """``batch`` with every attachment link either fetched (into ``attachments``) or kept as
+    metadata with the reason (``unfetched``). Never raises for a fetch that fails."""
+    if not any(m.links for m in batch.messages):
+        return batch
+    session = aiohttp.ClientSession(
+        cookie_jar=aiohttp.DummyCookieJar(),  # nothing a server sets is sent anywhere
+        timeout=aiohttp.ClientTimeout(total=policy.timeout_seconds),
+    )
+    async with session:
+        messages = [await _fetch_message(session, m, policy) for m in batch.messages]
+    return replace(batch, messages=messages)
+
+
+async def _fetch_message(
+    session: aiohttp.ClientSession, message: NewChatMessage, policy: FetchPolicy
+) -> NewChatMessage:
+    if not message.links:
+        return message
+    fetched, unfetched = list(message.attachments), list(message.unfetched)
+    for n, link in enumerate(message.links):
+        try:
+            fetched.append(await _fetch(session, link, policy))
+        except NotFetched as exc:
+            log.warning("message %s: attachment %d not fetched: %s", message.external_id, n, exc)
+            unfetched.append(link.unfetched(str(exc)))
+    return replace(message, attachments=fetched, unfetched=unfetched, links=())
+
+
+async def _fetch(
+    session: aiohttp.ClientSession, link: AttachmentLink, policy: FetchPolicy
+) -> NewAttachment:
+    url = URL(link.url)
+    if not policy.allows(url):
+        raise NotFetched("its origin is not in ARCHIVE_WEBHOOK_FETCH_ORIGINS")
+    if link.size is not None and link.size > policy.max_bytes:
+        raise NotFetched(f"larger than the {policy.max_bytes} bytes allowed")
+    try:
+        async with asyncio.timeout(policy.timeout_seconds):
+            return await _follow(session, url, link, policy)
+    except TimeoutError:
+        raise NotFetched(f"no answer within {policy.timeout_seconds:g}s") from None
+    except aiohttp.ClientError as exc:
+        raise NotFetched(f"fetch failed ({type(exc).__name__})") from None
+
+
+async def _follow(
+    session: aiohttp.ClientSession, url: URL, link: AttachmentLink, policy: FetchPolicy
+) -> NewAttachment:
+    for _ in range(policy.max_redirects + 1):
+        async with session.get(url, allow_redirects=False) as response:
+            if response.status in _REDIRECTS:
+                url = url.join(URL(response.headers.get("Location", "")))
+                if not policy.allows(url):
+                    raise NotFetched("redirected to an origin not in ARCHIVE_WEBHOOK_FETCH_ORIGINS")
+                continue
+            if response.status != 200:
+                raise NotFetched(f"answered HTTP {response.status}")
+            data = await _read_bounded(response, policy.max_bytes)
+            return NewAttachment(
+                data=data, filename=link.filename or _disposition_name(response),
+                content_type=_content_type(response, link.filename),
+            )  # fmt: skip
+    raise NotFetched(f"more than {policy.max_redirects} redirects")
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    if response.content_length is not None and response.content_length > max_bytes:
+        raise NotFetched(f"larger than the {max_bytes} bytes allowed")
+    data = bytearray()
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        data += chunk
+        if len(data) > max_bytes:
+            raise NotFetched(f"larger than the {max_bytes} bytes allowed")
+    return bytes(data)
+
+
+def _content_type(response: aiohttp.ClientResponse, filename: str | None) -> str:
+    said = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if _CONTENT_TYPE.match(said) and said != "application/octet-stream":
+        return said
+    guessed = mimetypes.guess_type(filename or "")[0]
+    return guessed or "application/octet-stream"
+
+
+def _disposition_name(response: aiohttp.ClientResponse) -> str | None:
+    disposition = response.content_disposition
+    return disposition.filename[:255] if disposition and disposition.filename else None

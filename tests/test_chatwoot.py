@@ -1,0 +1,406 @@
+"""Chatwoot webhooks as Chatwoot sends them: its payloads (tests/chatwoot.py), its bytes, its
+signature, to the app over a real socket; its attachments served by a local "Chatwoot"."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from service.serve import build_app
+from service.settings import load_settings
+from store.accounts import register_account
+from store.blobs import read_blob
+from store.database import Database
+from store.documents import Account, AuthorRole, Conversation, Direction, Message, Role
+from store.keys import create_key
+from tests.chatwoot import (
+    T0,
+    agent_bot_webhook_data,
+    attachment_push_event_data,
+    captain_assistant_webhook_data,
+    contact_push_event_data,
+    conversation_webhook_data,
+    mail_serialized_data,
+    message_webhook_data,
+    rails_json,
+    signed_headers,
+    user_webhook_data,
+)
+
+SECRET = "chatwoot-secret-0123456789"
+TRUSTED_SECRET = "trusted-chatwoot-secret-0123456789"
+MAX_ATTACHMENT = 64 * 1024
+
+
+def png(width: int = 8) -> bytes:
+    """A real PNG image (one grey row per pixel of height)."""
+    raw = b"".join(b"\x00" + b"\x80" * width for _ in range(width))
+    chunk = lambda kind, data: (  # noqa: E731
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    )
+    header = struct.pack(">IIBBBBB", width, width, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + (
+        chunk(b"IEND", b""))  # fmt: skip
+
+
+PHOTO = png()
+
+
+@dataclass
+class Server:
+    """A local HTTP server and the paths it was asked for."""
+
+    server: TestServer
+    hits: list[str] = field(default_factory=list)
+
+    @property
+    def origin(self) -> str:
+        return str(self.server.make_url("/").origin())
+
+    def url(self, path: str) -> str:
+        return str(self.server.make_url(path))
+
+
+def storage_app(hits: list[str], *, elsewhere: str) -> web.Application:
+    """Chatwoot's ActiveStorage: ``data_url`` redirects (same origin) to the disk service,
+    which serves the file; ``away`` redirects to another origin."""
+
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        hits.append(request.path)
+        key, name = request.match_info["key"], request.match_info["name"]
+        if key == "away":
+            raise web.HTTPFound(f"{elsewhere}/{name}")
+        raise web.HTTPFound(f"/rails/active_storage/disk/{key}/{name}")
+
+    async def disk(request: web.Request) -> web.StreamResponse:
+        hits.append(request.path)
+        key, name = request.match_info["key"], request.match_info["name"]
+        if key == "photo":
+            return web.Response(body=PHOTO, content_type="image/png", headers={
+                "Content-Disposition": f'inline; filename="{name}"'})  # fmt: skip
+        if key == "big":
+            return web.Response(body=b"x" * (MAX_ATTACHMENT + 1), content_type="text/plain")
+        raise web.HTTPNotFound()
+
+    app = web.Application()
+    app.router.add_get("/rails/active_storage/blobs/redirect/{key}/{name}", redirect)
+    app.router.add_get("/rails/active_storage/disk/{key}/{name}", disk)
+    return app
+
+
+def elsewhere_app(hits: list[str]) -> web.Application:
+    async def anything(request: web.Request) -> web.StreamResponse:
+        hits.append(request.path)
+        return web.Response(body=PHOTO, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", anything)
+    return app
+
+
+@dataclass
+class Desk:
+    """The archive's app, and the "Chatwoot" whose webhooks and files it receives."""
+
+    http: TestClient[web.Request, web.Application]
+    storage: Server
+    elsewhere: Server
+
+    async def post(self, payload: Any, *, source: str = "helpdesk", secret: str = SECRET) -> Any:
+        body = rails_json(payload)
+        headers = signed_headers(secret, body)
+        return await self.http.post(f"/webhooks/chat/{source}", data=body, headers=headers)
+
+    def data_url(self, key: str, name: str = "photo.png") -> str:
+        return self.storage.url(f"/rails/active_storage/blobs/redirect/{key}/{name}")
+
+
+@pytest.fixture
+async def desk(database: Database) -> AsyncIterator[Desk]:
+    elsewhere = Server(TestServer(web.Application()))
+    elsewhere.server = TestServer(elsewhere_app(elsewhere.hits))
+    async with elsewhere.server:
+        storage = Server(TestServer(web.Application()))
+        storage.server = TestServer(storage_app(storage.hits, elsewhere=elsewhere.origin))
+        async with storage.server:
+            settings = load_settings(
+                webhook_sources=[f"helpdesk:chatwoot:{SECRET}",
+                                 f"trusted-desk:chatwoot:{TRUSTED_SECRET}:trusted"],
+                webhook_fetch_origins=[storage.origin],
+                smtp_max_message_bytes=MAX_ATTACHMENT,
+            )  # fmt: skip
+            async with TestClient(TestServer(build_app(settings, database))) as http:
+                yield Desk(http, storage, elsewhere)
+
+
+async def only_message() -> Message:
+    [message] = await Message.find_all().to_list()
+    return message
+
+
+# --- messages -------------------------------------------------------------------------------
+
+
+async def test_an_incoming_message_is_a_customer_message(desk: Desk) -> None:
+    response = await desk.post(message_webhook_data())
+    assert response.status == 201
+    message = await only_message()
+    assert (message.direction, message.author.role) == (Direction.INBOUND, AuthorRole.CUSTOMER)
+    assert (message.external_id, message.text) == ("1/501", "Hello, is my order shipped?")
+    assert message.sent_at == T0
+    conversation = await Conversation.get(message.conversation_id)
+    assert conversation is not None
+    assert (conversation.external_id, conversation.customer_emails) == ("1/3", ["ann@example.com"])
+
+
+async def test_an_agent_reply_is_outbound_and_names_the_agent(desk: Desk) -> None:
+    await desk.post(message_webhook_data(id=502, message_type="outgoing",
+                                         sender=user_webhook_data()))  # fmt: skip
+    message = await only_message()
+    assert (message.direction, message.author.role) == (Direction.OUTBOUND, AuthorRole.AGENT)
+    assert (message.author.name, message.author.email) == ("Maya", "maya@shop.example")
+
+
+async def test_a_private_note_is_kept_as_internal(desk: Desk) -> None:
+    event = message_webhook_data(
+        id=503, message_type="outgoing", private=True, sender=user_webhook_data(),
+        content="VIP <b>customer</b> & co",
+    )  # fmt: skip
+    await desk.post(event)
+    message = await only_message()
+    assert message.direction is Direction.INTERNAL
+    assert message.text == "VIP <b>customer</b> & co"  # Rails escaped <, > and & in the JSON
+
+
+@pytest.mark.parametrize(
+    ("message_type", "sender", "role"),
+    [
+        ("outgoing", agent_bot_webhook_data(), AuthorRole.BOT),
+        ("outgoing", captain_assistant_webhook_data(), AuthorRole.ASSISTANT),
+        ("template", None, AuthorRole.TEMPLATE),
+    ],
+    ids=["agent bot", "captain assistant", "template"],
+)
+async def test_bots_assistants_and_templates_have_their_own_roles(
+    desk: Desk, message_type: str, sender: dict[str, Any] | None, role: AuthorRole
+) -> None:
+    event = message_webhook_data(id=504, message_type=message_type, sender=sender)
+    if sender is None:
+        event["sender"] = None  # a template message has no sender
+    await desk.post(event)
+    message = await only_message()
+    assert (message.author.role, message.direction) == (role, Direction.OUTBOUND)
+
+
+async def test_messages_of_one_conversation_share_it(desk: Desk) -> None:
+    await desk.post(message_webhook_data(id=1))
+    await desk.post(message_webhook_data(id=2, message_type="outgoing", sender=user_webhook_data()))
+    [conversation] = await Conversation.find_all().to_list()
+    assert conversation.message_count == 2
+
+
+async def test_an_event_that_is_not_a_message_is_acknowledged_and_ignored(desk: Desk) -> None:
+    event = conversation_webhook_data() | {"event": "conversation_status_changed",
+                                           "changed_attributes": [{"status": {
+                                               "previous_value": "open",
+                                               "current_value": "resolved"}}]}  # fmt: skip
+    response = await desk.post(event)
+    assert response.status == 202
+    assert await response.json() == {"ignored": "conversation_status_changed"}
+    assert await Message.count() == 0
+
+
+async def test_a_payload_is_checked_with_chatwoots_own_headers(desk: Desk) -> None:
+    body = rails_json(message_webhook_data())
+    headers = signed_headers(SECRET, body)
+    headers = {k.replace("X-Chatwoot", "X-Archive"): v for k, v in headers.items()}
+    response = await desk.http.post("/webhooks/chat/helpdesk", data=body, headers=headers)
+    assert response.status == 401
+    assert await Message.count() == 0
+
+
+async def test_a_message_with_an_unknown_type_is_422_naming_the_field(desk: Desk) -> None:
+    response = await desk.post(message_webhook_data(message_type="fax"))
+    assert response.status == 422
+    assert (await response.json())["errors"][0]["field"] == "message_type"
+
+
+# --- edits, deletions, status updates -------------------------------------------------------
+
+
+async def test_an_edit_replaces_the_text_and_keeps_the_previous_one(desk: Desk) -> None:
+    await desk.post(message_webhook_data(content="my order is 1243"))
+    response = await desk.post(message_webhook_data("message_updated", content="order 1234"))
+    assert response.status == 200  # nothing new, one message changed
+    message = await only_message()
+    assert message.text == "order 1234"
+    assert [v.text for v in message.history] == ["my order is 1243"]
+    assert "1234" in message.search_terms and "1243" not in message.search_terms
+
+
+async def test_a_deletion_keeps_the_archived_text_and_marks_it_deleted(desk: Desk) -> None:
+    await desk.post(message_webhook_data(content="my card is 4970 1234"))
+    # messages_controller#destroy: the text is replaced and content_attributes says deleted
+    deleted = message_webhook_data(
+        "message_updated", content="This message was deleted",
+        content_attributes={"deleted": True},
+    )  # fmt: skip
+    assert (await desk.post(deleted)).status == 200
+    message = await only_message()
+    assert message.text == "my card is 4970 1234"
+    assert message.history == []
+    assert message.deleted_at_source is not None
+
+    _, token = await create_key(name="reader", role=Role.AGENT)
+    view = await desk.http.get(
+        f"/api/v1/messages/{message.id}", headers={"Authorization": f"Bearer {token}"}
+    )
+    shown = await view.json()
+    assert shown["text"] == "my card is 4970 1234"
+    assert shown["deleted_at_source"] is not None
+
+
+async def test_a_status_only_update_writes_nothing(desk: Desk, database: Database) -> None:
+    # A message's delivery status (sent, delivered, read) is not in webhook_data: Chatwoot
+    # sends message_updated with the same payload as before.
+    await desk.post(message_webhook_data(content="Hello"))
+    before = await database.db["messages"].find_one()
+    conversation_before = await database.db["conversations"].find_one()
+    response = await desk.post(message_webhook_data("message_updated", content="Hello"))
+    assert response.status == 200
+    assert (await response.json())["messages"][0]["duplicate"] is True
+    assert await database.db["messages"].find_one() == before
+    assert await database.db["conversations"].find_one() == conversation_before
+
+
+# --- email through Chatwoot -----------------------------------------------------------------
+
+
+async def test_an_email_through_chatwoot_keeps_its_subject_and_html(desk: Desk) -> None:
+    html = "<p>The parcel never came &amp; the tracking says <b>delivered</b>.</p>"
+    text = "The parcel never came & the tracking says delivered."
+    email = mail_serialized_data(subject="Parcel #7781 not delivered", text=text, html=html)
+    event = message_webhook_data(
+        content=text, content_type="incoming_email",
+        content_attributes={"email": email, "cc_email": None, "bcc_email": None},
+        conversation=conversation_webhook_data(channel="Channel::Email"),
+    )  # fmt: skip
+    assert (await desk.post(event)).status == 201
+    message = await only_message()
+    assert (message.subject, message.html) == ("Parcel #7781 not delivered", html)
+    assert message.text == text
+    assert "parcel" in message.search_terms and "7781" in message.search_terms
+    conversation = await Conversation.get(message.conversation_id)
+    assert conversation is not None and conversation.subject == "Parcel #7781 not delivered"
+
+
+# --- who the customer is --------------------------------------------------------------------
+
+
+def with_identifier(identifier: str, *, hmac_verified: bool | None) -> dict[str, Any]:
+    contact = contact_push_event_data(identifier=identifier)
+    return message_webhook_data(
+        conversation=conversation_webhook_data(contact=contact, hmac_verified=hmac_verified)
+    )
+
+
+@pytest.mark.parametrize("hmac_verified", [False, None], ids=["false", "absent"])
+async def test_an_unverified_identifier_neither_creates_nor_links_an_account(
+    desk: Desk, hmac_verified: bool | None
+) -> None:
+    await register_account(account_id="acct-victim", emails=["victim@example.com"], name=None)
+    await desk.post(with_identifier("acct-victim", hmac_verified=hmac_verified))
+    await desk.post(with_identifier("acct-new", hmac_verified=hmac_verified) | {"id": 502})
+    assert {m.account_id for m in await Message.find_all().to_list()} == {None}
+    assert await Account.get("acct-new") is None
+
+
+async def test_an_unverified_contact_is_linked_by_its_email_as_mail_is(desk: Desk) -> None:
+    await register_account(account_id="acct-ann", emails=["ann@example.com"], name="Ann")
+    await desk.post(with_identifier("acct-someone-else", hmac_verified=False))
+    assert (await only_message()).account_id == "acct-ann"
+
+
+async def test_a_verified_identifier_names_the_account(desk: Desk) -> None:
+    await desk.post(with_identifier("acct-cw-9", hmac_verified=True))
+    assert (await only_message()).account_id == "acct-cw-9"
+    assert await Account.get("acct-cw-9") is not None
+
+
+async def test_a_trusted_sources_identifier_names_the_account(desk: Desk) -> None:
+    event = with_identifier("acct-cw-10", hmac_verified=False)
+    await desk.post(event, source="trusted-desk", secret=TRUSTED_SECRET)
+    assert (await only_message()).account_id == "acct-cw-10"
+
+
+# --- attachments ----------------------------------------------------------------------------
+
+
+def image_message(data_url: str, *, file_size: int = len(PHOTO)) -> dict[str, Any]:
+    attachment = attachment_push_event_data(data_url=data_url, file_size=file_size,
+                                            extension="png")  # fmt: skip
+    return message_webhook_data(content=None, attachments=[attachment])
+
+
+async def test_an_image_from_an_allowed_origin_is_stored_as_served(desk: Desk) -> None:
+    response = await desk.post(image_message(desk.data_url("photo")))
+    assert response.status == 201
+    message = await only_message()
+    [attachment] = message.attachments
+    assert attachment.sha256 == hashlib.sha256(PHOTO).hexdigest()
+    assert (attachment.filename, attachment.content_type) == ("photo.png", "image/png")
+    assert await read_blob(attachment.sha256) == PHOTO
+    assert message.has_attachments and message.unfetched_attachments == []
+    assert desk.storage.hits == [
+        "/rails/active_storage/blobs/redirect/photo/photo.png",
+        "/rails/active_storage/disk/photo/photo.png",
+    ]
+
+
+async def test_an_attachment_from_an_origin_not_allowed_is_kept_as_metadata(
+    desk: Desk,
+) -> None:
+    url = desk.elsewhere.url("/rails/active_storage/blobs/redirect/photo/photo.png")
+    assert (await desk.post(image_message(url))).status == 201
+    message = await only_message()
+    assert message.attachments == []
+    [kept] = message.unfetched_attachments
+    assert (kept.filename, kept.size) == ("photo.png", len(PHOTO))
+    assert kept.origin == desk.elsewhere.origin
+    assert "ARCHIVE_WEBHOOK_FETCH_ORIGINS" in kept.reason
+    assert desk.elsewhere.hits == []  # nothing was asked of it
+
+
+async def test_a_redirect_to_another_origin_is_not_followed(desk: Desk) -> None:
+    assert (await desk.post(image_message(desk.data_url("away")))).status == 201
+    message = await only_message()
+    assert message.attachments == []
+    assert "redirected" in message.unfetched_attachments[0].reason
+    assert desk.storage.hits == ["/rails/active_storage/blobs/redirect/away/photo.png"]
+    assert desk.elsewhere.hits == []
+
+
+async def test_a_failed_fetch_is_noted_and_the_message_is_stored(desk: Desk) -> None:
+    event = image_message(desk.data_url("gone"))
+    event["content"] = "see the photo"
+    assert (await desk.post(event)).status == 201
+    message = await only_message()
+    assert message.text == "see the photo"
+    assert message.unfetched_attachments[0].reason == "answered HTTP 404"
+
+
+async def test_an_attachment_over_the_limit_is_not_fetched_whole(desk: Desk) -> None:
+    # file_size understates it: the limit holds on what is actually served.
+    event = image_message(desk.data_url("big", "log.txt"), file_size=10)
+    assert (await desk.post(event)).status == 201
+    message = await only_message()
+    assert message.attachments == []
+    assert "larger than" in message.unfetched_attachments[0].reason
