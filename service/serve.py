@@ -8,6 +8,7 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
@@ -84,7 +85,7 @@ def build_app(settings: Settings, database: Database) -> web.Application:
         max_body_bytes=settings.webhook_max_body_bytes,
         audit_max_age=settings.audit_max_age,
         retention=retention_policy(settings),
-        export_dir=settings.data_dir / "exports",
+        export_dir=export_dir(settings),
         export_max_age=settings.export_max_age,
     )
     app = create_app(database=database, config=config)
@@ -122,6 +123,11 @@ async def http_server(app: web.Application, *, host: str, port: int) -> AsyncIte
     finally:
         await runner.cleanup()
         log.info("HTTP API stopped")
+
+
+def export_dir(settings: Settings) -> Path:
+    """Where exports are written (and their temporary files): only the owner may enter it."""
+    return settings.data_dir / "exports"
 
 
 def retention_policy(settings: Settings) -> RetentionPolicy:

@@ -481,6 +481,9 @@ class Export(Document):
     created_by: str
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime
+    # Where its files go (``<id>.zip`` and its temporary ``<id>.*.part``): removed with the
+    # record even when the export never finished.
+    directory: str | None = None
 
     class Settings:
         name = "exports"
