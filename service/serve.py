@@ -27,6 +27,7 @@ from ingest.mime import SupportSide
 from ingest.smtp import ArchiveHandler, networks, smtp_server, tls_context
 from scheduler.jobs import Jobs
 from scheduler.runner import scheduler
+from service.logs import AccessLogger
 from service.settings import Environment, Settings
 from store import keys
 from store.chat import file_chats_each
@@ -110,7 +111,7 @@ async def http_server(app: web.Application, *, host: str, port: int) -> AsyncIte
         app,
         handle_signals=False,
         access_log=logging.getLogger("archive.http"),
-        access_log_format='%a "%r" %s %b %Tfs',
+        access_log_class=AccessLogger,  # no query strings: they carry search text, addresses
         shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
     )
     await runner.setup()

@@ -447,6 +447,9 @@ class AuditEvent(Document):
     client_address: str | None = None
     outcome: Annotated[int, Field(ge=100, le=599)] = 200
     expires_at: datetime
+    # The normalised words, tokens and addresses of the free text in ``query``: what the purge
+    # looks up (indexed) to redact the events that name a purged account.
+    mentions: list[str] = Field(default_factory=list)
 
     class Settings:
         name = "audit_events"
@@ -456,6 +459,7 @@ class AuditEvent(Document):
             IndexModel([("actor", ASCENDING), ("at", DESCENDING)], name="actor"),
             IndexModel([("action", ASCENDING), ("at", DESCENDING)], name="action"),
             IndexModel([("target.account_id", ASCENDING), ("at", DESCENDING)], name="account"),
+            IndexModel([("mentions", ASCENDING)], name="mentions"),
         ]
 
 
