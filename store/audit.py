@@ -155,3 +155,21 @@ async def redact_account(*, account_id: str, emails: list[str], name: str | None
     if updates:
         await collection.bulk_write(updates, ordered=False)
     return len(changed)
+
+
+async def index_audit_mentions() -> int:
+    """Give events written before ``mentions`` existed the terms of their free text, so that
+    ``redact_account`` finds them too. Idempotent, and cheap once done: the ``mentions`` index
+    leads it to the events without the field only. Run at start."""
+    collection = AuditEvent.get_pymongo_collection()
+    updates: list[UpdateOne] = []
+    done = 0
+    async for event in collection.find({"mentions": {"$exists": False}}, {"query": 1}):
+        mentions = sorted(_mentions_of(event.get("query") or {}))
+        updates.append(UpdateOne({"_id": event["_id"]}, {"$set": {"mentions": mentions}}))
+        if len(updates) >= _BATCH:
+            done += (await collection.bulk_write(updates, ordered=False)).modified_count
+            updates = []
+    if updates:
+        done += (await collection.bulk_write(updates, ordered=False)).modified_count
+    return done

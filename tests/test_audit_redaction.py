@@ -93,3 +93,17 @@ async def test_events_written_now_record_the_terms_of_their_free_text(database: 
     )  # fmt: skip
     assert {"ann@example.com", "refund", "from:ann@example.com"} <= set(event.mentions)
     assert "acct-1" not in event.mentions  # a filter by id is structured, not free text
+
+
+async def test_events_from_before_mentions_existed_are_indexed_and_then_redactable(
+    database: Database,
+) -> None:
+    await AuditEvent.get_pymongo_collection().insert_one({
+        "at": utcnow(), "actor": "maya", "role": "agent", "action": "search", "target": {},
+        "query": {"participant": "ann.lovelace@example.com"}, "client_address": None,
+        "outcome": 200, "expires_at": utcnow() + timedelta(days=1),
+    })  # fmt: skip
+    assert await audit.redact_account(**ANN) == 0  # not findable by index yet
+    assert await audit.index_audit_mentions() == 1
+    assert await audit.index_audit_mentions() == 0
+    assert await audit.redact_account(**ANN) == 1
