@@ -8,6 +8,7 @@ from aiohttp import web
 from pydantic import AfterValidator, Field
 
 from api import params, views
+from api.auth import principal_of
 from api.trail import audited
 from store.accounts import account_summary, register_account
 from store.documents import Account, utcnow
@@ -33,11 +34,12 @@ async def put_account(request: web.Request) -> web.Response:
     await audited(request, "account.update", target={"account_id": account_id})
     await register_account(account_id=account_id, emails=body.emails, name=body.name)
     summary = await account_summary(account_id=account_id, now=utcnow())
-    return web.json_response(views.account(summary), status=200 if existed else 201)
+    role = principal_of(request).role
+    return web.json_response(views.account(summary, role=role), status=200 if existed else 201)
 
 
 async def get_account(request: web.Request) -> web.Response:
     account_id = params.account_id(request)
     await audited(request, "account.read", target={"account_id": account_id})
     summary = await account_summary(account_id=account_id, now=utcnow())
-    return web.json_response(views.account(summary))
+    return web.json_response(views.account(summary, role=principal_of(request).role))

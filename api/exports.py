@@ -22,6 +22,10 @@ from store.errors import Conflict
 
 log = logging.getLogger("archive.export")
 
+# How long a cancelled export may take to remove its files and mark itself failed before it
+# is asked again (a cancellation can be lost in a database call on Python 3.11).
+EXPORT_STOP_SECONDS = 5.0
+
 Text = Annotated[str, Field(min_length=1, max_length=500)]
 
 
@@ -53,7 +57,7 @@ async def create_export(request: web.Request) -> web.Response:
         scope = exports.Scope(account_id=body.account_id)
     export = await exports.start_export(
         scope=scope, account_id=body.account_id, hold_id=hold.id if hold else None,
-        created_by=who, now=now, max_age=config.export_max_age,
+        created_by=who, now=now, max_age=config.export_max_age, directory=config.export_dir,
     )  # fmt: skip
     target = {"export_id": str(export.id), "account_id": scope.account_id or ""}
     if hold is not None:
@@ -123,18 +127,22 @@ def _view(export: Export) -> dict[str, object]:
         "created_at": iso(export.created_at),
         "expires_at": iso(export.expires_at),
         "download_url": f"/api/v1/exports/{export.id}/download"
-        if export.status is ExportStatus.READY
+        if export.status is ExportStatus.READY and export.path
         else None,
     }
 
 
 async def background_tasks(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: on shutdown, let exports being built finish (a half-written file is of
-    no use); one still running after a minute is marked failed by its own error handling."""
-    app[TASKS] = set()
+    """cleanup_ctx: on shutdown, stop the exports being built. A half-written export is of no
+    use and an orchestrator kills a process that takes long to stop: each cancelled export
+    removes its files and is marked failed (``interrupted``), to be started again."""
+    tasks: set[asyncio.Task[object]] = set()
+    app[TASKS] = tasks
     yield
-    tasks = app[TASKS]
     pending = set(tasks)
     if pending:
-        log.info("waiting for %d export(s) to finish", len(pending))
-        await asyncio.wait(pending, timeout=60)
+        log.info("interrupting %d export(s) being built", len(pending))
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=EXPORT_STOP_SECONDS)

@@ -122,17 +122,37 @@ CONVERSATION = {
         "messages": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}},
     },
 }
+DATE_TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
 ACCOUNT = {
     "type": "object",
-    "required": ["id", "status", "emails", "counts", "active_holds"],
+    "description": "Compliance and admin keys see every field. Agent and platform keys see a "
+    "deleted account's status only (id, status, deleted_at, purge_due_at, purged_at: no emails, "
+    "name, counts or holds), and holds without their reason and case_ref.",
+    "required": ["id", "status", "deleted_at", "purge_due_at", "purged_at"],
     "properties": {
         "id": {"type": "string"},
         "status": {"enum": ["active", "deleted"]},
+        "deleted_at": DATE_TIME_OR_NULL,
+        "purge_due_at": DATE_TIME_OR_NULL,
+        "purged_at": DATE_TIME_OR_NULL,
         "emails": {"type": "array", "items": {"type": "string"}},
         "name": NULLABLE_STRING,
-        "purge_due_at": {"type": ["string", "null"], "format": "date-time"},
         "counts": {"type": "object"},
-        "active_holds": {"type": "array", "items": {"type": "object"}},
+        "active_holds": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "kind", "created_by", "created_at"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "kind": {"enum": ["dispute", "criminal_investigation", "legal_obligation"]},
+                    "reason": {"type": "string", "description": "compliance and admin only"},
+                    "case_ref": {**NULLABLE_STRING, "description": "compliance and admin only"},
+                },
+            },
+        },
+        "created_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
     },
 }
 
@@ -352,7 +372,8 @@ def build_spec(extra_paths: Json | None = None) -> Json:
                 requestBody={"required": True, "content": _json(account_body)},
             ),
             "get": _operation(
-                "An account: status, emails, counts, active holds, purge due",
+                "An account: status, emails, counts, active holds, purge due (a deleted "
+                "account: its status only, unless the key is compliance or admin)",
                 {"200": {"description": "The account", "content": _json(ref["Account"])}},
                 problems=(404, *AUTHED),
             ),

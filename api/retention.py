@@ -35,14 +35,14 @@ async def delete_account(request: web.Request) -> web.Response:
         account_id=account_id, deleted_at=deleted_at,
         grace=request.app[CONFIG].retention.grace,
     )  # fmt: skip
-    return await _account(account_id)
+    return await _account(request, account_id)
 
 
 async def restore_account(request: web.Request) -> web.Response:
     account_id = params.account_id(request)
     await audited(request, "account.restore", target={"account_id": account_id})
     await accounts.restore(account_id=account_id)
-    return await _account(account_id)
+    return await _account(request, account_id)
 
 
 async def erase_account(request: web.Request) -> web.Response:
@@ -50,14 +50,14 @@ async def erase_account(request: web.Request) -> web.Response:
     account_id = params.account_id(request)
     await audited(request, "account.erasure", target={"account_id": account_id})
     await accounts.request_erasure(account_id=account_id, now=utcnow())
-    response = await _account(account_id)
+    response = await _account(request, account_id)
     response.set_status(202)
     return response
 
 
-async def _account(account_id: str) -> web.Response:
+async def _account(request: web.Request, account_id: str) -> web.Response:
     summary = await accounts.account_summary(account_id=account_id, now=utcnow())
-    return web.json_response(views.account(summary))
+    return web.json_response(views.account(summary, role=principal_of(request).role))
 
 
 class HoldBody(params.BodyModel):

@@ -6,12 +6,14 @@ from typing import Any
 
 from store.accounts import AccountSummary
 from store.documents import (
+    AccountStatus,
     AttachmentRef,
     AuditEvent,
     Conversation,
     Hold,
     Message,
     PurgeRecord,
+    Role,
     iso,
 )
 from store.retention import ForecastItem
@@ -80,8 +82,10 @@ def conversation(c: Conversation, messages: list[Message]) -> Json:
     }
 
 
-def hold(h: Hold) -> Json:
-    return {
+def hold(h: Hold, *, confidential: bool = True) -> Json:
+    """A hold; its ``reason`` and ``case_ref`` (a criminal investigation's, say) only with
+    ``confidential``: for compliance and admin."""
+    view = {
         "id": str(h.id),
         "account_id": h.account_id,
         "conversation_id": str(h.conversation_id) if h.conversation_id else None,
@@ -94,20 +98,34 @@ def hold(h: Hold) -> Json:
         "released_at": iso(h.released_at),
         "released_by": h.released_by,
     }
+    if not confidential:
+        del view["reason"], view["case_ref"]
+    return view
 
 
-def account(summary: AccountSummary) -> Json:
+# Roles that see what compliance sees: a deleted account's details, a hold's reason and case.
+COMPLIANCE_VIEW = frozenset({Role.COMPLIANCE, Role.ADMIN})
+
+
+def account(summary: AccountSummary, *, role: Role) -> Json:
+    """An account as ``role`` may see it: once deleted, agents and the platform see its status
+    only (purpose limitation: its emails, name and content are no longer theirs to use)."""
     a = summary.account
-    return {
+    status = {
         "id": a.id,
         "status": a.status.value,
-        "emails": a.emails,
-        "name": a.name,
         "deleted_at": iso(a.deleted_at),
         "purge_due_at": iso(a.purge_due_at),
         "purged_at": iso(a.purged_at),
+    }
+    full = role in COMPLIANCE_VIEW
+    if a.status is AccountStatus.DELETED and not full:
+        return status
+    return status | {
+        "emails": a.emails,
+        "name": a.name,
         "counts": {"conversations": summary.conversations, "messages": summary.messages},
-        "active_holds": [hold(h) for h in summary.active_holds],
+        "active_holds": [hold(h, confidential=full) for h in summary.active_holds],
         "created_at": iso(a.created_at),
         "updated_at": iso(a.updated_at),
     }

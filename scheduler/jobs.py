@@ -15,9 +15,10 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 
 from store import lease
+from store.audit import index_audit_mentions
 from store.database import Database
 from store.documents import utcnow
-from store.exports import remove_expired_exports
+from store.exports import remove_expired_exports, remove_orphan_export_files
 from store.housekeeping import remove_orphans
 from store.retention import RetentionPolicy, SweepReport, sweep
 
@@ -32,6 +33,8 @@ LATENESS = Gauge(
 )
 
 SWEEP_LEASE = "purge-sweep"
+# An export file untouched this long and owned by no live export is left from a crash.
+EXPORT_FILE_AGE = timedelta(minutes=10)
 
 Job = Callable[[], Awaitable[Any]]
 
@@ -98,12 +101,22 @@ class Jobs:
         return report
 
     async def housekeeping(self) -> None:
+        """Orphan blobs and chunks, expired exports, export files no record owns, and audit
+        events written before their free text was indexed for redaction."""
         async with self.busy:
             removed = await remove_orphans(quiet_period=self.policy.blob_quiet_period)
-            expired = await remove_expired_exports(now=self.clock())
-        if removed or expired:
-            log.info("housekeeping removed %d orphan blobs/chunks, %d expired exports",
-                     removed, expired)  # fmt: skip
+            now = self.clock()
+            expired = await remove_expired_exports(now=now)
+            files = 0
+            if self.policy.data_dir is not None:
+                files = await remove_orphan_export_files(
+                    directory=self.policy.data_dir / "exports", now=now, min_age=EXPORT_FILE_AGE
+                )
+            indexed = await index_audit_mentions()
+        if removed or expired or files or indexed:
+            log.info("housekeeping removed %d orphan blobs/chunks, %d expired exports, %d "
+                     "unowned export files; indexed %d audit events", removed, expired, files,
+                     indexed)  # fmt: skip
 
     async def stop(self, *, grace: float = 30.0) -> None:
         """Wait for the job in flight (at most ``grace`` seconds), then give up the lease."""

@@ -112,11 +112,18 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
         print("support-archive: a disclosure (--hold) needs --authority and --legal-basis",
               file=sys.stderr)  # fmt: skip
         return EXIT_BAD_USAGE
-    written = asyncio.run(commands.export(
-        settings, out=args.out, account_id=args.account, hold_id=args.hold,
-        authority=args.authority, legal_basis=args.legal_basis,
-    ))  # fmt: skip
-    print(f"wrote {args.out}: {written.files} files, {written.size} bytes; "
+    try:
+        written = asyncio.run(commands.export(
+            settings, out=args.out, account_id=args.account, hold_id=args.hold,
+            authority=args.authority, legal_basis=args.legal_basis,
+        ))  # fmt: skip
+    except asyncio.CancelledError:  # SIGTERM
+        print("support-archive: export interrupted; nothing was written", file=sys.stderr)
+        return 143
+    except OSError as exc:
+        print(f"support-archive: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"wrote {args.out}: {written.size} bytes; "
           f"manifest SHA-256 {written.manifest_sha256}")  # fmt: skip
     return 0
 

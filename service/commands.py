@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from contextlib import closing
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, closing
 from datetime import datetime
 from getpass import getuser
 from mailbox import Mailbox, Message
@@ -16,11 +19,11 @@ from ingest.chat.backfill import Backfill, BackfillReport, ChatwootClient, Chatw
 from ingest.mailbox import ImportReport, MailboxKind, import_messages, open_mailbox, raw_messages
 from ingest.mime import SupportSide
 from scheduler.jobs import Jobs
-from service.serve import database_from, fetch_policy, retention_policy
+from service.serve import database_from, export_dir, fetch_policy, retention_policy
 from service.settings import Settings, WebhookSource
 from store import exports, keys, retention
 from store.chat import file_chats
-from store.documents import ApiKey, Role, utcnow
+from store.documents import ApiKey, Export, Role, utcnow
 from store.messages import file_email
 
 
@@ -85,31 +88,36 @@ async def export(
     hold_id: str | None,
     authority: str | None,
     legal_basis: str | None,
-) -> exports.Written:
-    """The same zip as the API's, written to ``out``, with a progress bar; a disclosure (by
-    hold) is entered in the register like one made through the API."""
+) -> Export:
+    """The same zip as the API's, built in the exports directory under its record's id and
+    then moved to ``out``, with a progress bar; a disclosure (by hold) is entered in the
+    register like one made through the API. Interrupted (Ctrl-C, SIGTERM) or failed, it leaves
+    no file behind."""
     now = utcnow()
-    async with database_from(settings, share=True):
+    who = f"cli:{getuser()}"
+    async with database_from(settings, share=True), _cancelled_by_sigterm():
+        hold = None
         if hold_id is not None:
             hold, scope = await exports.scope_of_hold(PydanticObjectId(hold_id))
         else:
             scope = exports.Scope(account_id=account_id)
+        record = await exports.start_export(
+            scope=scope, account_id=account_id, hold_id=hold.id if hold else None,
+            created_by=who, now=now, max_age=settings.export_max_age,
+            directory=export_dir(settings),
+        )  # fmt: skip
+        if hold is not None:
+            assert authority and legal_basis
+            await exports.register_disclosure(
+                export=record, hold=hold, authority=authority, legal_basis=legal_basis,
+                disclosed_by=who, now=now,
+            )  # fmt: skip
         total = await exports.count_messages(scope)
         with tqdm(total=total, unit="msg", desc="exporting") as bar:
-            written = await exports.write_export(out, scope, now=now, on_message=bar.update)
-        if hold_id is not None:
-            record = await exports.start_export(
-                scope=scope, account_id=None, hold_id=hold.id, created_by=f"cli:{getuser()}",
-                now=now, max_age=settings.export_max_age,
+            return await exports.export_to_file(
+                record, scope, out=out, directory=export_dir(settings), now=now,
+                on_message=bar.update,
             )  # fmt: skip
-            assert authority and legal_basis
-            disclosure = await exports.register_disclosure(
-                export=record, hold=hold, authority=authority, legal_basis=legal_basis,
-                disclosed_by=f"cli:{getuser()}", now=now,
-            )  # fmt: skip
-            disclosure.manifest_sha256 = written.manifest_sha256
-            await disclosure.save()
-        return written
 
 
 class BadSource(Exception):
@@ -152,3 +160,17 @@ async def chatwoot_backfill(settings: Settings, *, source: str, since: datetime)
             bar.total = bar.n  # the list goes on past the window: what was read is all
             bar.refresh()
     return report
+
+
+@asynccontextmanager
+async def _cancelled_by_sigterm() -> AsyncIterator[None]:
+    """SIGTERM stops the command as Ctrl-C does (the task is cancelled, so clean-up runs);
+    by default it would end the process on the spot."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)

@@ -1,12 +1,26 @@
 """Log set-up: one line per event with a subsystem prefix (``[smtp]``, ``[api]``, ``[purge]``),
-as text for a terminal or JSON lines for a log pipeline."""
+as text for a terminal or JSON lines for a log pipeline.
+
+Logs carry ids, counts, codes and durations, never personal data: logs are kept and shipped
+outside the archive's retention. So the HTTP access log writes no query strings (search text,
+addresses), and a traceback is written without exception messages (a message may quote the
+address or header it failed on); the frames and the exception's type say where and what.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
+import traceback
 from datetime import UTC, datetime
+from types import TracebackType
+
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web import BaseRequest, StreamResponse
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is kept.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
@@ -16,7 +30,57 @@ def subsystem(record: logging.LogRecord) -> str:
     return record.name.removeprefix("archive.").split(".")[0]
 
 
-class TextFormatter(logging.Formatter):
+def _code(exc: BaseException) -> str:
+    """What identifies the error without quoting data: an errno name, a numeric code."""
+    number = getattr(exc, "errno", None)
+    if isinstance(number, int) and number in errno.errorcode:
+        return f" [{errno.errorcode[number]}]"
+    code = getattr(exc, "code", None) or getattr(exc, "status", None)
+    return f" [code {code}]" if isinstance(code, int) and not isinstance(code, bool) else ""
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and those it was raised from or during, oldest first."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+    return chain[::-1]
+
+
+def safe_traceback(exc: BaseException) -> str:
+    """A traceback with the frames and the exception types, without their messages."""
+    parts = []
+    for item in _chain(exc):
+        frames = "".join(traceback.format_tb(item.__traceback__))
+        parts.append(
+            f"Traceback (most recent call last):\n{frames}"
+            f"{type(item).__module__}.{type(item).__qualname__}{_code(item)} (message not logged)"
+        )
+    return "\n\nwhich led to:\n\n".join(parts)
+
+
+class SafeFormatter(logging.Formatter):
+    def formatException(self, ei: ExcInfo) -> str:
+        return safe_traceback(ei[1]) if ei[1] is not None else ""
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One line per request: method, path without its query, status, size, seconds. A path
+    that matched no route is not written (it is whatever the client sent)."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        route = request.match_info.route if hasattr(request, "match_info") else None
+        path = request.rel_url.raw_path if route is not None and route.resource else "-"
+        self.logger.info(
+            "%s %s %d %d %.3fs", request.method, path, response.status, response.body_length, time
+        )
+
+
+class TextFormatter(SafeFormatter):
     """One readable line; the ``extra=`` fields go to JSON logs only."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -27,7 +91,7 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-class JsonFormatter(logging.Formatter):
+class JsonFormatter(SafeFormatter):
     def format(self, record: logging.LogRecord) -> str:
         event = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),

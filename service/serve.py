@@ -8,6 +8,7 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
@@ -27,6 +28,7 @@ from ingest.mime import SupportSide
 from ingest.smtp import ArchiveHandler, networks, smtp_server, tls_context
 from scheduler.jobs import Jobs
 from scheduler.runner import scheduler
+from service.logs import AccessLogger
 from service.settings import Environment, Settings
 from store import keys
 from store.chat import file_chats_each
@@ -91,7 +93,7 @@ def build_app(settings: Settings, database: Database) -> web.Application:
         max_body_bytes=settings.webhook_max_body_bytes,
         audit_max_age=settings.audit_max_age,
         retention=retention_policy(settings),
-        export_dir=settings.data_dir / "exports",
+        export_dir=export_dir(settings),
         export_max_age=settings.export_max_age,
     )
     app = create_app(database=database, config=config)
@@ -117,7 +119,7 @@ async def http_server(app: web.Application, *, host: str, port: int) -> AsyncIte
         app,
         handle_signals=False,
         access_log=logging.getLogger("archive.http"),
-        access_log_format='%a "%r" %s %b %Tfs',
+        access_log_class=AccessLogger,  # no query strings: they carry search text, addresses
         shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
     )
     await runner.setup()
@@ -130,6 +132,11 @@ async def http_server(app: web.Application, *, host: str, port: int) -> AsyncIte
     finally:
         await runner.cleanup()
         log.info("HTTP API stopped")
+
+
+def export_dir(settings: Settings) -> Path:
+    """Where exports are written (and their temporary files): only the owner may enter it."""
+    return settings.data_dir / "exports"
 
 
 def retention_policy(settings: Settings) -> RetentionPolicy:

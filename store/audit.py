@@ -1,14 +1,34 @@
-"""The audit trail: who read, searched, exported, held or deleted what, when, from where."""
+"""The audit trail: who read, searched, exported, held or deleted what, when, from where.
+
+An event keeps ids (``target``) and the request's parameters (``query``). Some parameters are
+free text that can name a customer (a search for ``from:ann@example.com``, a participant): when
+the account is purged, ``redact_account`` replaces those values with ``REDACTED`` and keeps the
+rest of the event (who, what, when, outcome, ids). To find them without scanning 13 months of
+events, each event stores the terms of its free text in ``mentions`` (indexed) when written.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from beanie import PydanticObjectId
+from pymongo import UpdateOne
 
 from store.documents import AuditEvent, Role, utcnow
 from store.paging import Page, keyset_page
+from store.search import words_of
+
+REDACTED = "[redacted]"
+# Query parameters whose values are ids, codes, times or switches; every other parameter is
+# free text (so a parameter added later is redactable by default).
+STRUCTURED_PARAMETERS = frozenset(
+    {"account_id", "channel", "since", "until", "has_attachments", "sort", "limit", "active"}
+)
+_ADDRESS = re.compile(r"[^\s@<>()\[\]\"',;:]+@[^\s@<>()\[\]\"',;:]+")
+_BATCH = 500
 
 
 async def record(
@@ -25,16 +45,18 @@ async def record(
 ) -> AuditEvent:
     """Write one audit event; it expires (TTL index) ``max_age`` after it happened."""
     at = now or utcnow()
+    kept = {k: v[:500] for k, v in (query or {}).items()}
     event = AuditEvent(
         at=at,
         actor=actor,
         role=role,
         action=action,
         target=dict(target or {}),
-        query={k: v[:500] for k, v in (query or {}).items()},
+        query=kept,
         client_address=client_address,
         outcome=outcome,
         expires_at=at + max_age,
+        mentions=sorted(_mentions_of(kept)),
     )
     await event.insert()
     return event
@@ -64,3 +86,90 @@ async def audit_events(
             **({"$lt": until} if until else {}),
         }
     return await keyset_page(AuditEvent, query, time_field="at", limit=limit, after=after)
+
+
+# --- redaction ------------------------------------------------------------------------------
+
+
+def mention_terms(text: str) -> set[str]:
+    """What a free-text value may name someone by: its normalised words (names), its tokens
+    lowercased with and without a ``operator:`` prefix (account ids), its addresses."""
+    terms = set(words_of(text))
+    for token in text.split():
+        token = token.strip("()\"'").lstrip("-").lower()
+        _, colon, value = token.partition(":")
+        terms.update(t for t in (token, value if colon else "") if t)
+    terms.update(a.lower().strip(".") for a in _ADDRESS.findall(text))
+    return terms
+
+
+def free_text(query: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in query.items() if k not in STRUCTURED_PARAMETERS and v != REDACTED}
+
+
+def _mentions_of(query: Mapping[str, str]) -> set[str]:
+    return {term for value in free_text(query).values() for term in mention_terms(value)}
+
+
+class Subject:
+    """What names one account in free text: its id, its emails, the words of its name."""
+
+    def __init__(self, *, account_id: str, emails: Iterable[str], name: str | None) -> None:
+        self.exact = {account_id.lower(), *(e.strip().lower() for e in emails if e.strip())}
+        self.name_words = sorted(set(words_of(name or "")))
+
+    def named_in(self, value: str) -> bool:
+        terms = mention_terms(value)
+        return bool(terms & self.exact) or (bool(self.name_words) and terms >= set(self.name_words))
+
+
+def naming_query(subject: Subject) -> dict[str, Any]:
+    """The events whose free text may name the account, by the ``mentions`` index."""
+    clauses: list[dict[str, Any]] = [{"mentions": {"$in": sorted(subject.exact)}}]
+    if subject.name_words:
+        clauses.append({"mentions": {"$all": subject.name_words}})
+    return {"$or": clauses}
+
+
+async def redact_account(*, account_id: str, emails: list[str], name: str | None) -> int:
+    """Replace, in every audit event, the free-text values that name the account (its id, one
+    of its emails, or every word of its name) with ``REDACTED``; who, what, when, outcome and
+    the ids stay. Returns how many events changed. Idempotent."""
+    subject = Subject(account_id=account_id, emails=emails, name=name)
+    collection = AuditEvent.get_pymongo_collection()
+    changed: set[Any] = set()
+    updates: list[UpdateOne] = []
+    async for event in collection.find(naming_query(subject), {"query": 1}):
+        query = dict(event.get("query") or {})
+        redacted = {k: REDACTED if k in free_text(query) and subject.named_in(v) else v
+                    for k, v in query.items()}  # fmt: skip
+        if redacted == query:
+            continue
+        mentions = sorted(_mentions_of(redacted))
+        updates.append(UpdateOne({"_id": event["_id"]},
+                                 {"$set": {"query": redacted, "mentions": mentions}}))  # fmt: skip
+        changed.add(event["_id"])
+        if len(updates) >= _BATCH:
+            await collection.bulk_write(updates, ordered=False)
+            updates = []
+    if updates:
+        await collection.bulk_write(updates, ordered=False)
+    return len(changed)
+
+
+async def index_audit_mentions() -> int:
+    """Give events written before ``mentions`` existed the terms of their free text, so that
+    ``redact_account`` finds them too. Idempotent, and cheap once done: the ``mentions`` index
+    leads it to the events without the field only. Run at start."""
+    collection = AuditEvent.get_pymongo_collection()
+    updates: list[UpdateOne] = []
+    done = 0
+    async for event in collection.find({"mentions": {"$exists": False}}, {"query": 1}):
+        mentions = sorted(_mentions_of(event.get("query") or {}))
+        updates.append(UpdateOne({"_id": event["_id"]}, {"$set": {"mentions": mentions}}))
+        if len(updates) >= _BATCH:
+            done += (await collection.bulk_write(updates, ordered=False)).modified_count
+            updates = []
+    if updates:
+        done += (await collection.bulk_write(updates, ordered=False)).modified_count
+    return done

@@ -494,6 +494,9 @@ class AuditEvent(Document):
     client_address: str | None = None
     outcome: Annotated[int, Field(ge=100, le=599)] = 200
     expires_at: datetime
+    # The normalised words, tokens and addresses of the free text in ``query``: what the purge
+    # looks up (indexed) to redact the events that name a purged account.
+    mentions: list[str] = Field(default_factory=list)
 
     class Settings:
         name = "audit_events"
@@ -503,6 +506,7 @@ class AuditEvent(Document):
             IndexModel([("actor", ASCENDING), ("at", DESCENDING)], name="actor"),
             IndexModel([("action", ASCENDING), ("at", DESCENDING)], name="action"),
             IndexModel([("target.account_id", ASCENDING), ("at", DESCENDING)], name="account"),
+            IndexModel([("mentions", ASCENDING)], name="mentions"),
         ]
 
 
@@ -528,6 +532,9 @@ class Export(Document):
     created_by: str
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime
+    # Where its files go (``<id>.zip`` and its temporary ``<id>.*.part``): removed with the
+    # record even when the export never finished.
+    directory: str | None = None
 
     class Settings:
         name = "exports"

@@ -3,16 +3,21 @@ to an authority), as a zip streamed to disk with a manifest of SHA-256 sums."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+import os
+import re
+import shutil
+import stat
 import unicodedata
 import zipfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from beanie import PydanticObjectId
 
@@ -27,7 +32,7 @@ from store.documents import (
     Message,
     iso,
 )
-from store.errors import Conflict, NotFound
+from store.errors import Conflict, NotFound, StoreError
 
 log = logging.getLogger("archive.export")
 
@@ -117,10 +122,61 @@ async def write_export(
     path: Path, scope: Scope, *, now: datetime, on_message: Callable[[], object] = lambda: None
 ) -> Written:
     """Write the zip at ``path`` entry by entry: nothing larger than one blob chunk or one
-    conversation's JSON is ever held in memory."""
+    conversation's JSON is ever held in memory.
+
+    The zip is written as ``<path>.part`` and renamed to ``path`` only when complete, so a
+    file under the final name is always a whole export. Whatever happens (an error, the task
+    cancelled), no temporary file stays behind: they hold the conversations' text. Every file
+    is created readable by its owner only.
+    """
+    temporary = temporary_paths(path)
+    try:
+        written = await _write_zip(path, temporary, scope, now=now, on_message=on_message)
+        os.replace(temporary.zip, path)
+    finally:
+        for leftover in temporary:
+            leftover.unlink(missing_ok=True)
+    return written
+
+
+class TemporaryPaths(NamedTuple):
+    zip: Path
+    json: Path
+
+
+def temporary_paths(path: Path) -> TemporaryPaths:
+    """The files an export being written to ``path`` uses: ``<id>.zip.part`` and
+    ``<id>.json.part`` beside ``<id>.zip`` (the id is the part before the first dot)."""
+    return TemporaryPaths(path.with_name(path.name + ".part"), path.with_suffix(".json.part"))
+
+
+def _create_private(path: Path) -> IO[bytes]:
+    """A new file only its owner may read (it holds personal data); replaces a stale one."""
+    path.unlink(missing_ok=True)
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
+
+
+def private_directory(directory: Path) -> None:
+    """The exports directory, only its owner may list or enter it."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if stat.S_IMODE(directory.stat().st_mode) != 0o700:
+        directory.chmod(0o700)
+
+
+async def _write_zip(
+    path: Path,
+    temporary: TemporaryPaths,
+    scope: Scope,
+    *,
+    now: datetime,
+    on_message: Callable[[], object],
+) -> Written:
     manifest: dict[str, dict[str, object]] = {}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+    with (
+        _create_private(temporary.zip) as target,
+        zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive,
+    ):
 
         async def entry(name: str, chunks: AsyncIterator[bytes], deflate: bool = False) -> None:
             # Blobs are stored as they are (attachments are mostly compressed already, and
@@ -140,6 +196,7 @@ async def write_export(
                 messages = Message.find(Message.conversation_id == conversation.id).sort("+sent_at")
                 documents = []
                 async for message in messages:
+                    _raise_if_cancelled()
                     documents.append(_message_json(message))
                     on_message()
                     await _files_of(message, entry)
@@ -150,12 +207,11 @@ async def write_export(
 
         # conversations.json streams while the .eml and attachment entries of each message are
         # written; zipfile allows one open entry at a time, so the JSON goes to a spool first.
-        spool = path.with_suffix(".json.part")
-        with spool.open("wb") as out:
+        with _create_private(temporary.json) as out:
             async for piece in conversations_json():
                 out.write(piece)
-        await entry("conversations.json", _file_chunks(spool), deflate=True)
-        spool.unlink()
+        await entry("conversations.json", _file_chunks(temporary.json), deflate=True)
+        temporary.json.unlink()
         readme = README.format(scope=scope.describe(), when=now.isoformat()).encode()
         await entry("README.txt", _once(readme))
         body = json.dumps(
@@ -163,8 +219,17 @@ async def write_export(
             indent=1, sort_keys=True,
         ).encode()  # fmt: skip
         archive.writestr("manifest.json", body)
-    size = path.stat().st_size  # noqa: ASYNC240 - a local file, as the zip itself
+    size = temporary.zip.stat().st_size
     return Written(hashlib.sha256(body).hexdigest(), size, len(manifest) + 1)
+
+
+def _raise_if_cancelled() -> None:
+    """Stop at the next message once the task was asked to stop: on Python 3.11,
+    ``asyncio.wait_for`` (which pymongo awaits) returns the result and swallows a cancellation
+    that lands as a reply arrives, but the task still counts the request."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def _files_of(message: Message, entry: Callable[..., Any]) -> None:
@@ -224,11 +289,14 @@ async def start_export(
     created_by: str,
     now: datetime,
     max_age: timedelta,
+    directory: Path | None = None,
 ) -> Export:
     """The export's record (running); the caller builds the file with ``build_export``.
 
-    A purged account has nothing left to export: an export of it would only be a new place
-    where its id lives, so it is refused."""
+    The record names the directory its files go to, so that they are removed with it even when
+    the export never finished (its temporary files are named after its id). A purged account
+    has nothing left to export: an export of it would only be a new place where its id lives,
+    so it is refused."""
     if scope.account_id is not None:
         account = await Account.get(scope.account_id)
         if account is None:
@@ -236,26 +304,111 @@ async def start_export(
         if account.purged_at is not None:
             raise Conflict(f"account {scope.account_id!r} was purged; nothing of it is left")
     export = Export(account_id=account_id or scope.account_id, hold_id=hold_id,
-                    created_by=created_by, created_at=now, expires_at=now + max_age)  # fmt: skip
+                    created_by=created_by, created_at=now, expires_at=now + max_age,
+                    directory=str(directory) if directory else None)  # fmt: skip
     await export.insert()
     return export
 
 
-async def build_export(export: Export, scope: Scope, *, directory: Path, now: datetime) -> Export:
-    path = directory / f"{export.id}.zip"
+async def build_export(
+    export: Export,
+    scope: Scope,
+    *,
+    directory: Path,
+    now: datetime,
+    on_message: Callable[[], object] = lambda: None,
+) -> Export:
+    """Write the export's zip as ``<directory>/<id>.zip`` and mark the record ready; on any
+    failure or cancellation the files are gone and the record says ``failed``."""
+    path = await _write_for(export, scope, directory=directory, now=now, on_message=on_message)
     try:
-        written = await write_export(path, scope, now=now)
-    except Exception as exc:
-        log.exception("export %s failed", export.id)
+        return await _ready(export, path=path)
+    except BaseException:
         path.unlink(missing_ok=True)
-        await _set(export, status=ExportStatus.FAILED, error=type(exc).__name__)
+        await _mark_failed(export, error="interrupted")
         raise
-    await _set(export, status=ExportStatus.READY, path=str(path), size=written.size,
-               manifest_sha256=written.manifest_sha256)  # fmt: skip
+
+
+async def export_to_file(
+    export: Export,
+    scope: Scope,
+    *,
+    out: Path,
+    directory: Path,
+    now: datetime,
+    on_message: Callable[[], object] = lambda: None,
+) -> Export:
+    """The command line's export: built in the exports directory like any other (so what a
+    killed run leaves there is found and removed), then moved to ``out``. The record stays as
+    the trace of who exported what, without a file of ours to manage."""
+    path = await _write_for(export, scope, directory=directory, now=now, on_message=on_message)
+    try:
+        await asyncio.to_thread(_move, path, out)
+    finally:
+        path.unlink(missing_ok=True)
+    return await _ready(export, path=None)
+
+
+def _move(source: Path, target: Path) -> None:
+    """Move a finished zip to where the operator asked; across file systems through a
+    temporary name beside ``target``, so that ``target`` is never half a zip."""
+    try:
+        os.replace(source, target)
+        return
+    except OSError:
+        pass  # another file system (EXDEV), or the target's directory refuses a rename
+    partial = target.with_name(target.name + ".part")
+    try:
+        shutil.copyfile(source, partial)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+async def _write_for(
+    export: Export,
+    scope: Scope,
+    *,
+    directory: Path,
+    now: datetime,
+    on_message: Callable[[], object],
+) -> Path:
+    assert export.id is not None
+    private_directory(directory)
+    if export.directory is None:
+        await _set(export, directory=str(directory))
+    path = export_path(directory, export.id)
+    try:
+        written = await write_export(path, scope, now=now, on_message=on_message)
+    except BaseException as exc:
+        path.unlink(missing_ok=True)
+        error = "interrupted" if isinstance(exc, asyncio.CancelledError) else type(exc).__name__
+        if isinstance(exc, (asyncio.CancelledError, StoreError)):  # expected: no traceback
+            log.warning("export %s failed (%s); its files are removed", export.id, error)
+        else:
+            log.exception("export %s failed; its files are removed", export.id)
+        await _mark_failed(export, error=error)
+        raise
+    export.size, export.manifest_sha256 = written.size, written.manifest_sha256
+    log.info("export %s written: %d files, %d bytes", export.id, written.files, written.size)
+    return path
+
+
+async def _mark_failed(export: Export, *, error: str) -> None:
+    """Best effort, shielded: the task may be cancelled again (shutdown), or the database be
+    gone; the files are removed already, and a record left running owns none after a while."""
+    try:
+        await asyncio.shield(_set(export, status=ExportStatus.FAILED, error=error, path=None))
+    except (Exception, asyncio.CancelledError):
+        log.warning("export %s: could not mark it failed", export.id)
+
+
+async def _ready(export: Export, *, path: Path | None) -> Export:
+    await _set(export, status=ExportStatus.READY, path=str(path) if path else None,
+               size=export.size, manifest_sha256=export.manifest_sha256)  # fmt: skip
     await Disclosure.get_pymongo_collection().update_many(
-        {"export_id": export.id}, {"$set": {"manifest_sha256": written.manifest_sha256}}
+        {"export_id": export.id}, {"$set": {"manifest_sha256": export.manifest_sha256}}
     )
-    log.info("export %s ready: %d files, %d bytes", export.id, written.files, written.size)
     found = await Export.get(export.id)
     assert found is not None
     return found
@@ -291,11 +444,17 @@ async def get_export(export_id: PydanticObjectId) -> Export:
 
 
 async def remove_exports(query: dict[str, Any]) -> int:
-    """Delete the files and records of the exports matching ``query``."""
+    """Delete the files and records of the exports matching ``query``: the finished zip and,
+    by the naming scheme of the record's id, any temporary file of an export that never
+    finished (files first: a crash in between leaves a record to try again)."""
     removed = 0
     async for export in Export.find(query):
+        assert export.id is not None
         if export.path:
             Path(export.path).unlink(missing_ok=True)  # noqa: ASYNC240 - a local file
+        if export.directory:
+            for path in files_of_exports(directory=Path(export.directory), export_ids=[export.id]):
+                path.unlink(missing_ok=True)
         await export.delete()
         removed += 1
     return removed
@@ -303,3 +462,112 @@ async def remove_exports(query: dict[str, Any]) -> int:
 
 async def remove_expired_exports(*, now: datetime) -> int:
     return await remove_exports({"expires_at": {"$lte": now}})
+
+
+# --- files in the exports directory ---------------------------------------------------------
+
+# ``<export id>.zip``, ``<export id>.zip.part``, ``<export id>.json.part``: the id is the name
+# up to the first dot.
+_EXPORT_FILE = re.compile(r"^(?P<id>[0-9a-f]{24})\.")
+
+
+def export_path(directory: Path, export_id: PydanticObjectId | str) -> Path:
+    return directory / f"{export_id}.zip"
+
+
+def _owner_id(path: Path) -> str | None:
+    match = _EXPORT_FILE.match(path.name)
+    return match["id"] if match else None
+
+
+def _files_in(directory: Path) -> list[Path]:
+    try:
+        return [p for p in directory.iterdir() if p.is_file() or p.is_symlink()]
+    except FileNotFoundError:
+        return []
+
+
+def files_of_exports(
+    *, directory: Path, export_ids: Iterable[PydanticObjectId | str]
+) -> list[Path]:
+    """The files in ``directory`` that belong to these exports, finished or temporary."""
+    wanted = {str(i) for i in export_ids}
+    return [p for p in _files_in(directory) if _owner_id(p) in wanted]
+
+
+async def unowned_export_files(*, directory: Path) -> list[Path]:
+    """The files in ``directory`` that no export record names by its id (whatever their
+    age): what a crash, or a removal that failed halfway, left behind."""
+    files = _files_in(directory)
+    ids = {i for p in files if (i := _owner_id(p)) is not None}
+    live = await _existing_ids(ids)
+    return [p for p in files if _owner_id(p) not in live]
+
+
+async def remove_orphan_export_files(*, directory: Path, now: datetime, min_age: timedelta) -> int:
+    """Remove every file of ``directory`` that no live export owns, once untouched for
+    ``min_age`` (a younger one may be an export being started right now). A ready export owns
+    its zip; a running one owns its files while one of them is still being written to, and is
+    marked failed (``interrupted``) once none has been for ``min_age``: its process died."""
+    files = _files_in(directory)
+    records = {
+        str(e.id): e
+        async for e in Export.find({"_id": {"$in": _object_ids(files)}})
+    }  # fmt: skip
+    removed = 0
+    for path, export in _stale(files, records, now=now, min_age=min_age):
+        path.unlink(missing_ok=True)
+        removed += 1
+        if export is not None and export.status is ExportStatus.RUNNING:
+            await Export.get_pymongo_collection().update_one(
+                {"_id": export.id, "status": ExportStatus.RUNNING.value},
+                {"$set": {"status": ExportStatus.FAILED.value, "error": "interrupted"}},
+            )
+    if removed:
+        log.info("removed %d export files that no export owns", removed)
+    return removed
+
+
+def _stale(
+    files: list[Path], records: dict[str, Export], *, now: datetime, min_age: timedelta
+) -> list[tuple[Path, Export | None]]:
+    cutoff = (now - min_age).timestamp()
+    touched: dict[str | None, float] = {}
+    for path in files:
+        touched[_owner_id(path)] = max(touched.get(_owner_id(path), 0.0), _mtime(path))
+    stale = []
+    for path in files:
+        owner = _owner_id(path)
+        export = records.get(owner) if owner else None
+        if _mtime(path) >= cutoff or _owned(path, export, last_write=touched[owner], cutoff=cutoff):
+            continue
+        stale.append((path, export))
+    return stale
+
+
+def _owned(path: Path, export: Export | None, *, last_write: float, cutoff: float) -> bool:
+    if export is None:
+        return False
+    if export.status is ExportStatus.READY:
+        return export.path is not None and Path(export.path).name == path.name
+    if export.status is ExportStatus.RUNNING:
+        return last_write >= cutoff
+    return False
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.lstat().st_mtime
+    except FileNotFoundError:
+        return float("inf")  # gone already: nothing to do
+
+
+def _object_ids(files: list[Path]) -> list[PydanticObjectId]:
+    return [PydanticObjectId(i) for p in files if (i := _owner_id(p)) is not None]
+
+
+async def _existing_ids(ids: set[str]) -> set[str]:
+    found = Export.get_pymongo_collection().find(
+        {"_id": {"$in": [PydanticObjectId(i) for i in ids]}}, {"_id": 1}
+    )
+    return {str(d["_id"]) async for d in found}

@@ -21,6 +21,7 @@ from typing import Any
 from beanie import PydanticObjectId
 from bson import ObjectId
 
+from store.audit import Subject, free_text, naming_query
 from store.blobs import referenced
 from store.documents import (
     Account,
@@ -35,6 +36,7 @@ from store.documents import (
     SpoolEntry,
     iso,
 )
+from store.exports import unowned_export_files
 from store.holds import held_scopes
 
 # $in lists are sent in slices of this many ids (a 16 MB query limit is far above this).
@@ -298,23 +300,16 @@ async def _exports(identifiers: Identifiers, residue: Residue) -> None:
 
 
 async def _audit(identifiers: Identifiers, residue: Residue) -> None:
-    words = identifiers.words()
-    if not words:
+    if identifiers.account_id is None and not identifiers.emails:
         return
-    pattern = "|".join(re.escape(w) for w in words)
-    mentions = {
-        "$expr": {
-            "$anyElementTrue": [{
-                "$map": {
-                    "input": {"$objectToArray": "$query"},
-                    "in": {"$regexMatch": {"input": {"$toString": "$$this.v"},
-                                           "regex": pattern, "options": "i"}},
-                }
-            }]
-        }
-    }  # fmt: skip
-    count = await AuditEvent.get_pymongo_collection().count_documents(mentions)
-    residue.found("audit_events", count, "free text (search terms, filters) naming the account")
+    subject = Subject(account_id=identifiers.account_id or "", emails=identifiers.emails,
+                      name=" ".join(sorted(identifiers.names)) or None)  # fmt: skip
+    naming = 0
+    events = AuditEvent.get_pymongo_collection().find(naming_query(subject), {"query": 1})
+    async for event in events:
+        if any(subject.named_in(str(v)) for v in free_text(event.get("query") or {}).values()):
+            naming += 1
+    residue.found("audit_events", naming, "free text (search terms, filters) naming the account")
     if identifiers.account_id:
         by_id = await AuditEvent.find({"target.account_id": identifiers.account_id}).count()
         residue.found("audit_events", by_id, "name the account by its id only (who read or "
@@ -348,14 +343,8 @@ async def _files(identifiers: Identifiers, residue: Residue, *, data_dir: Path) 
     for the account's id, addresses and names."""
     exports = data_dir / "exports"
     if exports.is_dir():
-        owners = {p.name.split(".")[0]: p for p in exports.iterdir() if p.is_file()}
-        live = {
-            str(e["_id"])
-            async for e in Export.get_pymongo_collection().find(
-                {"_id": {"$in": [ObjectId(o) for o in owners if ObjectId.is_valid(o)]}}, {"_id": 1}
-            )
-        }
-        residue.found("exports folder", len(set(owners) - live), "export files no record owns")
+        unowned = await unowned_export_files(directory=exports)
+        residue.found("exports folder", len(unowned), "export files no record owns")
     needles = _needles(identifiers)
     hits = sum(1 for path in _service_files(data_dir) if _mentions(path, needles))
     residue.found("data folder", hits, "files naming the account")

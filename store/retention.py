@@ -19,6 +19,7 @@ from beanie import PydanticObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from store.accounts import earliest_deadline, stamp_deleted_content
+from store.audit import redact_account
 from store.blobs import referenced
 from store.database import Database
 from store.documents import (
@@ -354,7 +355,7 @@ async def _conclude(run: _Run, account: Account, version: int) -> None:
     empty = await Message.get_pymongo_collection().find_one({"account_id": account.id}) is None
     forgotten = False
     if account.status is AccountStatus.DELETED and empty:
-        forgotten = await _forget_account(account.id, unchanged, now=run.now)
+        forgotten = await _forget_account(account, unchanged, now=run.now)
     await accounts.update_one(unchanged, {"$set": {"next_purge_at": remaining}})
     if forgotten:
         run.report.accounts_purged += 1
@@ -580,17 +581,20 @@ async def _recount(conversation: dict[str, Any], remaining: list[dict[str, Any]]
     )  # fmt: skip
 
 
-async def _forget_account(account_id: str, unchanged: dict[str, Any], *, now: datetime) -> bool:
+async def _forget_account(account: Account, unchanged: dict[str, Any], *, now: datetime) -> bool:
     """All content is gone: the account stays as a tombstone without its personal data (its
-    id stays a retention subject), and its exports go too. Only if ``unchanged`` still matches
-    it, and it is still deleted (a restore during the sweep wins)."""
+    id stays a retention subject), its exports go, and the audit trail's free text that named
+    it (by id, address or name, as captured before the tombstone) is redacted. Only if
+    ``unchanged`` still matches it, and it is still deleted (a restore during the sweep
+    wins)."""
     result = await Account.get_pymongo_collection().update_one(
         {**unchanged, "status": AccountStatus.DELETED.value},
         {"$set": {"purged_at": now, "emails": [], "name": None}},
     )
     if not result.modified_count:
         return False
-    await remove_exports({"account_id": account_id})
+    await remove_exports({"account_id": account.id})
+    await redact_account(account_id=account.id, emails=account.emails, name=account.name)
     return True
 
 

@@ -106,7 +106,7 @@ EXPECTED_INDEXES = {
     "purge_records": {"purge_key", "subjects", "done_at"},
     "leases": set(),
     "api_keys": {"name", "token"},
-    "audit_events": {"ttl", "at", "actor", "action", "account"},
+    "audit_events": {"ttl", "at", "actor", "action", "account", "mentions"},
     "exports": {"expires_at", "account"},
     "disclosures": {"disclosed_at"},
     "spool": {"owner", "lease_until", "raw_sha256"},
