@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from store.accounts import register_account
+from store.database import open_database
 from store.embedded import EmbeddedMongo
 
 
@@ -73,7 +75,9 @@ async def test_purge_dry_run_and_a_sweep(env: dict[str, str]) -> None:
 @pytest.mark.slow
 async def test_an_export_is_written_to_a_file(env: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "export.zip"
-    code, out_text, err = await cli(env, "export", "--account", "nobody", "--out", str(out))
+    async with open_database(env["ARCHIVE_MONGODB_URI"], name=env["ARCHIVE_DB_NAME"]):
+        await register_account(account_id="acct-cli", emails=["cli@example.com"], name=None)
+    code, out_text, err = await cli(env, "export", "--account", "acct-cli", "--out", str(out))
     assert code == 0, err
     assert "manifest SHA-256" in out_text
     import zipfile
@@ -82,3 +86,13 @@ async def test_an_export_is_written_to_a_file(env: dict[str, str], tmp_path: Pat
         assert {"conversations.json", "README.txt", "manifest.json"} <= set(archive.namelist())
     code, _, err = await cli(env, "export", "--out", str(out))
     assert code == 2 and "--account ID or --hold ID" in err
+
+
+@pytest.mark.slow
+async def test_an_export_of_an_unknown_account_is_refused(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    out = tmp_path / "export.zip"
+    code, _, err = await cli(env, "export", "--account", "nobody", "--out", str(out))
+    assert (code, err.strip()) == (1, "support-archive: no account 'nobody'")
+    assert not out.exists()

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from store import exports
+from store.accounts import ensure_account
 from store.database import Database
 from store.documents import Export, ExportStatus, Message, utcnow
 from store.embedded import EmbeddedMongo
@@ -24,6 +25,7 @@ ACCOUNT = "acct-files"
 
 
 async def start(directory: Path, *, account_id: str = ACCOUNT) -> Export:
+    await ensure_account(account_id=account_id)  # an export of an unknown account is refused
     return await exports.start_export(
         scope=exports.Scope(account_id=account_id), account_id=account_id, hold_id=None,
         created_by="test", now=utcnow(), max_age=timedelta(days=7), directory=directory,

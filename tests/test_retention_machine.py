@@ -81,6 +81,7 @@ def address(account_id: str) -> str:
 class Life:
     """One life of an account in the model: what the platform and compliance did to it."""
 
+    registered: bool = False  # the platform gave it its address and name (else: named by id)
     due: datetime | None = None  # its deletion deadline (None: not deleted)
     due_step: int = 0  # the step that set it: only a later sweep must honour it
     purged_at: datetime | None = None  # when a sweep was seen to finish it
@@ -148,6 +149,7 @@ class RetentionMachine(RuleBasedStateMachine):
         lives = self.model.lives.setdefault(account, [])
         if not lives or lives[-1].purged_at is not None:
             lives.append(Life())
+        lives[-1].registered = True
         self.run(register_account(account_id=account, emails=[address(account)], name=account))
         self.observe_links()
 
@@ -394,8 +396,10 @@ class RetentionMachine(RuleBasedStateMachine):
         and name, as the product's own verify-purge runs it) finds nothing unexplained."""
         for account, lives in self.model.lives.items():
             if lives[-1].purged_at is not None:
-                identifiers = Identifiers(account_id=account, emails={address(account)},
-                                          names={account})  # fmt: skip
+                known = lives[-1].registered  # an account made by a chat naming it has no address
+                identifiers = Identifiers(account_id=account,
+                                          emails={address(account)} if known else set(),
+                                          names={account} if known else set())  # fmt: skip
                 residue = self.run(scan(identifiers, now=self.model.now,
                                         quiet_period=timedelta(0), data_dir=self.data_dir,
                                         captured_at=lives[-1].purged_at))  # fmt: skip
