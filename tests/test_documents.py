@@ -98,6 +98,7 @@ EXPECTED_INDEXES = {
     "messages": {
         "dedup_key", "message_id_header", "thread", "account_time", "newest", "terms_newest",
         "account_terms_newest", "participant", "collected_at", "raw_blob", "attachment_blobs",
+        "alias_ids",
     },
     "blobs": {"last_referenced_at"},
     "blob_chunks": {"blob_n"},
