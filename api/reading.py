@@ -49,16 +49,20 @@ async def get_raw(request: web.Request) -> web.Response:
         # Which account it belongs to is known once it is filed: until then only the roles
         # that may read a deleted account's mail read it (purpose limitation).
         if not _sees_restricted(request):
-            raise web.HTTPServiceUnavailable(
-                text=f"message {found.id} is being filed; its original can be read once it is",
-                headers={"Retry-After": str(FILING_RETRY_AFTER)},
-            )
+            raise _being_filed(found, "its original can be read by agents")
         data = await reading.spooled_raw(found)
         await audited(request, "message.raw", target=_target(None, message_id=found.id))
         return _eml(found.id, data)
     data = await reading.raw_bytes(found)
     await audited(request, "message.raw", target=_target(found.account_id, message_id=found.id))
     return _eml(found.id, data)
+
+
+def _being_filed(filing: reading.Filing, what: str) -> web.HTTPServiceUnavailable:
+    return web.HTTPServiceUnavailable(
+        text=f"message {filing.id} is being filed; {what} once it is",
+        headers={"Retry-After": str(FILING_RETRY_AFTER)},
+    )
 
 
 def _eml(message_id: object, data: bytes) -> web.Response:
@@ -73,7 +77,9 @@ def _eml(message_id: object, data: bytes) -> web.Response:
 
 
 async def get_attachment(request: web.Request) -> web.Response:
-    found = await _message(request)
+    found = await _message_or_filing(request)
+    if isinstance(found, reading.Filing):
+        raise _being_filed(found, "its attachments are listed")
     n = request.match_info["n"]
     if not n.isdigit() or len(n) > 4:
         raise web.HTTPNotFound(text=f"no attachment {n!r}")

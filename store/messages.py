@@ -33,8 +33,8 @@ DUPLICATE_KEY = 11000
 _T = TypeVar("_T")
 
 # Header-derived fields are bounded so that any mail under SMTP's 25 MiB makes a document well
-# under MongoDB's 16 MiB (two 2 MiB bodies, 2,000 search terms and these lists come to about
-# 8 MiB at worst); the raw copy keeps everything that is cut.
+# under MongoDB's 16 MiB (two 2 MiB bodies, 2,000 search terms and these lists, all in 4-byte
+# characters, come to under 10 MiB); the raw copy keeps everything that is cut.
 MAX_ADDRESSES = 200  # of To, and of Cc
 MAX_REFERENCES = 50  # the nearest ancestors are the last ones
 MAX_ATTACHMENTS = 1000
@@ -117,7 +117,7 @@ def bounded(email: NewEmail) -> NewEmail:
     attachments = [
         replace(a, filename=_short(a.filename, MAX_NAME_CHARS),
                 content_type=_short(a.content_type, MAX_NAME_CHARS) or "application/octet-stream",
-                content_id=_short(a.content_id, MAX_HEADER_CHARS))
+                content_id=_short(a.content_id, MAX_NAME_CHARS))
         for a in first(email.attachments, MAX_ATTACHMENTS, "attachments")
     ]  # fmt: skip
     to = [address(a) for a in first(email.to, MAX_ADDRESSES, "To")]

@@ -104,3 +104,12 @@ async def test_once_filed_the_same_id_answers_with_the_message(
     body = await (await api.get(f"/api/v1/messages/{ident}", Role.AGENT)).json()
     assert (body["id"], body["status"], body["subject"]) == (ident, "filed", "Where is my order?")
     assert body["archived_at"] == iso(entry.received_at)
+
+
+async def test_an_attachment_of_a_message_being_filed_is_asked_for_again_later(
+    api: Api, smtp_without_filer: int
+) -> None:
+    ident = await spooled(smtp_without_filer)
+    response = await api.get(f"/api/v1/messages/{ident}/attachments/0", Role.ADMIN)
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "5"
