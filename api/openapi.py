@@ -93,11 +93,23 @@ MESSAGE = {
         "subject": NULLABLE_STRING,
         "author": AUTHOR,
         "sent_at": {"type": "string", "format": "date-time"},
+        "collected_at": {
+            "type": "string", "format": "date-time",
+            "description": "when the company first received it (the maximum age counts from it)",
+        },
+        "archived_at": {
+            "type": "string", "format": "date-time", "description": "when the archive received it",
+        },
+        "status": {"const": "filed"},
         "text": {"type": "string"},
         "html": NULLABLE_STRING,
         "attachments": {"type": "array", "items": {"type": "object"}},
         "raw_url": NULLABLE_STRING,
         "parse_error": NULLABLE_STRING,
+        "shares_message_id": {
+            "type": "boolean",
+            "description": "another message with other content carries the same Message-ID",
+        },
         "history": {"type": "array", "items": {"type": "object"}},
         "deleted_at_source": {
             "type": ["string", "null"],
@@ -109,6 +121,18 @@ MESSAGE = {
             "items": {"type": "object"},
             "description": "attachments named by URL and not fetched: what is known, and why",
         },
+    },
+}  # fmt: skip
+FILING = {
+    "type": "object",
+    "description": "An acknowledged message still being filed: only its original is readable",
+    "required": ["id", "status", "size", "archived_at", "raw_url"],
+    "properties": {
+        "id": {"type": "string"},
+        "status": {"const": "filing"},
+        "size": {"type": "integer", "description": "bytes"},
+        "archived_at": {"type": "string", "format": "date-time"},
+        "raw_url": {"type": "string"},
     },
 }
 CONVERSATION = {
@@ -314,6 +338,7 @@ def build_spec(extra_paths: Json | None = None) -> Json:
         "Problem": PROBLEM,
         "Hit": HIT,
         "Message": MESSAGE,
+        "Filing": FILING,
         "Conversation": CONVERSATION,
         "Account": ACCOUNT,
     }
@@ -411,7 +436,12 @@ def build_spec(extra_paths: Json | None = None) -> Json:
         "/api/v1/messages/{message_id}": {
             "get": _operation(
                 "A message",
-                {"200": {"description": "The message", "content": _json(ref["Message"])}},
+                {
+                    "200": {
+                        "description": "The message, or that it is being filed",
+                        "content": _json({"oneOf": [ref["Message"], ref["Filing"]]}),
+                    }
+                },
                 problems=(404, *AUTHED),
                 parameters=[_path("message_id", OBJECT_ID)],
             )

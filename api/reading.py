@@ -14,6 +14,8 @@ from api.trail import audited
 from store import reading
 from store.documents import Message, Role
 
+# Seconds after which a message still being filed is worth asking for again.
+FILING_RETRY_AFTER = 5
 _SAFE_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
 
 
@@ -33,27 +35,51 @@ async def get_conversation(request: web.Request) -> web.Response:
 
 
 async def get_message(request: web.Request) -> web.Response:
-    found = await _message(request)
+    found = await _message_or_filing(request)
+    if isinstance(found, reading.Filing):
+        await audited(request, "message.read", target=_target(None, message_id=found.id))
+        return web.json_response(views.filing(found))
     await audited(request, "message.read", target=_target(found.account_id, message_id=found.id))
     return web.json_response(views.message(found))
 
 
 async def get_raw(request: web.Request) -> web.Response:
-    found = await _message(request)
+    found = await _message_or_filing(request)
+    if isinstance(found, reading.Filing):
+        # Which account it belongs to is known once it is filed: until then only the roles
+        # that may read a deleted account's mail read it (purpose limitation).
+        if not _sees_restricted(request):
+            raise _being_filed(found, "its original can be read by agents")
+        data = await reading.spooled_raw(found)
+        await audited(request, "message.raw", target=_target(None, message_id=found.id))
+        return _eml(found.id, data)
     data = await reading.raw_bytes(found)
     await audited(request, "message.raw", target=_target(found.account_id, message_id=found.id))
+    return _eml(found.id, data)
+
+
+def _being_filed(filing: reading.Filing, what: str) -> web.HTTPServiceUnavailable:
+    return web.HTTPServiceUnavailable(
+        text=f"message {filing.id} is being filed; {what} once it is",
+        headers={"Retry-After": str(FILING_RETRY_AFTER)},
+    )
+
+
+def _eml(message_id: object, data: bytes) -> web.Response:
     return web.Response(
         body=data,
         content_type="message/rfc822",
         headers={
-            "Content-Disposition": f'attachment; filename="{found.id}.eml"',
+            "Content-Disposition": f'attachment; filename="{message_id}.eml"',
             "X-Content-Type-Options": "nosniff",
         },
     )
 
 
 async def get_attachment(request: web.Request) -> web.Response:
-    found = await _message(request)
+    found = await _message_or_filing(request)
+    if isinstance(found, reading.Filing):
+        raise _being_filed(found, "its attachments are listed")
     n = request.match_info["n"]
     if not n.isdigit() or len(n) > 4:
         raise web.HTTPNotFound(text=f"no attachment {n!r}")
@@ -84,6 +110,13 @@ def content_disposition(filename: str) -> str:
 async def _message(request: web.Request) -> Message:
     ident = params.object_id(request, "message_id", what="message")
     return await reading.message(message_id=ident, include_restricted=_sees_restricted(request))
+
+
+async def _message_or_filing(request: web.Request) -> Message | reading.Filing:
+    ident = params.object_id(request, "message_id", what="message")
+    return await reading.message_or_filing(
+        message_id=ident, include_restricted=_sees_restricted(request)
+    )
 
 
 def _target(account_id: str | None, **ids: object) -> dict[str, str]:

@@ -16,6 +16,7 @@ from store.documents import (
     Role,
     iso,
 )
+from store.reading import Filing
 from store.retention import ForecastItem
 from store.search import Hit
 
@@ -50,6 +51,8 @@ def message(m: Message) -> Json:
         "cc": [a.model_dump() for a in m.cc],
         "sent_at": iso(m.sent_at),
         "collected_at": iso(m.collected_at),
+        "archived_at": iso(m.archived_at or m.collected_at),
+        "status": "filed",
         "text": m.text,
         "html": m.html,
         "body_truncated": m.body_truncated,
@@ -58,11 +61,24 @@ def message(m: Message) -> Json:
         "attachments": [attachment(a, n, ident) for n, a in enumerate(m.attachments)],
         "raw_url": f"/api/v1/messages/{ident}/raw" if m.raw is not None else None,
         "parse_error": m.parse_error,
+        "shares_message_id": m.shares_message_id,
         "history": [
             {"text": v.text, "html": v.html, "replaced_at": iso(v.replaced_at)} for v in m.history
         ],
         "deleted_at_source": iso(m.deleted_at_source),
         "unfetched_attachments": [a.model_dump() for a in m.unfetched_attachments],
+    }
+
+
+def filing(f: Filing) -> Json:
+    """An acknowledged message that is still being filed: its size and arrival, no content."""
+    ident = str(f.id)
+    return {
+        "id": ident,
+        "status": "filing",
+        "size": f.size,
+        "archived_at": iso(f.received_at),
+        "raw_url": f"/api/v1/messages/{ident}/raw",
     }
 
 

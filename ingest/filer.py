@@ -4,7 +4,9 @@ It takes the oldest entries its instance owns, a batch at a time, parses each (y
 the event loop between messages, so that sessions being answered are not kept waiting), files
 the batch with ``file_emails`` and only then deletes the entries. If the database is away it
 waits and tries again; an entry that cannot be filed for another reason stays in the spool,
-is logged and retried later, and never blocks the others.
+is logged and retried later with backoff, and never blocks the others. After ``max_attempts``
+it is filed raw-only (its bytes, its envelope, the error in ``parse_error``), so that every
+acknowledged message is filed: no entry lives past its attempts.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from datetime import timedelta
 from beanie import PydanticObjectId
 from prometheus_client import Counter, Gauge, Histogram
 
-from ingest.mime import SupportSide, parse_email
+from ingest.mime import SupportSide, parse_email, raw_only_email
 from store.documents import SpoolEntry, utcnow
-from store.errors import is_transient
+from store.errors import NotFound, is_transient
 from store.messages import Filed, NewEmail, file_emails
 from store.spool import Spool, raw_of
 
@@ -36,6 +38,14 @@ LAG_SECONDS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )  # fmt: skip
 BACKLOG = Gauge("archive_spool_backlog", "Deliveries accepted and not filed yet")
+RAW_ONLY = Counter(
+    "archive_filed_raw_only_total",
+    "Deliveries filed raw-only (bytes and envelope, the error noted) after their attempts failed",
+)
+# Filing a delivery is tried this many times (with backoff from RETRY_BASE) before it is
+# filed raw-only.
+MAX_ATTEMPTS = 5
+RETRY_BASE = timedelta(seconds=60)
 
 
 class Filer:
@@ -46,10 +56,14 @@ class Filer:
         support: SupportSide,
         batch: int = 200,
         take_over_every: timedelta = timedelta(seconds=20),
+        max_attempts: int = MAX_ATTEMPTS,
+        retry_base: timedelta = RETRY_BASE,
     ) -> None:
         self._spool = spool
         self._support = support
         self._batch = batch
+        self._max_attempts = max_attempts
+        self._retry_base = retry_base.total_seconds()
         self._take_over_every = take_over_every.total_seconds()
         # Entries that failed for a reason other than the database, and when to retry them.
         self._retry_at: dict[PydanticObjectId, float] = {}
@@ -168,12 +182,45 @@ class Filer:
 
     async def _failed(self, entry: SpoolEntry, exc: Exception) -> None:
         assert entry.id is not None
-        log.error("could not file spooled delivery %s (attempt %d); it stays in the spool",
-                  entry.id, entry.attempts + 1, exc_info=exc)  # fmt: skip
         FILED.labels("failed").inc()
-        delay = min(60.0 * 2 ** min(entry.attempts, 6), 3600.0)
+        error = f"{type(exc).__name__}: {exc}"
+        if entry.attempts + 1 >= self._max_attempts and await self._file_raw_only(entry, error):
+            return
+        # The error's text may quote the message (a server's validation details): the log
+        # names its kind and code only; the spool entry keeps the text.
+        log.error("could not file spooled delivery %s (attempt %d, %s %s); it stays in the "
+                  "spool", entry.id, entry.attempts + 1, type(exc).__name__,
+                  getattr(exc, "code", ""))  # fmt: skip
+        delay = min(self._retry_base * 2 ** min(entry.attempts, 6), 3600.0)
         self._retry_at[entry.id] = time.monotonic() + delay
-        await self._spool.failed(entry, f"{type(exc).__name__}: {exc}")
+        await self._spool.failed(entry, error)
+
+    async def _file_raw_only(self, entry: SpoolEntry, error: str) -> bool:
+        """File ``entry`` as its bytes and envelope only, the error noted; False if even that
+        failed (it then stays in the spool and is tried again)."""
+        assert entry.id is not None
+        note = f"filed raw-only after {entry.attempts + 1} attempts: {error}"[:500]
+        try:
+            raw: bytes | None = await raw_of(entry)
+        except NotFound:  # its large copy is gone: file what is known, so that its id answers
+            raw, note = None, f"the original bytes were lost before filing; {note}"[:500]
+        email = raw_only_email(
+            raw, error=note, received_at=entry.received_at, envelope=entry.envelope,
+            support=self._support, dedup=None if raw is not None else f"email-lost:{entry.id}",
+        ).with_id(entry.id)  # fmt: skip
+        try:
+            [filed] = await file_emails([email])
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.error("could not file spooled delivery %s raw-only either (%s)", entry.id,
+                      type(exc).__name__)  # fmt: skip
+            return False
+        RAW_ONLY.inc()
+        log.warning("filed spooled delivery %s raw-only after %d attempts", entry.id,
+                    entry.attempts + 1)  # fmt: skip
+        await self._done([entry], [email], [filed])
+        return True
 
 
 @asynccontextmanager

@@ -7,9 +7,9 @@ import email
 import email.utils
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage, Message
 from html.parser import HTMLParser
@@ -20,6 +20,19 @@ from store.messages import NewEmail
 
 _MSGID = re.compile(r"<([^<>\s]+)>")
 _SURROGATE = re.compile("[\udc80-\udcff]")
+
+# Header fields that relays add on the way (RFC 5321 trace fields, and those that record a
+# relay's checks): a retransmission through other hops differs in these only.
+TRACE_FIELDS = frozenset({
+    b"received", b"return-path", b"delivered-to", b"x-original-to",
+    b"x-received", b"received-spf", b"authentication-results",
+    b"arc-seal", b"arc-message-signature", b"arc-authentication-results",
+})  # fmt: skip
+_FIELD_NAME = re.compile(rb"([!-9;-~]+)[ \t]*:")
+# Dates before this are a reset clock, not the time a support mail was received; a relay's
+# clock may run this much ahead of ours, beyond it a time is in the future.
+EARLIEST_PLAUSIBLE = datetime(1990, 1, 1, tzinfo=UTC)
+CLOCK_SKEW = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -61,7 +74,8 @@ def parse_email(
         return _parse(raw, support=support, received_at=received_at, envelope=envelope,
                       source=source)  # fmt: skip
     except Exception as exc:
-        return _unparsed(raw, f"unparseable: {exc!r}"[:500], received_at, envelope, source)
+        return raw_only_email(raw, error=f"unparseable: {exc!r}"[:500], received_at=received_at,
+                              envelope=envelope, support=support, source=source)  # fmt: skip
 
 
 def _parse(
@@ -89,11 +103,13 @@ def _parse(
         customers = [sender.email] if sender is not None and sender.email else customers[:1]
     message_id = _msgid(_header(msg, "Message-ID", problems))
     text, html, attachments = _body(msg, problems)
+    sent_at = _date(msg, problems)
     return NewEmail(
         raw=raw,
-        dedup_key=f"email:{message_id}" if message_id else f"email-sha256:{_sha256(raw)}",
+        dedup_key=dedup_key(raw),
         received_at=received_at,
-        sent_at=_date(msg, problems) or received_at,
+        collected_at=first_received(msg, date=sent_at, arrived=received_at),
+        sent_at=sent_at or received_at,
         direction=Direction.OUTBOUND if outbound else Direction.INBOUND,
         author=Author(
             role=AuthorRole.AGENT if outbound else AuthorRole.CUSTOMER,
@@ -118,27 +134,112 @@ def _parse(
     )
 
 
-def _unparsed(
-    raw: bytes, error: str, received_at: datetime, envelope: Envelope | None, source: str
+def raw_only_email(
+    raw: bytes | None,
+    *,
+    error: str,
+    received_at: datetime,
+    envelope: Envelope | None,
+    support: SupportSide,
+    source: str = "smtp",
+    dedup: str | None = None,
 ) -> NewEmail:
+    """What the store files of a delivery that could not be parsed or filed: its bytes, the
+    error, and its envelope, whose addresses make it searchable and link it to an account."""
     sender = envelope.mail_from.lower() if envelope and envelope.mail_from else None
+    recipients = [r.lower() for r in envelope.rcpt_tos] if envelope else []
+    outbound = sender is not None and sender in support
+    parties = [a for a in dict.fromkeys([sender, *recipients]) if a]
+    customers = [a for a in parties if a not in support]
+    if not outbound:
+        customers = [sender] if sender else customers[:1]
     return NewEmail(
         raw=raw,
-        dedup_key=f"email-sha256:{_sha256(raw)}",
+        dedup_key=dedup or dedup_key(raw or b""),
         received_at=received_at,
         sent_at=received_at,
-        direction=Direction.INBOUND,
-        author=Author(role=AuthorRole.CUSTOMER, email=sender),
+        direction=Direction.OUTBOUND if outbound else Direction.INBOUND,
+        author=Author(role=AuthorRole.AGENT if outbound else AuthorRole.CUSTOMER, email=sender),
         envelope=envelope,
         source=source,
-        customer_emails=[sender] if sender else [],
-        participants=[sender] if sender else [],
+        customer_emails=sorted(set(customers)),
+        participants=sorted(set(parties)),
         parse_error=error,
     )
 
 
-def _sha256(raw: bytes) -> str:
-    return hashlib.sha256(raw).hexdigest()
+def dedup_key(raw: bytes) -> str:
+    """An email's identity: the same Message-ID with the same content (the Message-ID header
+    is part of the content) is one message however many relays carried it."""
+    return f"email-sha256:{content_sha256(raw)}"
+
+
+def content_sha256(raw: bytes) -> str:
+    """SHA-256 of ``raw`` without its trace header fields (``TRACE_FIELDS``, with their folded
+    continuation lines) and with CRLF read as LF and trailing line ends dropped, so that hops,
+    mailbox files and SMTP's final CRLF do not make a message another."""
+    digest = hashlib.sha256()
+    body = 0
+    for line in _header_lines(raw):
+        body += len(line)
+        name = _FIELD_NAME.match(line)
+        if name is not None and name[1].lower() in TRACE_FIELDS:
+            continue
+        digest.update(_lf(line))
+    digest.update(_lf(raw[body:]).rstrip(b"\n"))
+    return digest.hexdigest()
+
+
+def _header_lines(raw: bytes) -> Iterator[bytes]:
+    """The header fields of ``raw``, each with its continuation lines, up to the first line
+    that is neither (the empty line before the body, or a body without one)."""
+    start = 0
+    while start < len(raw):
+        end = _line_end(raw, start)
+        if not _FIELD_NAME.match(raw, start, end):
+            return
+        while end < len(raw) and raw[end : end + 1] in (b" ", b"\t"):  # folded: one field
+            end = _line_end(raw, end)
+        yield raw[start:end]
+        start = end
+
+
+def _line_end(raw: bytes, start: int) -> int:
+    end = raw.find(b"\n", start)
+    return len(raw) if end < 0 else end + 1
+
+
+def _lf(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n")
+
+
+def first_received(msg: EmailMessage, *, date: datetime | None, arrived: datetime) -> datetime:
+    """When the company first received ``msg``: the earliest plausible time of its Received
+    fields (each relay's own clock), else its Date (the sender's), never later than
+    ``arrived``. Unreadable times, times before 1990 and times in the future (beyond a day of
+    clock skew) are ignored."""
+
+    def plausible(when: datetime) -> bool:
+        return EARLIEST_PLAUSIBLE <= when <= arrived + CLOCK_SKEW
+
+    received = [t for t in _received_times(msg) if plausible(t)]
+    if received:
+        return min(*received, arrived)
+    if date is not None and plausible(date):
+        return min(date, arrived)
+    return arrived
+
+
+def _received_times(msg: EmailMessage) -> Iterable[datetime]:
+    for name, value in msg.raw_items():
+        if name.lower() != "received":
+            continue
+        stamp = " ".join(str(value).rpartition(";")[2].split())
+        try:
+            when = email.utils.parsedate_to_datetime(stamp)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            continue
+        yield at_millis(when)
 
 
 def clean(text: str) -> str:

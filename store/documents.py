@@ -232,7 +232,8 @@ class Message(Document):
     channel: Channel
     direction: Direction
     source: str | None = None  # chat webhook source; "smtp" or "import" for email
-    # Unique across the archive: "email:<Message-ID>", "email-sha256:<hex>" (no Message-ID),
+    # Unique across the archive: "email-sha256:<hex>" (the content without relay trace headers,
+    # Message-ID included; "email:<Message-ID>" in archives filed before issue 14), or
     # "chat:<source>:<message id>". A retry of a stored message hits this and is not stored twice.
     dedup_key: str
     external_id: str | None = None
@@ -253,7 +254,7 @@ class Message(Document):
 
     text: str = ""
     html: str | None = None
-    # True when text or html were cut at MAX_BODY_CHARS; the raw copy is always whole.
+    # True when text or html were cut at MAX_BODY_BYTES; the raw copy is always whole.
     body_truncated: bool = False
     # Normalised words of subject and text: the inverted index behind search.
     search_terms: list[str] = Field(default_factory=list)
@@ -273,6 +274,16 @@ class Message(Document):
     # Chat: when the source said the message was deleted there (its archived text is kept).
     deleted_at_source: datetime | None = None
     unfetched_attachments: list[UnfetchedAttachment] = Field(default_factory=list)
+    # Email: another message with other content carries the same Message-ID (real mailers reuse
+    # them); each is stored as a message of its own.
+    shares_message_id: bool = False
+    # The ids that SMTP acknowledged for retransmissions of this message (each 250 names the
+    # id of its own spool entry): reading any of them finds this message.
+    alias_ids: list[PydanticObjectId] = Field(default_factory=list)
+    # When the archive received it. ``collected_at`` is when the company first did (the
+    # earliest Received or Date header of imported or late-forwarded mail), which is what the
+    # maximum age counts from. None for messages filed before issue 14 (then collected_at).
+    archived_at: datetime | None = None
 
     class Settings:
         name = "messages"
@@ -302,12 +313,18 @@ class Message(Document):
                 name="account_purge_due",
                 partialFilterExpression={"purge_due_at": {"$type": "date"}},
             ),
+            IndexModel(
+                [("alias_ids", ASCENDING)],
+                name="alias_ids",
+                # Only messages that have aliases are indexed; a lookup must say "$type" too.
+                partialFilterExpression={"alias_ids": {"$type": "objectId"}},
+            ),
         ]
 
 
-# A message document must stay well under MongoDB's 16 MiB: bodies beyond this many characters
-# are cut in the document (the raw bytes keep everything).
-MAX_BODY_CHARS = 2_000_000
+# A message document must stay well under MongoDB's 16 MiB whatever the mail holds (SMTP takes
+# 25 MiB): text and HTML are each cut at this many bytes of UTF-8 (the raw copy keeps all).
+MAX_BODY_BYTES = 2 * 1024 * 1024
 
 
 # --- blobs ----------------------------------------------------------------------------------

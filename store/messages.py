@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from beanie import PydanticObjectId
 from pymongo import UpdateOne
@@ -14,7 +14,7 @@ from pymongo.errors import BulkWriteError
 from store.accounts import apply_link_terms, ensure_account, normalise_email
 from store.blobs import NewAttachment, attachment_ref, put_blobs
 from store.documents import (
-    MAX_BODY_CHARS,
+    MAX_BODY_BYTES,
     Account,
     AccountStatus,
     Address,
@@ -30,13 +30,28 @@ from store.documents import (
 from store.search import terms_of
 
 DUPLICATE_KEY = 11000
+_T = TypeVar("_T")
+
+# Header-derived fields are bounded so that any mail under SMTP's 25 MiB makes a document well
+# under MongoDB's 16 MiB (two 2 MiB bodies, 2,000 search terms and these lists, all in 4-byte
+# characters, come to under 10 MiB); the raw copy keeps everything that is cut.
+MAX_ADDRESSES = 200  # of To, and of Cc
+MAX_REFERENCES = 50  # the nearest ancestors are the last ones
+MAX_ATTACHMENTS = 1000
+MAX_HEADER_CHARS = 998  # the longest line RFC 5322 allows: subject, Message-IDs
+MAX_NAME_CHARS = 255  # display names, addresses, file names, content types
+# A retransmission's acknowledged id is kept on the stored message up to this many times (a
+# relay stuck in a loop is stopped by its hop count long before).
+MAX_ALIASES = 10_000
 
 
 @dataclass(frozen=True)
 class NewEmail:
     """An email as ingest understood it; the raw bytes are the truth, the rest is derived."""
 
-    raw: bytes
+    # None only for a delivery whose bytes were lost before it could be filed (filed as a
+    # record of that loss, so that its acknowledged id still answers).
+    raw: bytes | None
     dedup_key: str
     received_at: datetime
     sent_at: datetime
@@ -62,6 +77,9 @@ class NewEmail:
     account_id: str | None = None
     # The id the stored message takes (the spool entry's, so that the SMTP reply names it).
     id: PydanticObjectId | None = None
+    # When the company first received it (its earliest Received or Date header), if earlier
+    # than ``received_at``, the archive's own arrival time: the maximum age counts from it.
+    collected_at: datetime | None = None
 
     def for_account(self, account_id: str) -> NewEmail:
         return replace(self, account_id=account_id)
@@ -70,21 +88,95 @@ class NewEmail:
         return replace(self, id=message_id)
 
     def thread_keys(self) -> list[str]:
-        """Message-IDs whose conversation this message joins, most telling first: itself (a
-        retransmission), its parent, then its references from the nearest ancestor back."""
-        keys = [self.message_id, self.in_reply_to, *reversed(self.references)]
+        """Message-IDs whose conversation this message joins, most telling first: its parent,
+        then its references from the nearest ancestor back. Not its own Message-ID: another
+        message that carries it too is someone else's mail (a retransmission is not filed)."""
+        keys = [self.in_reply_to, *reversed(self.references)]
         return list(dict.fromkeys(k for k in keys if k))
+
+    @property
+    def first_received_at(self) -> datetime:
+        """What the maximum age counts from: never later than the archive's arrival time."""
+        return min(self.collected_at or self.received_at, self.received_at)
+
+
+def bounded(email: NewEmail) -> NewEmail:
+    """``email`` with its header-derived fields cut to what one document can hold; what was
+    cut is noted in ``parse_error`` (the raw copy keeps it all)."""
+    cut: list[str] = []
+
+    def first(items: Sequence[_T], limit: int, what: str) -> list[_T]:
+        if len(items) > limit:
+            cut.append(f"{what}: {len(items)} kept {limit}")
+        return list(items[:limit])
+
+    def address(a: Address) -> Address:
+        return Address(email=_short(a.email, MAX_NAME_CHARS), name=_short(a.name, MAX_NAME_CHARS))
+
+    references = first(email.references[::-1], MAX_REFERENCES, "References")[::-1]
+    attachments = [
+        replace(a, filename=_short(a.filename, MAX_NAME_CHARS),
+                content_type=_short(a.content_type, MAX_NAME_CHARS) or "application/octet-stream",
+                content_id=_short(a.content_id, MAX_NAME_CHARS))
+        for a in first(email.attachments, MAX_ATTACHMENTS, "attachments")
+    ]  # fmt: skip
+    to = [address(a) for a in first(email.to, MAX_ADDRESSES, "To")]
+    cc = [address(a) for a in first(email.cc, MAX_ADDRESSES, "Cc")]
+    kept = {a.email for a in (email.sender, *to, *cc) if a is not None and a.email}
+    return replace(
+        email,
+        message_id=_short(email.message_id, MAX_HEADER_CHARS),
+        in_reply_to=_short(email.in_reply_to, MAX_HEADER_CHARS),
+        references=[r[:MAX_HEADER_CHARS] for r in references],
+        subject=_short(email.subject, MAX_HEADER_CHARS),
+        sender=address(email.sender) if email.sender is not None else None,
+        to=to,
+        cc=cc,
+        participants=_addresses_of(email.participants, kept),
+        customer_emails=_addresses_of(email.customer_emails, kept),
+        author=email.author.model_copy(
+            update={
+                "name": _short(email.author.name, MAX_NAME_CHARS),
+                "email": _short(email.author.email, MAX_NAME_CHARS),
+            }
+        ),
+        attachments=attachments,
+        parse_error="; ".join(filter(None, [email.parse_error, *cut])) or None,
+    )
+
+
+def _addresses_of(addresses: Sequence[str], kept: set[str]) -> list[str]:
+    """``addresses`` (participants, customers) as they are if there are not too many, else
+    those of the addresses kept in sender, To and Cc."""
+    if len(addresses) > 2 * MAX_ADDRESSES + 1:
+        addresses = [a for a in addresses if a in kept]
+    return [a[:MAX_NAME_CHARS] for a in addresses]
+
+
+def _short(value: str | None, limit: int) -> str | None:
+    return value[:limit] if value is not None else None
+
+
+def cut_to_bytes(text: str, limit: int) -> str:
+    """The longest prefix of ``text`` whose UTF-8 takes at most ``limit`` bytes."""
+    if len(text) * 4 <= limit:  # no character takes more than 4 bytes
+        return text
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode("utf-8", "ignore")  # drops a character cut in the middle
 
 
 def stored_body(*, subject: str | None, text: str, html: str | None) -> dict[str, Any]:
     """The body fields of a message document, the same for every channel and for edits:
-    text and HTML cut to MAX_BODY_CHARS (the raw copy keeps everything), whether they were
-    cut, and the search terms of the subject and the kept text."""
-    kept = text[:MAX_BODY_CHARS]
+    text and HTML cut to MAX_BODY_BYTES of UTF-8 each (the raw copy keeps everything),
+    whether they were cut, and the search terms of the subject and the kept text."""
+    kept = cut_to_bytes(text, MAX_BODY_BYTES)
+    kept_html = cut_to_bytes(html, MAX_BODY_BYTES) if html else html
     return {
         "text": kept,
-        "html": html[:MAX_BODY_CHARS] if html else html,
-        "body_truncated": max(len(text), len(html or "")) > MAX_BODY_CHARS,
+        "html": kept_html,
+        "body_truncated": kept != text or kept_html != html,
         "search_terms": terms_of(subject, kept),
     }
 
@@ -108,24 +200,28 @@ async def file_emails(emails: Sequence[NewEmail]) -> list[Filed]:
 
     Blobs come first, then new conversations, and the messages' insert is the commit point: a
     crash before it leaves at worst unreferenced blobs or an empty conversation (housekeeping
-    removes both) and nothing acknowledged; the unique ``dedup_key`` makes filing a stored
-    message again a no-op that answers with the earlier copy. A message may reply to another
-    of the same batch: the batch is threaded in order.
+    removes both) and nothing acknowledged; the unique ``dedup_key`` (the content) makes filing
+    a stored message again a no-op that answers with the earlier copy, and keeps the id this
+    copy was acknowledged under as an alias of it. A message may reply to another of the same
+    batch: the batch is threaded in order.
     """
+    emails = [bounded(e) for e in emails]
     earlier = await by_dedup_key([e.dedup_key for e in emails])
     fresh: dict[str, NewEmail] = {}  # first of each dedup key not stored yet
     for email in emails:
         if email.dedup_key not in earlier:
             fresh.setdefault(email.dedup_key, email)
     new = list(fresh.values())
-    refs = await put_blobs([e.raw for e in new] + [a.data for e in new for a in e.attachments])
-    raw_refs, attachment_refs = iter(refs[: len(new)]), iter(refs[len(new) :])
+    with_raw = [e.raw for e in new if e.raw is not None]
+    refs = await put_blobs(with_raw + [a.data for e in new for a in e.attachments])
+    raw_refs, attachment_refs = iter(refs[: len(with_raw)]), iter(refs[len(with_raw) :])
     conversations, created = await _conversations_for(new)
 
     messages: list[Message] = []
     for email, conversation in zip(new, conversations, strict=True):
+        raw = next(raw_refs) if email.raw is not None else None
         attachments = [attachment_ref(a, next(attachment_refs)) for a in email.attachments]
-        messages.append(_message(email, conversation, next(raw_refs), attachments))
+        messages.append(_message(email, conversation, raw, attachments))
     if created:
         await Conversation.get_pymongo_collection().insert_many(
             [c.model_dump(by_alias=True) for c in created], ordered=False
@@ -135,6 +231,7 @@ async def file_emails(emails: Sequence[NewEmail]) -> list[Filed]:
         earlier |= await by_dedup_key(sorted(raced))
     inserted = [m for m in messages if m.dedup_key not in raced]
     await _record_in_conversations(inserted, {e.dedup_key: e for e in new})
+    await _mark_shared_message_ids(inserted)
     stored = {m.dedup_key: m for m in inserted}
 
     results = []
@@ -147,11 +244,57 @@ async def file_emails(emails: Sequence[NewEmail]) -> list[Filed]:
             results.append(_filed(earlier[email.dedup_key], duplicate=True))
         else:
             raise RuntimeError(f"{email.dedup_key} was neither stored nor found")
+    await _keep_aliases(emails, results)
     return results
 
 
+async def _keep_aliases(emails: Sequence[NewEmail], results: Sequence[Filed]) -> None:
+    """Record, on each stored message, the ids its retransmissions were acknowledged under:
+    written before their spool entries go, so that every id a 250 named resolves."""
+    aliases: dict[PydanticObjectId, list[PydanticObjectId]] = {}
+    for email, filed in zip(emails, results, strict=True):
+        if filed.duplicate and email.id is not None and email.id != filed.message_id:
+            aliases.setdefault(filed.message_id, []).append(email.id)
+    if not aliases:
+        return
+    await Message.get_pymongo_collection().bulk_write(
+        [
+            UpdateOne(
+                {"_id": message_id, f"alias_ids.{MAX_ALIASES - 1}": {"$exists": False}},
+                {"$addToSet": {"alias_ids": {"$each": ids}}},
+            )
+            for message_id, ids in aliases.items()
+        ],
+        ordered=False,
+    )
+
+
+async def _mark_shared_message_ids(inserted: Sequence[Message]) -> None:
+    """Mark every message whose Message-ID another message (with other content) carries too.
+    Checked after the insert, so that of two such messages filed at the same moment, the
+    later check sees both."""
+    ids = sorted({m.message_id_header for m in inserted if m.message_id_header})
+    if not ids:
+        return
+    collection = Message.get_pymongo_collection()
+    cursor = await collection.aggregate([
+        {"$match": {"message_id_header": {"$in": ids}}},
+        {"$group": {"_id": "$message_id_header", "messages": {"$sum": 1}}},
+        {"$match": {"messages": {"$gt": 1}}},
+    ])  # fmt: skip
+    shared = [group["_id"] async for group in cursor]
+    if shared:
+        await collection.update_many(
+            {"message_id_header": {"$in": shared}, "shares_message_id": {"$ne": True}},
+            {"$set": {"shares_message_id": True}},
+        )
+
+
 def _message(
-    email: NewEmail, conversation: Conversation, raw: BlobRef, attachments: list[AttachmentRef]
+    email: NewEmail,
+    conversation: Conversation,
+    raw: BlobRef | None,
+    attachments: list[AttachmentRef],
 ) -> Message:
     return Message(
         id=email.id or PydanticObjectId(),
@@ -172,13 +315,14 @@ def _message(
         cc=list(email.cc),
         participants=list(email.participants),
         sent_at=email.sent_at,
-        collected_at=email.received_at,
+        collected_at=email.first_received_at,
         **stored_body(subject=email.subject, text=email.text, html=email.html),
         attachments=attachments,
         has_attachments=bool(attachments),
         raw=raw,
         envelope=email.envelope,
         parse_error=email.parse_error,
+        archived_at=email.received_at,
     )
 
 
@@ -251,7 +395,7 @@ async def _conversations_for(
                 participants=sorted(set(email.participants)),
                 first_message_at=email.sent_at,
                 last_message_at=email.sent_at,
-                collected_at=email.received_at,
+                collected_at=email.first_received_at,
             )
             created.append(thread)
         if email.message_id:
@@ -301,7 +445,10 @@ async def _record_in_conversations(
                 {"_id": message.conversation_id},
                 {
                     "$inc": {"message_count": 1},
-                    "$min": {"first_message_at": message.sent_at},
+                    "$min": {
+                        "first_message_at": message.sent_at,
+                        "collected_at": message.collected_at,
+                    },
                     "$max": {"last_message_at": message.sent_at},
                     "$addToSet": {
                         "participants": {"$each": list(message.participants)},

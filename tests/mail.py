@@ -77,12 +77,13 @@ def make_email(
     references: str | None = None,
     html: str | None = None,
     attachments: list[tuple[str, str, bytes]] = (),  # type: ignore[assignment]
+    date: str = "Tue, 24 Nov 2026 10:00:00 +0100",
 ) -> bytes:
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = to
     msg["Subject"] = subject
-    msg["Date"] = "Tue, 24 Nov 2026 10:00:00 +0100"
+    msg["Date"] = date
     if message_id:
         msg["Message-ID"] = message_id
     if in_reply_to:

@@ -98,7 +98,7 @@ EXPECTED_INDEXES = {
     "messages": {
         "dedup_key", "message_id_header", "thread", "account_time", "newest", "terms_newest",
         "account_terms_newest", "participant", "collected_at_id", "raw_blob", "attachment_blobs",
-        "account_purge_due",
+        "account_purge_due", "alias_ids",
     },
     "blobs": {"last_referenced_at"},
     "blob_chunks": {"blob_n"},
