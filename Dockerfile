@@ -11,6 +11,9 @@ COPY scheduler scheduler
 COPY api api
 COPY service service
 RUN pip install --no-cache-dir -c constraints.txt .
+# The data directory holds the webhook journal (calls taken while MongoDB is away): mount a
+# volume here so that it survives the container (docker-compose.yml does).
+RUN install -d -o archive -m 0700 /home/archive/var
 
 USER archive
 ENV ARCHIVE_HTTP_HOST=0.0.0.0 \

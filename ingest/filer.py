@@ -22,8 +22,9 @@ from datetime import timedelta
 from beanie import PydanticObjectId
 from prometheus_client import Counter, Gauge, Histogram
 
+from ingest.chat.filing import ChatFiling
 from ingest.mime import SupportSide, parse_email, raw_only_email
-from store.documents import SpoolEntry, utcnow
+from store.documents import SpoolEntry, SpoolKind, utcnow
 from store.errors import NotFound, is_transient
 from store.messages import Filed, NewEmail, file_emails
 from store.spool import Spool, raw_of
@@ -58,8 +59,10 @@ class Filer:
         take_over_every: timedelta = timedelta(seconds=20),
         max_attempts: int = MAX_ATTEMPTS,
         retry_base: timedelta = RETRY_BASE,
+        chat: ChatFiling | None = None,
     ) -> None:
         self._spool = spool
+        self._chat = chat
         self._support = support
         self._batch = batch
         self._max_attempts = max_attempts
@@ -116,6 +119,12 @@ class Filer:
         claimed = await self._spool.claim(self._batch, skip=waiting)
         if not claimed:
             return 0
+        chats = [e for e in claimed if e.kind is SpoolKind.CHAT]
+        if chats:
+            await self._file_chats(chats)
+            claimed = [e for e in claimed if e.kind is not SpoolKind.CHAT]
+            if not claimed:
+                return len(chats)
         started = time.perf_counter()
         entries, emails = [], []
         for entry in claimed:
@@ -178,6 +187,29 @@ class Filer:
                 entry.size,
                 extra={"message_id": str(result.message_id), "dedup_key": email.dedup_key},
             )
+        BACKLOG.set(self._spool.backlog)
+
+    async def _file_chats(self, entries: list[SpoolEntry]) -> None:
+        """File the chat webhook calls of a batch (``ingest.chat.filing``)."""
+        if self._chat is None:
+            for entry in entries:
+                await self._failed(entry, LookupError("this instance files no chat calls"))
+            return
+        result = await self._chat.file(entries)
+        await self._spool.done([e.id for e, _ in result.filed if e.id is not None])
+        now = utcnow()
+        for entry, filed in result.filed:
+            self._retry_at.pop(entry.id, None)  # type: ignore[arg-type]
+            FILED.labels("chat").inc()
+            LAG_SECONDS.observe(max(0.0, (now - entry.received_at).total_seconds()))
+            log.info("chat call %s filed: conversation %s, %d message(s)", entry.id,
+                     filed.conversation_id if filed else "-",
+                     len(filed.messages) if filed else 0)  # fmt: skip
+        for entry in result.waiting:  # its message is spooled by another instance: soon
+            assert entry.id is not None
+            self._retry_at[entry.id] = time.monotonic() + 1.0
+        for entry, exc in result.failed:
+            await self._failed(entry, exc)
         BACKLOG.set(self._spool.backlog)
 
     async def _failed(self, entry: SpoolEntry, exc: Exception) -> None:

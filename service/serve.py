@@ -15,7 +15,9 @@ from aiohttp import web
 from api.app import create_app
 from api.auth import add_route
 from api.state import OPENAPI_PATHS, ApiConfig
-from ingest.chat.fetch import FetchPolicy
+from ingest.chat.fetch import FetchPolicy, fetch_attachments
+from ingest.chat.filing import ChatFiling
+from ingest.chat.intake import ChatIntake, replaying
 from ingest.chat.webhook import (
     FORMATS,
     WEBHOOK_PATH,
@@ -31,13 +33,15 @@ from scheduler.runner import scheduler
 from service.logs import AccessLogger
 from service.settings import Environment, Settings
 from store import keys
-from store.chat import file_chats_each
+from store.chat import ChatBatch
+from store.chat_spool import ChatSpool
 from store.database import Database, open_database
 from store.documents import Role
 from store.embedded import EmbeddedMongo, running_embedded_uri
 from store.errors import Conflict
+from store.journal import Journal
 from store.retention import RetentionPolicy
-from store.spool import GroupCommit, Spool
+from store.spool import Spool
 
 log = logging.getLogger("archive.service")
 
@@ -87,8 +91,64 @@ def fetch_policy(settings: Settings) -> FetchPolicy:
     return FetchPolicy.of(settings.webhook_fetch_origins, max_bytes=settings.smtp_max_message_bytes)
 
 
-def build_app(settings: Settings, database: Database) -> web.Application:
-    """The API, plus the chat webhooks (ingest) on the same app and port."""
+@dataclass(frozen=True)
+class Ingest:
+    """What SMTP and the chat webhooks share: the spool and its filer, and the webhook
+    journal with the intake that chooses between the two."""
+
+    spool: Spool
+    filer: Filer
+    journal: Journal
+    intake: ChatIntake
+
+
+# The app's ingest (declared here, not in api.state: the API does not know ingest).
+INGEST = web.AppKey("ingest", Ingest)
+
+
+def make_ingest(settings: Settings) -> Ingest:
+    sources = webhook_sources(settings)
+    spool = Spool()
+    # Attachments named by URL (Chatwoot's data_url) are fetched behind the acknowledgement,
+    # on each group of chat batches before they are filed: a slow file server never delays
+    # the answer Chatwoot waits 5 s for.
+    policy = fetch_policy(settings)
+
+    async def fetched(batches: list[ChatBatch]) -> list[ChatBatch]:
+        return list(await asyncio.gather(*(fetch_attachments(b, policy=policy) for b in batches)))
+
+    chat = ChatFiling(sources=sources, prepare=fetched)
+    filer = Filer(spool, support=SupportSide.parse(settings.support_addresses), chat=chat)
+    journal = Journal(settings.data_dir, max_bytes=settings.journal_max_bytes)
+    intake = ChatIntake(spool=ChatSpool(spool), journal=journal, sources=sources)
+    return Ingest(spool=spool, filer=filer, journal=journal, intake=intake)
+
+
+@asynccontextmanager
+async def ingesting(ingest: Ingest, database: Database) -> AsyncIterator[None]:
+    """The filer, and the journal replay (at once, then whenever calls were journaled and
+    the database answers), in the background. On exit, the replay stops (what is left stays
+    journaled for the next start) and the filer files what was accepted."""
+    async with filing(ingest.filer, ingest.spool, shutdown_grace=SHUTDOWN_GRACE_SECONDS):
+        replay = asyncio.create_task(
+            replaying(ingest.intake, ingest.journal, database), name="journal-replay"
+        )
+        try:
+            yield
+        finally:
+            replay.cancel()
+            await asyncio.wait([replay])
+            ingest.journal.close()
+
+
+def build_app(
+    settings: Settings, database: Database, *, ingest: Ingest | None = None
+) -> web.Application:
+    """The API, plus the chat webhooks (ingest) on the same app and port.
+
+    Without ``ingest`` (tests of the app alone) the app runs its own spool, filer and journal
+    replay while it runs; ``serve`` passes the ones it shares with SMTP.
+    """
     config = ApiConfig(
         max_body_bytes=settings.webhook_max_body_bytes,
         audit_max_age=settings.audit_max_age,
@@ -97,12 +157,14 @@ def build_app(settings: Settings, database: Database) -> web.Application:
         export_max_age=settings.export_max_age,
     )
     app = create_app(database=database, config=config)
+    if ingest is None:
+        own = ingest = make_ingest(settings)
+        app.cleanup_ctx.append(lambda _: ingesting(own, database))
+    app[INGEST] = ingest
     webhook = ChatWebhook(
         sources=webhook_sources(settings),
-        # Concurrent webhook calls are filed together, a few round trips for all of them.
-        file_chat=GroupCommit(file_chats_each, max_batch=200, max_in_flight=4).submit,
+        accept=ingest.intake.accept,
         max_body_bytes=settings.webhook_max_body_bytes,
-        fetch=fetch_policy(settings),
     )
     add_route(
         app, "POST", WEBHOOK_PATH, webhook.handle,
@@ -186,25 +248,23 @@ async def serve(settings: Settings, roles: Roles, *, stop: asyncio.Event | None 
         async with AsyncExitStack() as stack:
             database = await stack.enter_async_context(database_from(settings))
             await first_admin_key(settings)
+            if roles.http or roles.smtp:
+                # The filer and the journal replay stop after HTTP and SMTP (exit order is
+                # reversed): what they accepted while closing is filed before the process ends.
+                ingest = make_ingest(settings)
+                await stack.enter_async_context(ingesting(ingest, database))
             if roles.http:
-                app = build_app(settings, database)
+                app = build_app(settings, database, ingest=ingest)
                 await stack.enter_async_context(
                     http_server(app, host=settings.http_host, port=settings.http_port)
                 )
             if roles.smtp:
-                # The filer stops after SMTP (exit order is reversed): what SMTP accepted
-                # while closing is filed before the process ends.
-                spool = Spool()
-                filer = Filer(spool, support=SupportSide.parse(settings.support_addresses))
-                await stack.enter_async_context(
-                    filing(filer, spool, shutdown_grace=SHUTDOWN_GRACE_SECONDS)
-                )
                 tls = None
                 if settings.smtp_tls_cert and settings.smtp_tls_key:
                     tls = tls_context(str(settings.smtp_tls_cert), str(settings.smtp_tls_key))
                 await stack.enter_async_context(
                     smtp_server(
-                        smtp_handler(settings, spool),
+                        smtp_handler(settings, ingest.spool),
                         host=settings.smtp_host,
                         port=settings.smtp_port,
                         max_message_bytes=settings.smtp_max_message_bytes,

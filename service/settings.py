@@ -14,8 +14,10 @@ from typing import Annotated, Any, NamedTuple
 from pydantic import (
     BaseModel,
     BeforeValidator,
+    ByteSize,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -50,6 +52,17 @@ def parse_duration(value: Any) -> timedelta:
     return timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
 
 
+def parse_size(value: Any) -> int:
+    """``1GB``, ``512MB``, ``64KiB`` or a number of bytes, to bytes (KB, MB, GB are powers of
+    1000; KiB, MiB, GiB powers of 1024)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    try:
+        return int(TypeAdapter(ByteSize).validate_python(str(value).strip()))
+    except ValidationError:
+        raise ValueError(f"{value!r} is not a size like 1GB, 512MB or 64KiB") from None
+
+
 def _split_csv(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -57,6 +70,7 @@ def _split_csv(value: Any) -> Any:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
 CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
 
 
@@ -173,6 +187,9 @@ class Settings(BaseSettings):
     blob_quiet_period: Duration = timedelta(minutes=5)
     export_max_age: Duration = timedelta(days=7)
     secret_key: str | None = Field(default=None, min_length=32)
+
+    # The local journal of webhook calls taken while MongoDB is away; past it, 503.
+    journal_max_bytes: Size = Field(default=1_000_000_000, ge=1_000_000)
 
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     log_format: str = Field(default="text", pattern=r"^(text|json)$")

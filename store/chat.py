@@ -66,6 +66,8 @@ class NewChatMessage:
     unfetched: Sequence[UnfetchedAttachment] = ()
     # The source deleted the message: the archive keeps its text and notes when it heard so.
     deleted: bool = False
+    # The id an acknowledgement named for it (store.chat_spool): it is stored under that id.
+    id: PydanticObjectId | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ class ChatBatch:
     # message_updated semantics: a message already stored takes the new text, and its
     # previous text goes to its history. Otherwise a known message is a duplicate.
     edits: bool = False
+    # The id an acknowledgement named for the conversation, if it is created by this batch.
+    conversation_ref: PydanticObjectId | None = None
 
 
 @dataclass(frozen=True)
@@ -126,11 +130,15 @@ async def file_chats(batches: Sequence[ChatBatch]) -> list[ChatFiled]:
     unique: dict[str, tuple[ChatBatch, Conversation, NewChatMessage]] = {}
     for batch, conversation, batch_keys in zip(batches, conversations, keys, strict=True):
         for key, new in zip(batch_keys, batch.messages, strict=True):
-            if key not in known:
-                unique.setdefault(key, (batch, conversation, new))
+            # The copy that carries a named id is the one stored (an edit of it may come
+            # first in the list when two instances spooled them).
+            if key not in known and (key not in unique or (new.id and not unique[key][2].id)):
+                unique[key] = (batch, conversation, new)
     fresh = await _messages(unique)
     raced = await insert_unless_stored(fresh)
     known |= await by_dedup_key(sorted(raced))
+    # An edit filed in the same group as the message it edits applies to it.
+    known |= {m.dedup_key: m for m in fresh if m.dedup_key not in raced}
     for batch in batches:
         if batch.edits:
             await _apply_edits(batch, known)
@@ -191,7 +199,7 @@ def _message(
 ) -> Message:
     subject = new.subject or batch.subject
     return Message(
-        id=PydanticObjectId(),
+        id=new.id or PydanticObjectId(),
         conversation_id=conversation.id,
         account_id=conversation.account_id,
         restricted=conversation.restricted,
@@ -249,6 +257,7 @@ async def _conversations_for(batches: Sequence[ChatBatch]) -> list[Conversation]
         first_sent = min(
             (m.sent_at for b in group for m in b.messages), default=group[0].received_at
         )
+        named = next((b.conversation_ref for b in group if b.conversation_ref), None)
         upserts.append(UpdateOne(
             # $type lets the planner use the partial unique index (source, external_id): a
             # bare equality does not imply the index's filter, and would scan the collection
@@ -259,6 +268,7 @@ async def _conversations_for(batches: Sequence[ChatBatch]) -> list[Conversation]
                     "message_count": 0, "first_message_at": first_sent,
                     "last_message_at": first_sent, "collected_at": group[0].received_at,
                     "participants": [], "restricted": False, "guard": 0,
+                    **({"_id": named} if named else {}),
                 },
                 "$addToSet": {"customer_emails": {"$each": customers}},
             },

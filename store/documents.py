@@ -364,6 +364,18 @@ class BlobChunk(Document):
         ]
 
 
+class SpoolKind(StrEnum):
+    EMAIL = "email"
+    CHAT = "chat"
+
+
+class ChatClaim(BaseModel):
+    """An id named by a chat acknowledgement before its message (or conversation) is filed."""
+
+    key: str  # a message's dedup key, or chat_spool.conversation_key(...)
+    id: PydanticObjectId
+
+
 class SpoolEntry(Document):
     """A delivery accepted durably and not filed yet: the SMTP reply is sent once this is
     written, and the filer parses and files it behind the acknowledgement, then deletes it.
@@ -382,6 +394,13 @@ class SpoolEntry(Document):
     lease_until: datetime
     attempts: int = 0
     last_error: str | None = None
+    # A chat webhook call (``kind`` "chat"): ``raw`` is its body, ``chat_source`` the source
+    # that signed it, and ``chat_claims`` the ids its acknowledgement named for messages and a
+    # conversation not stored nor spooled before (unique across the spool: see store.chat_spool).
+    kind: SpoolKind = SpoolKind.EMAIL
+    chat_source: str | None = None
+    chat_edits: bool = False
+    chat_claims: list[ChatClaim] | None = None
 
     class Settings:
         name = "spool"
@@ -389,7 +408,13 @@ class SpoolEntry(Document):
             IndexModel([("owner", ASCENDING), ("_id", ASCENDING)], name="owner"),
             IndexModel([("lease_until", ASCENDING)], name="lease_until"),
             IndexModel([("raw_sha256", ASCENDING)], name="raw_sha256", sparse=True),
-        ]
+            # One claim per message or conversation key: two calls carrying the same new
+            # message (two serve processes, or a retry) cannot both name an id for it.
+            IndexModel(
+                [("chat_claims.key", ASCENDING)], name="chat_claims", unique=True,
+                partialFilterExpression={"chat_claims.key": {"$type": "string"}},
+            ),
+        ]  # fmt: skip
 
 
 # --- retention ------------------------------------------------------------------------------

@@ -17,9 +17,11 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from beanie import PydanticObjectId
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from store.blobs import put_blob, read_blob
 from store.documents import BLOB_INLINE_MAX, Envelope, SpoolEntry, utcnow
+from store.messages import DUPLICATE_KEY
 
 log = logging.getLogger("archive.spool")
 
@@ -105,6 +107,9 @@ class Spool:
         self._empty = asyncio.Event()
         self._empty.set()
         self._commit: GroupCommit[SpoolEntry, None] = GroupCommit(self._insert, max_in_flight=4)
+        self._commit_each: GroupCommit[SpoolEntry, None] = GroupCommit(
+            self._insert_each, max_in_flight=4
+        )
 
     @property
     def backlog(self) -> int:
@@ -142,6 +147,38 @@ class Spool:
         self.arrived.set()
         assert entry.id is not None
         return entry.id
+
+    async def put_entry(self, entry: SpoolEntry) -> None:
+        """Write one prepared entry durably (group commit, as ``put_email``), owned by this
+        instance. A duplicate key on a unique field of the spool fails this entry alone, with
+        ``DuplicateKeyError``; the other entries of its write are written."""
+        if self._backlog >= self.max_backlog:
+            raise SpoolFull(f"{self._backlog} deliveries wait to be filed")
+        entry.owner, entry.lease_until = self.owner, utcnow() + self.lease
+        self._backlog += 1
+        self._empty.clear()
+        try:
+            await self._commit_each.submit(entry)
+        except BaseException:
+            self._forget(1)
+            raise
+        self.arrived.set()
+
+    async def _insert_each(self, entries: list[SpoolEntry]) -> list[Exception | None]:
+        results: list[Exception | None] = [None] * len(entries)
+        try:
+            await SpoolEntry.get_pymongo_collection().insert_many(
+                [e.model_dump(by_alias=True) for e in entries], ordered=False
+            )
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors) or exc.details.get(
+                "writeConcernErrors"
+            ):
+                raise
+            for error in errors:
+                results[error["index"]] = DuplicateKeyError(error.get("errmsg", ""), DUPLICATE_KEY)
+        return results
 
     async def _insert(self, entries: list[SpoolEntry]) -> list[None]:
         await SpoolEntry.get_pymongo_collection().insert_many(

@@ -95,8 +95,9 @@ class Api:
 
 
 @pytest.fixture
-async def api(database: Database) -> AsyncIterator[Api]:
+async def api(database: Database, tmp_path: Path) -> AsyncIterator[Api]:
     settings = load_settings(
+        data_dir=tmp_path,
         webhook_sources=[f"widget:generic:{WIDGET_SECRET}"],
         audit_max_age=timedelta(days=30),
         secret_key="test-secret-key-0123456789abcdef0123456789",

@@ -8,13 +8,14 @@ import struct
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from service.serve import build_app
+from service.serve import INGEST, build_app
 from service.settings import load_settings
 from store.accounts import register_account
 from store.blobs import read_blob
@@ -115,16 +116,21 @@ class Desk:
     elsewhere: Server
 
     async def post(self, payload: Any, *, source: str = "helpdesk", secret: str = SECRET) -> Any:
+        """Post as Chatwoot does, and return once what was acknowledged is filed (the answer
+        comes once the call is spooled; the filer files it, attachments fetched, behind)."""
         body = rails_json(payload)
         headers = signed_headers(secret, body)
-        return await self.http.post(f"/webhooks/chat/{source}", data=body, headers=headers)
+        response = await self.http.post(f"/webhooks/chat/{source}", data=body, headers=headers)
+        if response.status < 300:
+            assert await self.http.app[INGEST].spool.empty(within=30), "not filed in time"
+        return response
 
     def data_url(self, key: str, name: str = "photo.png") -> str:
         return self.storage.url(f"/rails/active_storage/blobs/redirect/{key}/{name}")
 
 
 @pytest.fixture
-async def desk(database: Database) -> AsyncIterator[Desk]:
+async def desk(database: Database, tmp_path: Path) -> AsyncIterator[Desk]:
     elsewhere = Server(TestServer(web.Application()))
     elsewhere.server = TestServer(elsewhere_app(elsewhere.hits))
     async with elsewhere.server:
@@ -135,7 +141,7 @@ async def desk(database: Database) -> AsyncIterator[Desk]:
                 webhook_sources=[f"helpdesk:chatwoot:{SECRET}",
                                  f"trusted-desk:chatwoot:{TRUSTED_SECRET}:trusted"],
                 webhook_fetch_origins=[storage.origin],
-                smtp_max_message_bytes=MAX_ATTACHMENT,
+                smtp_max_message_bytes=MAX_ATTACHMENT, data_dir=tmp_path,
             )  # fmt: skip
             async with TestClient(TestServer(build_app(settings, database))) as http:
                 yield Desk(http, storage, elsewhere)

@@ -109,7 +109,7 @@ EXPECTED_INDEXES = {
     "audit_events": {"ttl", "at", "actor", "action", "account", "mentions"},
     "exports": {"expires_at", "account"},
     "disclosures": {"disclosed_at"},
-    "spool": {"owner", "lease_until", "raw_sha256"},
+    "spool": {"owner", "lease_until", "raw_sha256", "chat_claims"},
 }  # fmt: skip
 
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from service.settings import SettingsError, load_settings, parse_duration
+from service.settings import SettingsError, load_settings, parse_duration, parse_size
 
 
 @pytest.mark.parametrize(
@@ -40,6 +40,16 @@ def test_defaults_are_those_of_the_spec(monkeypatch: pytest.MonkeyPatch) -> None
     assert settings.retention_max_age == timedelta(days=1095)
     assert settings.purge_interval == timedelta(minutes=10)
     assert settings.audit_max_age == timedelta(days=395)
+    assert settings.journal_max_bytes == 1_000_000_000
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("1GB", 10**9), ("512MB", 512 * 10**6), ("64KiB", 64 * 1024), ("2 GiB", 2 * 2**30),
+     ("5000000", 5_000_000)],
+)  # fmt: skip
+def test_sizes_accept_units(text: str, expected: int) -> None:
+    assert parse_size(text) == expected
 
 
 def test_variables_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,6 +74,8 @@ def test_variables_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch
         ("ARCHIVE_SMTP_ALLOWED_CLIENTS", "not-a-network"),
         ("ARCHIVE_WEBHOOK_SOURCES", "widget:slack:0123456789abcdef"),
         ("ARCHIVE_DB_NAME", "a/b"),
+        ("ARCHIVE_JOURNAL_MAX_BYTES", "lots"),
+        ("ARCHIVE_JOURNAL_MAX_BYTES", "10kB"),
     ],
 )
 def test_a_bad_variable_is_one_line_naming_it(

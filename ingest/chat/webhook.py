@@ -1,4 +1,5 @@
-"""``POST /webhooks/chat/{source}``: verify, parse with the source's format, file, answer."""
+"""``POST /webhooks/chat/{source}``: verify, parse with the source's format, spool (or journal),
+answer. Filing happens behind the answer (``ingest.chat.filing``, run by the filer)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,15 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from ingest.chat.chatwoot import CHATWOOT
-from ingest.chat.fetch import FetchPolicy, fetch_attachments
 from ingest.chat.formats import ChatFormat, Ignored
 from ingest.chat.generic import GENERIC
 from ingest.chat.generic import Payload as GenericPayload
 from ingest.chat.signature import BadSignature, verify
-from store.chat import ChatBatch, ChatFiled
+from store.chat import ChatBatch
+from store.chat_spool import ChatCall, SpooledChat
 from store.documents import utcnow
 from store.errors import is_transient
+from store.journal import JournalFull
 
 log = logging.getLogger("archive.chat")
 
@@ -31,9 +33,19 @@ CHAT_MESSAGES = Counter(
 )  # stored, duplicate
 CHAT_REQUESTS = Counter(
     "archive_chat_requests_total", "Chat webhook calls by outcome", ["source", "outcome"]
-)  # filed, ignored, unauthorized, invalid, tempfail
+)  # spooled, journaled, ignored, unauthorized, invalid, tempfail, full
 
-FileChat = Callable[[ChatBatch], Awaitable[ChatFiled]]
+# Seconds a sender is asked to wait when the journal is full.
+JOURNAL_FULL_RETRY_AFTER = 60
+
+
+@dataclass(frozen=True)
+class Journaled:
+    """The call is in the local journal (the database could not take it in time)."""
+
+
+# Puts a validated call durably in the spool (naming ids), or in the journal.
+Accept = Callable[[ChatCall], Awaitable[SpooledChat | Journaled]]
 
 
 @dataclass(frozen=True)
@@ -49,16 +61,14 @@ class ChatWebhook:
         self,
         *,
         sources: Mapping[str, Source],
-        file_chat: FileChat,
+        accept: Accept,
         max_body_bytes: int,
         clock: Callable[[], datetime] = utcnow,
-        fetch: FetchPolicy | None = None,
     ) -> None:
         self._sources = sources
-        self._file_chat = file_chat
+        self._accept = accept
         self._max_body_bytes = max_body_bytes
         self._clock = clock
-        self._fetch = fetch or FetchPolicy.of((), max_bytes=max_body_bytes)
 
     async def handle(self, request: web.Request) -> web.Response:
         source = self._sources.get(request.match_info["source"])
@@ -68,14 +78,14 @@ class ChatWebhook:
         now = self._clock()
         self._verify(request, source, body, now)
         try:
-            batch = source.format.parse(_json(body), source.name, now, trusted=source.trusted)
+            batch = parse_call(source, body, now)
         except Exception:
             CHAT_REQUESTS.labels(source.name, "invalid").inc()
             raise
         if isinstance(batch, Ignored):
             CHAT_REQUESTS.labels(source.name, "ignored").inc()
             return web.json_response({"ignored": batch.event}, status=202)
-        return await self._file(source, batch)
+        return await self._spool(source, call_of(source, body, now, batch))
 
     async def _read_body(self, request: web.Request) -> bytes:
         if request.content_length is not None and request.content_length > self._max_body_bytes:
@@ -108,32 +118,77 @@ class ChatWebhook:
                 text=f"missing or invalid {headers.signature} / {headers.timestamp}"
             ) from None
 
-    async def _file(self, source: Source, batch: ChatBatch) -> web.Response:
-        batch = await fetch_attachments(batch, policy=self._fetch)
+    async def _spool(self, source: Source, call: ChatCall) -> web.Response:
         try:
-            filed = await self._file_chat(batch)
+            accepted = await self._accept(call)
+        except (JournalFull, OSError) as exc:
+            # Nothing was stored: the only answer that does not lose the call is "retry".
+            full = isinstance(exc, JournalFull)
+            CHAT_REQUESTS.labels(source.name, "full" if full else "tempfail").inc()
+            log.error("%s: database away and journal %s: answered 503", source.name,
+                      "full" if full else f"not writable ({type(exc).__name__})")  # fmt: skip
+            raise web.HTTPServiceUnavailable(
+                text="the archive cannot store this call now; retry later",
+                headers={"Retry-After": str(JOURNAL_FULL_RETRY_AFTER)},
+            ) from None
         except Exception as exc:
             if is_transient(exc):
                 CHAT_REQUESTS.labels(source.name, "tempfail").inc()
             raise  # the problem middleware answers 503 + Retry-After for transient failures
-        stored = sum(not m.duplicate for m in filed.messages)
+        if isinstance(accepted, Journaled):
+            return self._journaled(source, call)
+        return self._spooled(source, accepted)
+
+    def _spooled(self, source: Source, spooled: SpooledChat) -> web.Response:
+        stored = sum(not m.duplicate for m in spooled.messages)
         CHAT_MESSAGES.labels(source.name, "stored").inc(stored)
-        CHAT_MESSAGES.labels(source.name, "duplicate").inc(len(filed.messages) - stored)
-        CHAT_REQUESTS.labels(source.name, "filed").inc()
+        CHAT_MESSAGES.labels(source.name, "duplicate").inc(len(spooled.messages) - stored)
+        CHAT_REQUESTS.labels(source.name, "spooled").inc()
         log.info(
-            "%s: conversation %s, %d stored, %d duplicate",
-            source.name, filed.conversation_id, stored, len(filed.messages) - stored,
+            "%s: conversation %s, %d new, %d duplicate",
+            source.name, spooled.conversation_id, stored, len(spooled.messages) - stored,
         )  # fmt: skip
         return web.json_response(
             {
-                "conversation_id": str(filed.conversation_id),
+                "conversation_id": str(spooled.conversation_id),
                 "messages": [
                     {"id": str(m.id), "external_id": m.external_id, "duplicate": m.duplicate}
-                    for m in filed.messages
+                    for m in spooled.messages
                 ],
             },
-            status=201 if filed.stored_any else 200,
+            status=201 if spooled.stored_any else 200,
         )
+
+    def _journaled(self, source: Source, call: ChatCall) -> web.Response:
+        CHAT_REQUESTS.labels(source.name, "journaled").inc()
+        log.info("%s: %d message(s) journaled (database away)", source.name,
+                 len(call.message_ids))  # fmt: skip
+        # No ids yet: they are decided when the journal is replayed (a message may turn out to
+        # be stored already), and an acknowledgement names only ids that will resolve.
+        return web.json_response(
+            {
+                "journaled": True,
+                "conversation_external_id": call.conversation_id,
+                "messages": [{"external_id": m} for m in call.message_ids],
+            },
+            status=202,
+        )
+
+
+def parse_call(source: Source, body: bytes, received_at: datetime) -> ChatBatch | Ignored:
+    """The call's messages as its source's format reads them (400/422 when it cannot)."""
+    return source.format.parse(_json(body), source.name, received_at, trusted=source.trusted)
+
+
+def call_of(source: Source, body: bytes, received_at: datetime, batch: ChatBatch) -> ChatCall:
+    return ChatCall(
+        source=source.name,
+        raw=body,
+        received_at=received_at,
+        conversation_id=batch.conversation_id,
+        message_ids=[m.external_id for m in batch.messages],
+        edits=batch.edits,
+    )
 
 
 def _json(body: bytes) -> Any:
@@ -159,7 +214,7 @@ def openapi_path_item() -> dict[str, object]:
     refusals = {
         "400": "Not JSON", "401": "Missing or invalid signature, or a timestamp 5 minutes off",
         "404": "No such source", "413": "Body too large", "422": "Invalid fields",
-        "503": "Database unavailable; retry after Retry-After seconds",
+        "503": "Database away and journal full; retry after Retry-After seconds",
     }  # fmt: skip
     header = {"in": "header", "required": False, "schema": {"type": "string"}}
     return {
@@ -181,8 +236,15 @@ def openapi_path_item() -> dict[str, object]:
             "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
             "responses": {
                 "200": {"description": "All were duplicates", "content": _json_content(filed)},
-                "201": {"description": "Stored", "content": _json_content(filed)},
-                "202": {"description": "Not a message: ignored", "content": _json_content({})},
+                "201": {
+                    "description": "Spooled (filed shortly after)",
+                    "content": _json_content(filed),
+                },
+                "202": {
+                    "description": "Journaled while the database is away (no ids yet), "
+                    "or not a message: ignored",
+                    "content": _json_content({}),
+                },
                 **{
                     code: {"description": text, "content": problem}
                     for code, text in refusals.items()
