@@ -195,4 +195,18 @@ def purge_record(r: PurgeRecord) -> Json:
         "started_at": iso(r.started_at),
         "done_at": iso(r.done_at),
         "counts": r.counts.model_dump(),
+        # Blobs still to go (referenced within the quiet period): a later sweep removes them
+        # and adds them to the counts.
+        "pending_blobs": len(r.pending_blobs),
+        "residue": residue(r.residue) if r.residue else None,
+    }
+
+
+def residue(scan: dict[str, Any]) -> Json:
+    """The residue scan a purge record carries: the deletion certificate's last line."""
+    return {
+        "checked_at": iso(scan["checked_at"]),
+        "clean": scan["clean"],
+        "residue": scan["residue"],
+        "findings": scan["findings"],
     }

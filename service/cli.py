@@ -20,6 +20,7 @@ from service.settings import Settings, SettingsError, load_settings
 from store.documents import Role
 from store.embedded import MongodFailed, MongodNotFound
 from store.errors import Conflict, NotFound
+from store.residue import describe
 
 log = logging.getLogger("archive.service")
 
@@ -102,6 +103,32 @@ def _purge(settings: Settings, args: argparse.Namespace) -> int:
         f"{report.accounts_blocked} blocked by holds; {report.seconds:.2f}s"
     )
     return 0
+
+
+# verify-purge: content remains, but a hold or the blob quiet period explains it.
+EXIT_HELD = 3
+
+
+def _verify_purge(settings: Settings, args: argparse.Namespace) -> int:
+    records, residue = asyncio.run(commands.verify_purge(
+        settings, account_id=args.account, emails=args.email or [], names=args.name or [],
+    ))  # fmt: skip
+    if not records:
+        print(f"no purge record names account {args.account!r}")
+    for r in records:
+        state = f"done {_when(r.done_at)}" if r.done_at else "in progress"
+        pending = f", {len(r.pending_blobs)} blobs pending" if r.pending_blobs else ""
+        print(
+            f"{r.rule.value} purge due {_when(r.due_at)}, {state}: {r.counts.messages} messages, "
+            f"{r.counts.conversations} conversations, {r.counts.blobs} blobs "
+            f"({r.counts.bytes} bytes){pending}"
+        )
+    print(describe(residue))
+    for line in residue.lines():
+        print(f"  {line}")
+    if not residue.clean:
+        return EXIT_FAILED
+    return EXIT_HELD if residue.content_remains else 0
 
 
 def _export(settings: Settings, args: argparse.Namespace) -> int:
@@ -224,6 +251,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     purge.add_argument("--dry-run", action="store_true", help="print the forecast; delete nothing")
     purge.set_defaults(run=_purge)
+
+    verify = subcommands.add_parser(
+        "verify-purge",
+        help="check that nothing of a purged account remains anywhere (the residue scan)",
+        description="Prints the account's purge records and searches every collection and "
+        "every file under ARCHIVE_DATA_DIR for what identifies it: its id, and the addresses "
+        "and names you give (a purged account keeps none). Exit status: 0 nothing remains "
+        "(records kept by design aside), 3 content remains that a hold or the blob quiet "
+        "period explains, 1 something remains that should not.",
+    )
+    verify.add_argument("--account", metavar="ID", required=True, help="the account's id")
+    verify.add_argument("--email", action="append", metavar="ADDRESS",
+                        help="an address the customer used (repeatable)")  # fmt: skip
+    verify.add_argument("--name", action="append", metavar="NAME",
+                        help="a name the customer used (repeatable)")  # fmt: skip
+    verify.set_defaults(run=_verify_purge)
 
     export = subcommands.add_parser(
         "export",

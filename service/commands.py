@@ -23,8 +23,9 @@ from service.serve import database_from, export_dir, fetch_policy, retention_pol
 from service.settings import Settings, WebhookSource
 from store import exports, keys, retention
 from store.chat import file_chats
-from store.documents import ApiKey, Export, Role, utcnow
+from store.documents import ApiKey, Export, PurgeRecord, Role, utcnow
 from store.messages import file_email
+from store.residue import Residue
 
 
 async def import_mailbox(
@@ -174,3 +175,16 @@ async def _cancelled_by_sigterm() -> AsyncIterator[None]:
         yield
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
+
+
+async def verify_purge(
+    settings: Settings, *, account_id: str, emails: list[str], names: list[str]
+) -> tuple[list[PurgeRecord], Residue]:
+    """The account's purge records and a residue scan run now: the deletion certificate."""
+    policy = retention_policy(settings)
+    async with database_from(settings, share=True):
+        records = await retention.purge_records(secret_key=policy.secret_key, account_id=account_id)
+        residue = await retention.verify_purge(
+            account_id=account_id, emails=emails, names=names, now=utcnow(), policy=policy
+        )
+    return records, residue

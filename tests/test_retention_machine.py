@@ -9,7 +9,7 @@ deletions, erasures, restores, holds, exports and time, and checks after every s
 
 The model knows only what a user of the product knows (who registered, deleted, erased,
 restored or held what, and when); deadlines are the contract's, not read from the store.
-``ARCHIVE_STATEFUL_EXAMPLES`` (default 10, of up to 25 steps each) runs it longer.
+``ARCHIVE_STATEFUL_EXAMPLES`` (default 12, of up to 40 steps each) runs it longer.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ from store.housekeeping import remove_orphans
 from store.messages import file_email
 from store.residue import Identifiers, scan
 from store.retention import RetentionPolicy, subject_hmac, sweep
+from tests.conftest import report
 from tests.factories import SUPPORT, chat, email
 
 T = TypeVar("T")
@@ -68,9 +69,10 @@ GRACE = timedelta(days=30)
 MAX_AGE = timedelta(days=400)
 INTERVAL = timedelta(minutes=10)
 ACCOUNTS = ["acct-a", "acct-b", "acct-c"]
-EXAMPLES = int(os.environ.get("ARCHIVE_STATEFUL_EXAMPLES", "10"))
+EXAMPLES = int(os.environ.get("ARCHIVE_STATEFUL_EXAMPLES", "12"))
 # Shrinking a failure on a real database can take many minutes; 0 reports it unshrunk.
 SHRINK = os.environ.get("ARCHIVE_STATEFUL_SHRINK", "1") != "0"
+STEPS: list[int] = []  # one per step run, over all examples
 
 
 def address(account_id: str) -> str:
@@ -407,8 +409,9 @@ class RetentionMachine(RuleBasedStateMachine):
 
     @invariant()
     def count_steps(self) -> None:
-        """Invariants run once after each rule: the model's step counter."""
+        """Invariants run once after each rule: the model's step counter (and the run's)."""
         self.model.step += 1
+        STEPS.append(1)
 
     @invariant()
     def agents_never_see_a_deleted_accounts_content(self) -> None:
@@ -436,8 +439,9 @@ async def _chat_from(customer: str, conversation: str) -> Message:
 def test_retention_keeps_every_promise_whatever_happens(
     mongo: EmbeddedMongo, tmp_path: Path
 ) -> None:
-    """At least 200 steps in ``make test`` (10 examples of up to 25 steps, each example on a
+    """At least 200 steps in ``make test`` (12 examples of up to 40 steps, each example on a
     fresh database); set ARCHIVE_STATEFUL_EXAMPLES for a longer search."""
+    STEPS.clear()
     # A loop of its own (hypothesis calls rules synchronously), not installed as the thread's
     # current loop: the session's loop stays the tests' loop.
     with asyncio.Runner(loop_factory=asyncio.new_event_loop) as loop:
@@ -445,8 +449,11 @@ def test_retention_keeps_every_promise_whatever_happens(
         run_state_machine_as_test(
             lambda: RetentionMachine(loop, mongo.uri, tmp_path / f"data-{next(examples)}"),
             settings=settings(
-                max_examples=EXAMPLES, stateful_step_count=25, deadline=None, database=None,
+                max_examples=EXAMPLES, stateful_step_count=40, deadline=None, database=None,
                 suppress_health_check=list(HealthCheck),
                 phases=[p for p in Phase if p is not Phase.shrink or SHRINK],
             ),
         )  # fmt: skip
+    steps = len(STEPS) - EXAMPLES  # the invariants also run once before the first step
+    report(f"retention state machine: {EXAMPLES} examples, {steps} steps, every promise held")
+    assert steps >= 200 or EXAMPLES < 12, f"only {steps} steps ran"

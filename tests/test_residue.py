@@ -1,0 +1,202 @@
+"""The residue scan and the deletion certificate: after a purge, nothing of the account is
+found anywhere the service keeps data (MongoDB and every file under ARCHIVE_DATA_DIR), the
+purge record says so, and what does remain is named with its reason."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from service.serve import retention_policy
+from store import audit
+from store.accounts import register_account, request_erasure
+from store.blobs import put_blob
+from store.database import Database, open_database
+from store.documents import (
+    AuditEvent,
+    Conversation,
+    HoldKind,
+    Message,
+    PurgeRecord,
+    Role,
+    utcnow,
+)
+from store.embedded import EmbeddedMongo
+from store.holds import place_hold
+from store.residue import Identifiers, Kind, scan
+from store.retention import RetentionPolicy, sweep
+from tests.conftest import Api
+from tests.factories import chat, email
+
+QUIET = timedelta(0)
+
+
+def policy(data_dir: Path) -> RetentionPolicy:
+    return RetentionPolicy(grace=timedelta(days=180), max_age=timedelta(days=1095),
+                           secret_key=b"k" * 32, blob_quiet_period=QUIET,
+                           data_dir=data_dir)  # fmt: skip
+
+
+async def ann_with_content() -> None:
+    await register_account(account_id="ann", emails=["ann@example.com"], name="Ann Customer")
+    await email(account_id="ann", attachments=[("contract.pdf", "application/pdf", b"%PDF-")])
+    await chat("hello", account_id="ann", conversation="ann-chat")
+
+
+def ann() -> Identifiers:
+    return Identifiers(account_id="ann", emails={"ann@example.com"}, names={"Ann Customer"})
+
+
+async def test_after_a_purge_the_record_carries_a_clean_scan(
+    database: Database, tmp_path: Path
+) -> None:
+    await ann_with_content()
+    now = utcnow()
+    await request_erasure(account_id="ann", now=now)
+    await sweep(database, now=now, policy=policy(tmp_path))
+    [record] = await PurgeRecord.find().to_list()
+    assert record.residue is not None and record.residue["clean"] is True
+    assert record.residue["residue"] == 0
+    kinds = {f["kind"] for f in record.residue["findings"]}
+    assert kinds <= {Kind.KEPT.value}, record.residue["findings"]
+
+
+async def test_the_certificate_is_served_with_the_purge_records(
+    api: Api, database: Database
+) -> None:
+    await ann_with_content()
+    now = utcnow()
+    await request_erasure(account_id="ann", now=now)
+    await sweep(database, now=now, policy=retention_policy(api.settings))
+    response = await api.get("/api/v1/purge-records?account_id=ann", Role.COMPLIANCE)
+    [record] = (await response.json())["records"]
+    assert record["residue"]["clean"] is True
+    # The service's quiet period keeps the just-referenced blobs for a later sweep: said so.
+    assert record["pending_blobs"] == 2
+    assert {"place": "blobs", "count": 2, "kind": "pending"}.items() <= next(
+        f for f in record["residue"]["findings"] if f["place"] == "blobs"
+    ).items()
+
+
+async def test_what_remains_is_named_with_its_reason(database: Database, tmp_path: Path) -> None:
+    await ann_with_content()
+    held = await Conversation.find_one({"external_id": "ann-chat"})
+    assert held is not None and held.id is not None
+    await place_hold(database, account_id=None, conversation_id=held.id,
+                     kind=HoldKind.DISPUTE, reason="chargeback", case_ref=None,
+                     expires_at=None, created_by="legal")  # fmt: skip
+    now = utcnow()
+    await request_erasure(account_id="ann", now=now)
+    await sweep(database, now=now, policy=policy(tmp_path))
+    # Residue planted where an incomplete purge would leave it:
+    orphan = await put_blob(b"a raw mail nobody references")
+    await audit.record(actor="agent-key", role=Role.AGENT, action="search",
+                       query={"q": "ann@example.com"}, max_age=timedelta(days=30))  # fmt: skip
+    (tmp_path / "exports").mkdir()
+    (tmp_path / "exports" / f"{'0' * 24}.zip").write_bytes(b"PK")
+    (tmp_path / "journal").mkdir()
+    (tmp_path / "journal" / "1.journal").write_bytes(b'{"email": "ann@example.com"}')
+
+    found = ann()
+    found.blobs.add(orphan.sha256)
+    residue = await scan(found, now=utcnow(), quiet_period=QUIET, data_dir=tmp_path)
+    by_place = {(f.place, f.kind) for f in residue.findings}
+    assert ("messages", Kind.HELD) in by_place
+    assert ("blobs", Kind.RESIDUE) in by_place
+    assert ("audit_events", Kind.RESIDUE) in by_place
+    assert ("exports folder", Kind.RESIDUE) in by_place
+    assert ("data folder", Kind.RESIDUE) in by_place
+    assert not residue.clean and residue.content_remains
+
+
+async def test_the_purge_redacts_search_text_that_named_the_account(
+    database: Database, tmp_path: Path
+) -> None:
+    await ann_with_content()
+    await audit.record(actor="agent-key", role=Role.AGENT, action="search",
+                       query={"q": "refund ann@example.com", "participant": "ann@example.com"},
+                       max_age=timedelta(days=30))  # fmt: skip
+    await audit.record(actor="agent-key", role=Role.AGENT, action="search",
+                       query={"q": "refund policy"}, max_age=timedelta(days=30))  # fmt: skip
+    now = utcnow()
+    await request_erasure(account_id="ann", now=now)
+    await sweep(database, now=now, policy=policy(tmp_path))
+    queries = sorted([e.query async for e in AuditEvent.find()], key=str)
+    assert {"q": "refund policy"} in queries
+    assert not any("ann@example.com" in str(q) for q in queries)
+    assert await Message.find({"account_id": "ann"}).count() == 0
+
+
+# --- support-archive verify-purge ----------------------------------------------------------
+
+
+@pytest.fixture
+def env(mongo: EmbeddedMongo, tmp_path: Path) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVE_")}
+    return base | {
+        "ARCHIVE_MONGODB_URI": mongo.uri, "ARCHIVE_DB_NAME": f"t_{uuid.uuid4().hex[:12]}",
+        "ARCHIVE_DATA_DIR": str(tmp_path),
+        "ARCHIVE_SECRET_KEY": "verify-secret-0123456789abcdef0123456789",
+    }  # fmt: skip
+
+
+async def verify(env: dict[str, str], *args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service.cli", "verify-purge", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+async def purged_in(env: dict[str, str], *, hold: bool = False) -> None:
+    async with open_database(env["ARCHIVE_MONGODB_URI"], name=env["ARCHIVE_DB_NAME"]) as db:
+        await ann_with_content()
+        if hold:
+            conversation = await Conversation.find_one({"external_id": "ann-chat"})
+            assert conversation is not None
+            await place_hold(db, account_id=None, conversation_id=conversation.id,
+                             kind=HoldKind.DISPUTE, reason="r", case_ref=None, expires_at=None,
+                             created_by="legal")  # fmt: skip
+        now = utcnow()
+        await request_erasure(account_id="ann", now=now)
+        secret = env["ARCHIVE_SECRET_KEY"].encode()
+        await sweep(db, now=now, policy=RetentionPolicy(
+            grace=timedelta(days=180), max_age=timedelta(days=1095), secret_key=secret,
+            blob_quiet_period=QUIET, data_dir=Path(env["ARCHIVE_DATA_DIR"])))  # fmt: skip
+
+
+@pytest.mark.slow
+async def test_verify_purge_prints_the_certificate_and_exits_0_when_nothing_remains(
+    env: dict[str, str],
+) -> None:
+    await purged_in(env)
+    code, out = await verify(env, "--account", "ann", "--email", "ann@example.com")
+    assert code == 0, out
+    assert "erasure purge due" in out and "clean: nothing of it remains" in out
+
+
+@pytest.mark.slow
+async def test_verify_purge_exits_1_and_says_where_when_something_remains(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    await purged_in(env)
+    (tmp_path / "notes.txt").write_text("call ann@example.com back")
+    code, out = await verify(env, "--account", "ann", "--email", "ann@example.com")
+    assert code == 1, out
+    assert "residue  data folder: 1 files naming the account" in out
+
+
+@pytest.mark.slow
+async def test_verify_purge_exits_3_when_only_held_content_remains(env: dict[str, str]) -> None:
+    await purged_in(env, hold=True)
+    code, out = await verify(env, "--account", "ann")
+    assert code == 3, out
+    assert "held     messages: 1 kept by an active hold" in out
