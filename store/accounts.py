@@ -167,11 +167,40 @@ async def apply_link_terms(messages: Sequence[Message]) -> None:
             message.purge_due_at = terms[message.account_id]["purge_due_at"]
 
 
-async def _stamp_content(account: Account, *, due: datetime) -> None:
-    """The account's content not yet due by ``due`` is due then, and hidden from agents."""
+async def settle_links(messages: Sequence[Message]) -> None:
+    """After new messages are written. Their conversation may have been linked to an account
+    while they were on their way (a registration racing the insert): the unlinked ones take
+    its account and terms. And a sweep may have concluded about their deleted account just
+    before they landed: the account is made due by their deadline again."""
+    unlinked = sorted({m.conversation_id for m in messages if m.account_id is None})
+    if unlinked:
+        linked = Conversation.get_pymongo_collection().find(
+            {"_id": {"$in": unlinked}, "account_id": {"$type": "string"}}, {"account_id": 1}
+        )
+        async for conversation in linked:
+            terms = (await link_terms([conversation["account_id"]]))[conversation["account_id"]]
+            await Message.get_pymongo_collection().update_many(
+                {"conversation_id": conversation["_id"], "account_id": None},
+                {"$set": {"account_id": conversation["account_id"], **terms}},
+            )
+    due: dict[str, datetime] = {}
+    for m in messages:
+        if m.account_id and m.purge_due_at is not None:
+            due[m.account_id] = min(m.purge_due_at, due.get(m.account_id, m.purge_due_at))
+    for account_id, when in due.items():
+        await Account.get_pymongo_collection().update_one({"_id": account_id}, _due_by(when))
+
+
+async def _stamp_content(account: Account, *, due: datetime, version: int | None = None) -> None:
+    """The account's content not yet due by ``due`` is due then, and hidden from agents. With
+    ``version``, only while the account is still deleted at that version (a restore since
+    wins: its content is not stamped again behind it)."""
     not_sooner = {"$or": [{"purge_due_at": None}, {"purge_due_at": {"$gt": due}}]}
     messages = Message.get_pymongo_collection()
+    unchanged = {"_id": account.id, "links": version, "status": AccountStatus.DELETED.value}
     while True:
+        if version is not None and await Account.find_one(unchanged) is None:
+            return
         # In slices: an account of 100,000 messages is stamped in round trips that each stay
         # well inside the database timeout.
         found = messages.find({"account_id": account.id, **not_sooner}, {"_id": 1})
@@ -188,9 +217,10 @@ async def _stamp_content(account: Account, *, due: datetime) -> None:
 
 async def stamp_deleted_content(account: Account) -> None:
     """Content of a deleted account that missed its deadline (it was linked while the account
-    was being deleted) gets it now; the sweep calls this before purging the account."""
+    was being deleted) gets it now; the sweep calls this before purging the account, with the
+    account as it read it: nothing is stamped once the account changed since."""
     if account.status is AccountStatus.DELETED and account.purge_due_at is not None:
-        await _stamp_content(account, due=account.purge_due_at)
+        await _stamp_content(account, due=account.purge_due_at, version=account.links)
 
 
 async def mark_deleted(*, account_id: str, deleted_at: datetime, grace: timedelta) -> Account:

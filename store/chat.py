@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from beanie import PydanticObjectId
-from pymongo import UpdateOne
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from store.accounts import account_for_emails, ensure_account, link_terms
@@ -212,7 +212,10 @@ def _message(
         author=new.author,
         participants=[new.author.email] if new.author.email else [],
         sent_at=new.sent_at,
-        collected_at=batch.received_at,
+        # When the company first had it: its time in the chat, unless that claims to be later
+        # than its arrival (a backfill of last year's chats keeps last year's clock).
+        collected_at=min(new.sent_at, batch.received_at),
+        archived_at=batch.received_at,
         **stored_body(subject=subject, text=new.text, html=new.html),
         attachments=attachments,
         has_attachments=bool(attachments),
@@ -310,11 +313,17 @@ async def _accounts_for(batches: Sequence[ChatBatch]) -> dict[int, str]:
 
 
 async def _link(conversation: Conversation, account_id: str) -> Conversation:
+    """Link an unlinked conversation to ``account_id``, unless another call linked it first:
+    the conversation keeps the account it has, and its messages take that one's terms."""
     terms = (await link_terms([account_id]))[account_id]
-    await Conversation.get_pymongo_collection().update_one(
+    stored = await Conversation.get_pymongo_collection().find_one_and_update(
         {"_id": conversation.id, "account_id": None},
         {"$set": {"account_id": account_id, "restricted": terms["restricted"]}},
-    )
+        return_document=ReturnDocument.AFTER,
+    ) or await Conversation.get_pymongo_collection().find_one({"_id": conversation.id})
+    assert stored is not None
+    account_id = stored["account_id"]
+    terms = (await link_terms([account_id]))[account_id]
     await Message.get_pymongo_collection().update_many(
         {"conversation_id": conversation.id, "account_id": None},
         {"$set": {"account_id": account_id, **terms}},

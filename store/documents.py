@@ -470,6 +470,9 @@ class PurgeRecord(Document):
     # Blobs that deleted messages referenced and that are still to be checked: a sweep killed
     # between deleting messages and their blobs leaves them here for the next one.
     pending_blobs: list[str] = Field(default_factory=list)
+    # Conversations whose messages a batch deleted and that are still to be settled (dropped
+    # when empty, their metadata recomputed otherwise): a crash leaves them for the next sweep.
+    pending_conversations: list[PydanticObjectId] = Field(default_factory=list)
     # The residue scan run right after the purge (store/residue.py): whether it was clean, and
     # what remained and why (counts and reasons only, no personal data).
     residue: dict[str, Any] | None = None

@@ -11,7 +11,7 @@ from beanie import PydanticObjectId
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
-from store.accounts import apply_link_terms, ensure_account, normalise_email
+from store.accounts import apply_link_terms, ensure_account, normalise_email, settle_links
 from store.blobs import NewAttachment, attachment_ref, put_blobs
 from store.documents import (
     MAX_BODY_BYTES,
@@ -334,10 +334,13 @@ async def by_dedup_key(keys: Sequence[str]) -> dict[str, Message]:
 
 
 async def insert_unless_stored(messages: list[Message]) -> set[str]:
-    """Insert all at once; the dedup keys that turned out to be stored already."""
+    """Insert all at once; the dedup keys that turned out to be stored already. The messages
+    take their accounts' terms before, and are settled with them after (see
+    ``settle_links``)."""
     if not messages:
         return set()
     await apply_link_terms(messages)
+    raced: set[str] = set()
     try:
         # pydantic's dump is what Beanie would write, BSON for BSON, at a tenth of the cost
         await Message.get_pymongo_collection().insert_many(
@@ -347,8 +350,9 @@ async def insert_unless_stored(messages: list[Message]) -> set[str]:
         errors = exc.details.get("writeErrors", [])
         if any(e.get("code") != DUPLICATE_KEY for e in errors):
             raise
-        return {messages[e["index"]].dedup_key for e in errors}
-    return set()
+        raced = {messages[e["index"]].dedup_key for e in errors}
+    await settle_links([m for m in messages if m.dedup_key not in raced])
+    return raced
 
 
 def _filed(message: Message, *, duplicate: bool) -> Filed:

@@ -199,8 +199,9 @@ async def _messages(
     if identifiers.emails:
         # Unlinked mail the customer wrote before the purge (what arrives later from the same
         # address is a new contact, not the purged content).
-        naming = {"account_id": None, "author.email": {"$in": sorted(identifiers.emails)},
-                  "_id": {"$lt": before}}  # fmt: skip
+        emails = sorted(identifiers.emails)  # participants is indexed; the author is among them
+        naming = {"account_id": None, "participants": {"$in": emails},
+                  "author.email": {"$in": emails}, "_id": {"$lt": before}}  # fmt: skip
         async for m in collection.find(naming, _IDS):
             left[m["_id"]] = m
     held, loose = await _held(list(left.values()), now=now)

@@ -199,7 +199,7 @@ async def sweep(
     deleted, and each purge's record carries the residue scan run right after it."""
     report = SweepReport(lateness_seconds=await lateness(now=now, policy=policy))
     run = _Run(database, now, policy, report, before_batch, in_transaction)
-    await _finish_pending_blobs(policy, report)
+    await _finish_pending(policy, report, now)
     for account_id in await _due_accounts(now):
         account = await Account.get(account_id)
         if account is not None and account.next_purge_at and account.next_purge_at <= now:
@@ -325,7 +325,6 @@ async def _purge_account(run: _Run, account: Account) -> None:
     record = await _open_record(rule_for(account), account.next_purge_at, policy=run.policy,
                                 account_id=account.id, now=run.now)  # fmt: skip
     due = {"account_id": account.id, "purge_due_at": {"$lte": run.now}}
-    touched: set[PydanticObjectId] = set()
     while True:
         _, held_conversations = await held_scopes(
             account_ids=[], conversation_ids=await _conversation_ids(account.id), now=run.now
@@ -336,12 +335,14 @@ async def _purge_account(run: _Run, account: Account) -> None:
             break
         await run.before_batch()
         identifiers.add(batch)
-        touched |= {m.conversation_id for m in batch}
-        if not await _purge_batch(run, batch, record=record, still_due=due):
+        deleted = await _purge_batch(run, batch, record=record, still_due=due,
+                                     deletion_of=account.id)  # fmt: skip
+        if not deleted:
             break  # what is left is held (a hold arrived) or no longer due (a restore)
-    deleted = account.status is AccountStatus.DELETED
-    scope = {"account_id": account.id} if deleted else {"_id": {"$in": sorted(touched)}}
-    run.report.conversations += await _settle_conversations(scope, record, run.now)
+    if account.status is AccountStatus.DELETED:  # and conversations left empty by a crash
+        run.report.conversations += await _settle_conversations(
+            {"account_id": account.id}, record, run.now
+        )
     await _conclude(run, account, version)
     await _close_record(run, record, identifiers)
 
@@ -371,7 +372,6 @@ async def _purge_max_age(run: _Run) -> None:
     record = await _open_record(PurgeRule.MAX_AGE, cutoff, policy=run.policy, account_id=None,
                                 now=run.now)  # fmt: skip
     identifiers = Identifiers()
-    touched: set[PydanticObjectId] = set()
     # Held content is left out by the scopes of the holds (a list as long as the holds, not as
     # the content they keep), and passed over once by walking in (collected_at, _id) order.
     scope = _unheld(due, *await _held_now(run.now))
@@ -380,11 +380,7 @@ async def _purge_max_age(run: _Run) -> None:
         await run.before_batch()
         identifiers.add(batch)
         await _purge_batch(run, batch, record=record, still_due=due, subjects=True)
-        touched |= {m.conversation_id for m in batch}
         after = batch[-1]
-    run.report.conversations += await _settle_conversations(
-        {"_id": {"$in": sorted(touched)}}, record, run.now
-    )
     await _close_record(run, record, identifiers)
 
 
@@ -447,16 +443,24 @@ async def _purge_batch(
     record: PurgeRecord,
     still_due: dict[str, Any],
     subjects: bool = False,
+    deletion_of: str | None = None,
 ) -> int:
-    """Delete one batch of messages that are still due (``still_due``: a restore since the
-    batch was read takes them out) and that no hold covers, both checked inside the delete's
-    transaction; then their blobs. Returns how many messages were deleted."""
+    """Delete one batch of messages that are still due (``still_due``), that no hold covers
+    and, for the deletion of an account (``deletion_of``), whose account is still deleted
+    (a restore since wins), all checked inside the delete's transaction; then their blobs,
+    and their conversations are settled. Returns how many messages were deleted."""
     blobs = sorted({ref for m in batch for ref in m.blobs})
-    await PurgeRecord.get_pymongo_collection().update_one(
-        {"_id": record.id}, {"$addToSet": {"pending_blobs": {"$each": blobs}}}
-    )  # before the delete: a crash after it leaves the blobs listed for the next sweep
     accounts = sorted({m.account_id for m in batch if m.account_id})
     conversations = sorted({m.conversation_id for m in batch})
+    await PurgeRecord.get_pymongo_collection().update_one(
+        {"_id": record.id},
+        {
+            "$addToSet": {
+                "pending_blobs": {"$each": blobs},
+                "pending_conversations": {"$each": conversations},
+            }
+        },
+    )  # before the delete: a crash after it leaves them listed for the next sweep
     ids = [m.id for m in batch]
 
     def counted(deleted: int) -> dict[str, Any]:
@@ -474,7 +478,12 @@ async def _purge_batch(
         held_accounts, held_conversations = await held_scopes(
             account_ids=accounts, conversation_ids=conversations, now=run.now, session=session
         )
+        still: dict[str, Any] | None = still_due
+        if deletion_of is not None:
+            still = await _still_deleted(deletion_of, still_due, session)
         await run.in_transaction()
+        if still is None:
+            return 0  # restored (or registered again) since: nothing of it goes
         if accounts:
             await Account.get_pymongo_collection().update_many(
                 {"_id": {"$in": accounts}}, {"$inc": {"guard": 1}}, session=session
@@ -482,7 +491,7 @@ async def _purge_batch(
         await Conversation.get_pymongo_collection().update_many(
             {"_id": {"$in": conversations}}, {"$inc": {"guard": 1}}, session=session
         )
-        query = _unheld({"_id": {"$in": ids}, **still_due}, sorted(held_accounts),
+        query = _unheld({"_id": {"$in": ids}, **still}, sorted(held_accounts),
                         sorted(held_conversations))  # fmt: skip
         result = await Message.get_pymongo_collection().delete_many(query, session=session)
         # Counted in the same transaction: the record and the deletion cannot disagree.
@@ -497,7 +506,37 @@ async def _purge_batch(
     count, size = await _collect_blobs(blobs, record=record, policy=run.policy)
     run.report.blobs += count
     run.report.bytes += size
+    run.report.conversations += await _settle_pending_conversations(record, conversations, run.now)
     return deleted
+
+
+async def _still_deleted(
+    account_id: str, still_due: dict[str, Any], session: AsyncClientSession
+) -> dict[str, Any] | None:
+    """``still_due`` narrowed to what the account's deletion may take now, as the account is
+    in this transaction: all of it while deleted; once restored (or registered again), only
+    what linked to a previous life (due before this life began); else nothing (None)."""
+    account = await Account.get_pymongo_collection().find_one(
+        {"_id": account_id}, {"status": 1, "life_started_at": 1}, session=session
+    )
+    if account is not None and account["status"] == AccountStatus.DELETED.value:
+        return still_due
+    began = account.get("life_started_at") if account is not None else None
+    if began is None:
+        return None
+    return {"$and": [still_due, {"purge_due_at": {"$lt": began}}]}
+
+
+async def _settle_pending_conversations(
+    record: PurgeRecord, conversations: list[PydanticObjectId], now: datetime
+) -> int:
+    """Settle the conversations a batch touched, then strike them from the record's pending
+    list (a crash in between leaves them for the next sweep)."""
+    dropped = await _settle_conversations({"_id": {"$in": conversations}}, record, now)
+    await PurgeRecord.get_pymongo_collection().update_one(
+        {"_id": record.id}, {"$pullAll": {"pending_conversations": conversations}}
+    )
+    return dropped
 
 
 async def _collect_blobs(
@@ -531,13 +570,18 @@ async def _collect_blobs(
     return count, size
 
 
-async def _finish_pending_blobs(policy: RetentionPolicy, report: SweepReport) -> None:
-    """Blobs that an earlier sweep deleted the messages of but could not remove yet (it was
-    interrupted, or they were referenced within the quiet period): counted on their record."""
+async def _finish_pending(policy: RetentionPolicy, report: SweepReport, now: datetime) -> None:
+    """What an earlier sweep left: blobs whose messages it deleted but that it could not
+    remove yet (it was interrupted, or they were referenced within the quiet period), and
+    conversations it was interrupted before settling; counted on their record."""
     async for record in PurgeRecord.find({"pending_blobs.0": {"$exists": True}}):
         count, size = await _collect_blobs(list(record.pending_blobs), record=record, policy=policy)
         report.blobs += count
         report.bytes += size
+    async for record in PurgeRecord.find({"pending_conversations.0": {"$exists": True}}):
+        report.conversations += await _settle_pending_conversations(
+            record, list(record.pending_conversations), now
+        )
 
 
 async def _settle_conversations(scope: dict[str, Any], record: PurgeRecord, now: datetime) -> int:

@@ -12,11 +12,13 @@ import json
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from bson import ObjectId
 
-from scheduler.jobs import Jobs
+from scheduler.jobs import Jobs, LeaseLost
 from scheduler.runner import scheduler
-from store.accounts import register_account, request_erasure, restore
+from store import messages, retention
+from store.accounts import mark_deleted, register_account, request_erasure, restore
 from store.blobs import put_blob, sha256_hex
 from store.database import Database
 from store.documents import (
@@ -312,3 +314,84 @@ async def test_held_content_is_not_late(database: Database, ann: Account) -> Non
     await place_hold(database, account_id="ann", conversation_id=None, **LEGAL)
     await request_erasure(account_id="ann", now=utcnow() - timedelta(days=30))
     assert await lateness(now=utcnow(), policy=POLICY) == 0
+
+
+# --- races a review found (each forced at the exact interleaving) ---------------------------
+
+
+async def test_a_restore_between_the_sweeps_read_and_its_stamp_wins(
+    database: Database, ann: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await mark_deleted(account_id="ann", deleted_at=utcnow() - GRACE - timedelta(hours=1),
+                       grace=GRACE)  # fmt: skip
+    real = retention.stamp_deleted_content
+
+    async def restored_first(account: Account) -> None:
+        await restore(account_id="ann")  # the platform restores just after the sweep read it
+        await real(account)
+
+    monkeypatch.setattr(retention, "stamp_deleted_content", restored_first)
+    await sweep(database, now=utcnow(), policy=POLICY)
+    account = await Account.get("ann")
+    assert account is not None and account.status is AccountStatus.ACTIVE
+    assert await content_of("ann") == (5, 4), "the restored account's content was deleted"
+
+
+async def test_content_that_lands_just_after_a_sweep_forgot_its_account_is_purged_later(
+    database: Database, ann: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await purged(database)
+    real = messages.apply_link_terms
+
+    async def sweep_before_the_insert(batch: list[Message]) -> None:
+        await real(batch)  # the message takes the tombstone's deadline ...
+        await sweep(database, now=utcnow(), policy=POLICY)  # ... a sweep concludes meanwhile
+
+    monkeypatch.setattr(messages, "apply_link_terms", sweep_before_the_insert)
+    late = await email(account_id="ann", message_id="<late@example.com>")
+    monkeypatch.setattr(messages, "apply_link_terms", real)
+    await sweep(database, now=utcnow() + timedelta(seconds=1), policy=POLICY)
+    assert await Message.get(late.id) is None
+
+
+async def test_a_sweep_killed_between_a_batch_and_its_conversations_leaves_them_to_the_next(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await email(message_id="<a@example.com>", sender="old@example.org", subject="secret subject")
+    await email(message_id="<b@example.com>", sender="old2@example.org", subject="other")
+    await Message.get_pymongo_collection().update_many(
+        {}, {"$set": {"collected_at": utcnow() - MAX_AGE - timedelta(days=1)}}
+    )
+
+    async def killed_before_settling(*args: Any) -> int:
+        raise LeaseLost("purge-sweep")  # the process stops between a batch and its settling
+
+    with monkeypatch.context() as patch:
+        patch.setattr(retention, "_settle_pending_conversations", killed_before_settling)
+        with pytest.raises(LeaseLost):
+            await sweep(database, now=utcnow(), policy=POLICY)
+    assert await Conversation.count() == 2  # their messages are gone, they are not yet
+    await sweep(database, now=utcnow(), policy=POLICY)
+    assert await Message.count() == 0
+    assert await Conversation.count() == 0, "a conversation outlived its messages"
+
+
+async def test_a_reply_racing_the_registration_of_its_account_is_linked_and_purged(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await email(message_id="<t1@example.com>", sender="bob@example.org")
+    real = messages.insert_unless_stored
+
+    async def registered_meanwhile(batch: list[Message]) -> set[str]:
+        await register_account(account_id="bob", emails=["bob@example.org"], name="Bob")
+        return await real(batch)
+
+    monkeypatch.setattr(messages, "insert_unless_stored", registered_meanwhile)
+    reply = await email(message_id="<t2@example.com>", in_reply_to="<t1@example.com>",
+                        sender="bob@example.org")  # fmt: skip
+    monkeypatch.setattr(messages, "insert_unless_stored", real)
+    assert (await Message.get(reply.id)).account_id == "bob"  # type: ignore[union-attr]
+    await request_erasure(account_id="bob", now=utcnow())
+    await sweep(database, now=utcnow(), policy=POLICY)
+    assert await Message.get(reply.id) is None
+    assert await Conversation.get(first.conversation_id) is None
