@@ -24,6 +24,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from ingest.chat.filing import ChatFiling
 from ingest.mime import SupportSide, parse_email, raw_only_email
+from store.chat import file_unreadable_call
 from store.documents import SpoolEntry, SpoolKind, utcnow
 from store.errors import NotFound, is_transient
 from store.messages import Filed, NewEmail, file_emails
@@ -216,7 +217,10 @@ class Filer:
         assert entry.id is not None
         FILED.labels("failed").inc()
         error = f"{type(exc).__name__}: {exc}"
-        if entry.attempts + 1 >= self._max_attempts and await self._file_raw_only(entry, error):
+        last = entry.attempts + 1 >= self._max_attempts
+        if last and entry.kind is SpoolKind.CHAT and await self._file_unreadable_call(entry, error):
+            return
+        if last and entry.kind is not SpoolKind.CHAT and await self._file_raw_only(entry, error):
             return
         # The error's text may quote the message (a server's validation details): the log
         # names its kind and code only; the spool entry keeps the text.
@@ -226,6 +230,28 @@ class Filer:
         delay = min(self._retry_base * 2 ** min(entry.attempts, 6), 3600.0)
         self._retry_at[entry.id] = time.monotonic() + delay
         await self._spool.failed(entry, error)
+
+    async def _file_unreadable_call(self, entry: SpoolEntry, error: str) -> bool:
+        """A chat call that cannot be filed after its attempts: the ids its answer named are
+        filed as messages noting the error, with the call's body (store.chat)."""
+        assert entry.id is not None and entry.raw is not None
+        note = f"filed unread after {entry.attempts + 1} attempts: {error}"[:500]
+        try:
+            filed = await file_unreadable_call(
+                source=entry.chat_source or "?", raw=entry.raw, received_at=entry.received_at,
+                claims=entry.chat_claims or [], note=note,
+            )  # fmt: skip
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.error("could not file chat call %s unread either (%s)", entry.id,
+                      type(exc).__name__)  # fmt: skip
+            return False
+        RAW_ONLY.inc()
+        log.warning("filed chat call %s unread after %d attempts: %d message(s)", entry.id,
+                    entry.attempts + 1, filed)  # fmt: skip
+        await self._spool.done([entry.id])
+        return True
 
     async def _file_raw_only(self, entry: SpoolEntry, error: str) -> bool:
         """File ``entry`` as its bytes and envelope only, the error noted; False if even that

@@ -17,7 +17,9 @@ from store.blobs import NewAttachment, attachment_ref, put_blobs
 from store.documents import (
     AttachmentRef,
     Author,
+    AuthorRole,
     Channel,
+    ChatClaim,
     Conversation,
     Direction,
     Message,
@@ -355,3 +357,53 @@ async def _record_in_conversations(inserted: list[Message]) -> None:
         ],
         ordered=False,
     )  # fmt: skip
+
+
+async def file_unreadable_call(
+    *, source: str, raw: bytes, received_at: datetime, claims: Sequence[ChatClaim], note: str
+) -> int:
+    """A spooled webhook call that could not be filed after its attempts (its source is gone,
+    or it no longer parses): each message id its acknowledgement named is filed as a message
+    of its own, empty but for the error and the call's body as an attachment, so that the id
+    resolves and the content falls under holds and the maximum age like any other. Returns
+    how many messages were filed."""
+    named = [c for c in claims if c.key.startswith("chat:")]
+    if not named:
+        return 0  # its acknowledgement named only stored messages: they resolve already
+    conversation = await _unreadable_conversation(source, claims, received_at)
+    [body] = await put_blobs([raw])
+    attachment = AttachmentRef(sha256=body.sha256, size=body.size, filename="webhook-call.json",
+                               content_type="application/json")  # fmt: skip
+    messages = [
+        Message(
+            id=claim.id, conversation_id=conversation, channel=Channel.CHAT,
+            direction=Direction.INBOUND, source=source, dedup_key=claim.key,
+            external_id=claim.key.split(":", 2)[-1], author=Author(role=AuthorRole.SYSTEM),
+            sent_at=received_at, collected_at=received_at, archived_at=received_at,
+            attachments=[attachment], has_attachments=True, parse_error=note,
+        )
+        for claim in named
+    ]  # fmt: skip
+    raced = await insert_unless_stored(messages)
+    await _record_in_conversations([m for m in messages if m.dedup_key not in raced])
+    return len(messages) - len(raced)
+
+
+async def _unreadable_conversation(
+    source: str, claims: Sequence[ChatClaim], received_at: datetime
+) -> PydanticObjectId:
+    """The conversation an unreadable call's messages go to: the one its acknowledgement
+    named, else a new one."""
+    claim = next((c for c in claims if c.key.startswith("conversation:")), None)
+    ident = claim.id if claim is not None else PydanticObjectId()
+    await Conversation.get_pymongo_collection().update_one(
+        {"_id": ident},
+        {"$setOnInsert": {
+            "channel": Channel.CHAT.value, "source": source, "message_count": 0,
+            "first_message_at": received_at, "last_message_at": received_at,
+            "collected_at": received_at, "participants": [], "customer_emails": [],
+            "restricted": False, "guard": 0,
+        }},
+        upsert=True,
+    )  # fmt: skip
+    return ident

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from beanie import PydanticObjectId
 from pymongo.errors import DuplicateKeyError
 
-from store.chat import chat_dedup_key
+from store.chat import ChatBatch, chat_dedup_key
 from store.documents import ChatClaim, Conversation, Message, SpoolEntry, SpoolKind
 from store.spool import GroupCommit, Spool
 
@@ -185,3 +185,20 @@ async def claimed_ids(
             if claim["key"] in wanted:
                 found[claim["key"]] = PydanticObjectId(claim["id"])
     return found
+
+
+async def with_claimed_ids(batch: ChatBatch) -> ChatBatch:
+    """``batch`` with the ids that spooled acknowledgements already named for its messages
+    and conversation: a writer that files directly (the Chatwoot backfill) stores them under
+    those ids, so that an id a webhook's answer named still resolves once its entry is filed
+    (as a duplicate of this)."""
+    keys = [chat_dedup_key(batch.source, m.external_id) for m in batch.messages]
+    conversation = conversation_key(batch.source, batch.conversation_id)
+    claimed = await claimed_ids(keys=[*keys, conversation])
+    if not claimed:
+        return batch
+    messages = [
+        replace(m, id=m.id or claimed.get(key)) for m, key in zip(batch.messages, keys, strict=True)
+    ]
+    named = batch.conversation_ref or claimed.get(conversation)
+    return replace(batch, messages=messages, conversation_ref=named)

@@ -9,6 +9,7 @@ import shutil
 import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,15 @@ from prometheus_client import REGISTRY
 
 from ingest.chat.chatwoot import CHATWOOT
 from ingest.chat.filing import ChatFiling
+from ingest.chat.formats import Ignored
 from ingest.chat.intake import ChatIntake
 from ingest.chat.webhook import Journaled, Source, call_of, parse_call
 from ingest.filer import Filer
 from ingest.mime import SupportSide
 from service.serve import build_app
 from service.settings import load_settings
-from store.chat import ChatBatch
-from store.chat_spool import ChatSpool, SpooledChat
+from store.chat import ChatBatch, file_chats
+from store.chat_spool import ChatSpool, SpooledChat, with_claimed_ids
 from store.database import Database
 from store.documents import Conversation, Message, SpoolEntry, utcnow
 from store.journal import (
@@ -335,3 +337,46 @@ async def test_journal_counts_reach_metrics(app: Client, database: Database) -> 
 def _raw(event: str = "message_created", **fields: Any) -> bytes:
     body = chatwoot_event(event, **fields)
     return json.dumps(body).encode()
+
+
+async def test_a_backfill_of_a_message_still_in_the_spool_keeps_the_ids_its_answer_named(
+    database: Database, tmp_path: Path
+) -> None:
+    """Backfill files directly while a webhook's call waits in the spool: the ids the
+    webhook's answer named are the ones stored."""
+    spool = Spool()
+    intake = ChatIntake(spool=ChatSpool(spool), journal=Journal(tmp_path, max_bytes=10**6),
+                        sources=SOURCES)  # fmt: skip
+    answer = await intake.accept(call(chatwoot_event()))
+    [named] = answer.messages
+    batch = parse_call(HELPDESK, json.dumps(chatwoot_event()).encode(), utcnow())
+    assert not isinstance(batch, Ignored)
+    await file_chats([await with_claimed_ids(batch)])  # what backfill does
+    filer = Filer(spool, support=SupportSide.parse([]), chat=ChatFiling(sources=SOURCES))
+    while await filer.file_once():
+        pass
+    assert await Message.get(named.id) is not None
+    assert await Conversation.get(answer.conversation_id) is not None
+    assert await Message.count() == 1
+
+
+async def test_a_call_that_cannot_be_filed_after_its_attempts_is_filed_unread_under_its_ids(
+    database: Database, tmp_path: Path
+) -> None:
+    """Its source was removed from the configuration before the filer got to it: the ids its
+    answer named resolve to messages noting the error, with the call's body attached."""
+    spool = Spool()
+    intake = ChatIntake(spool=ChatSpool(spool), journal=Journal(tmp_path, max_bytes=10**6),
+                        sources=SOURCES)  # fmt: skip
+    answer = await intake.accept(call(chatwoot_event()))
+    [named] = answer.messages
+    filer = Filer(spool, support=SupportSide.parse([]), chat=ChatFiling(sources={}),
+                  max_attempts=1, retry_base=timedelta(0))  # fmt: skip
+    while await filer.file_once():
+        pass
+    assert await SpoolEntry.count() == 0
+    message = await Message.get(named.id)
+    assert message is not None and message.channel.value == "chat"
+    assert message.parse_error and "not configured" in message.parse_error
+    assert [a.filename for a in message.attachments] == ["webhook-call.json"]
+    assert await Conversation.get(answer.conversation_id) is not None

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from ingest.chat.chatwoot import ChatwootMessage, Conversation, conversation_batch
 from ingest.chat.fetch import FetchPolicy, fetch_attachments
 from store.chat import ChatBatch, ChatFiled
+from store.chat_spool import with_claimed_ids
 
 log = logging.getLogger("archive.chat")
 
@@ -181,6 +182,8 @@ class Backfill:
             messages=messages, received_at=self.clock(), trusted=self.trusted, edits=True,
         )  # fmt: skip
         batch = await fetch_attachments(batch, policy=self.fetch)
+        # Ids a webhook's answer named while the archive was catching up are kept.
+        batch = await with_claimed_ids(batch)
         [filed] = await self.file_chats([batch])
         report.messages += len(filed.messages)
         report.stored += sum(not m.duplicate for m in filed.messages)
