@@ -287,7 +287,8 @@ def _retention_paths(components: Json) -> Json:
             {"200": {"description": "Forecast", "content": _json({"type": "object"})}},
             problems=AUTHED)},
         "/api/v1/purge-records": {"get": _operation(
-            "Whether and when an account's content was purged (no personal data)",
+            "Whether and when an account's content was purged: each purge's counts, pending "
+            "blobs and residue scan (the deletion certificate; no personal data)",
             {"200": {"description": "Records", "content": _json({"type": "object"})}},
             problems=AUTHED, parameters=_query_parameters(PurgeRecordParams, components))},
     }  # fmt: skip
