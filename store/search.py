@@ -302,7 +302,11 @@ async def _by_relevance(
 ) -> Results:
     upper = after.key if after is not None else None
     snapshot = after.snapshot if after is not None and after.snapshot else utcnow()
-    query = {"$and": [base, {"collected_at": {"$lte": snapshot}}]}
+    # What arrived after the first page stays out of the later ones: by arrival time (a
+    # message's collected_at may be older than its arrival: imported mail, chat backfill).
+    arrived = {"$or": [{"archived_at": {"$lte": snapshot}},
+                       {"archived_at": None, "collected_at": {"$lte": snapshot}}]}  # fmt: skip
+    query = {"$and": [base, arrived]}
     if upper is not None:
         query["$and"].append(_at_or_before(upper))
     window = [

@@ -97,8 +97,16 @@ async def test_purge_records_answer_whether_and_when_an_account_was_purged(
     assert after["purged"] is True
     [record] = after["records"]
     assert record["rule"] == "erasure" and record["counts"]["messages"] == 1
-    assert set(record) == {"id", "rule", "due_at", "started_at", "done_at", "counts",
-                           "pending_blobs", "residue"}
+    assert set(record) == {
+        "id",
+        "rule",
+        "due_at",
+        "started_at",
+        "done_at",
+        "counts",
+        "pending_blobs",
+        "residue",
+    }
 
 
 async def test_the_forecast_shows_the_deadline_and_the_blocking_hold(api: Api) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 
 import pytest
 from pymongo import AsyncMongoClient
 
-from store.embedded import EmbeddedMongo, MongodNotFound, find_mongod
+from store.embedded import OPEN_FILES, EmbeddedMongo, MongodNotFound, find_mongod
 from tests.helpers import mongod_pids_using
 
 
@@ -51,3 +52,20 @@ def test_a_configured_binary_that_is_not_executable_is_named(tmp_path: Path) -> 
 
 def test_without_configuration_the_wheel_binary_is_found() -> None:
     assert find_mongod().name == "mongod"
+
+
+async def test_mongod_keeps_no_idle_file_open_for_long_and_may_open_what_it_can(
+    mongo: EmbeddedMongo,
+) -> None:
+    """A file per collection and index: with MongoDB's default of keeping idle ones open for
+    10 minutes, a test suite's hundreds of databases ended in "Too many open files" (a fatal
+    assertion of mongod at about the 350th test)."""
+    assert mongo.process is not None
+    limits = Path(f"/proc/{mongo.process.pid}/limits").read_text()
+    [line] = [row for row in limits.splitlines() if row.startswith("Max open files")]
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert int(line.split()[3]) >= min(OPEN_FILES, hard)
+    async with AsyncMongoClient(mongo.uri, directConnection=True) as client:
+        options = await client.admin.command("getCmdLineOpts")
+    engine = options["parsed"]["storage"]["wiredTiger"]["engineConfig"]["configString"]
+    assert "close_idle_time=30" in engine
