@@ -388,12 +388,13 @@ def build_spec(extra_paths: Json | None = None) -> Json:
         "/api/v1/accounts/{account_id}": {
             "parameters": [_path("account_id", ACCOUNT_ID)],
             "put": _operation(
-                "Register or update an account (platform); links its unlinked conversations",
+                "Register or update an account (platform); links its unlinked conversations. "
+                "An address of another active account is a 409 naming that account",
                 {
                     "200": {"description": "Updated", "content": _json(ref["Account"])},
                     "201": {"description": "Created", "content": _json(ref["Account"])},
                 },
-                problems=(415, *AUTHED),
+                problems=(409, 415, *AUTHED),
                 requestBody={"required": True, "content": _json(account_body)},
             ),
             "get": _operation(

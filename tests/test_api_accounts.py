@@ -80,3 +80,20 @@ async def test_a_body_that_is_not_json_is_400_or_415(api: Api) -> None:
         headers={**api.headers(Role.PLATFORM), "Content-Type": "application/json"},
     )
     assert response.status == 400
+
+
+async def test_an_email_of_another_account_is_a_409_naming_it_and_changes_nothing(api: Api) -> None:
+    await api.put("/api/v1/accounts/acct-ann", Role.PLATFORM, json={"emails": ["ann@example.com"]})
+    taken = await api.put("/api/v1/accounts/acct-bob", Role.PLATFORM,
+                          json={"emails": ["bob@example.com", "Ann@Example.com"]})  # fmt: skip
+    assert taken.status == 409
+    assert "acct-ann" in (await taken.json())["detail"]
+    assert (await api.get("/api/v1/accounts/acct-bob", Role.PLATFORM)).status == 404
+
+
+async def test_a_deleted_accounts_email_may_start_a_new_account(api: Api) -> None:
+    await api.put("/api/v1/accounts/acct-ann", Role.PLATFORM, json={"emails": ["ann@example.com"]})
+    await mark_deleted(account_id="acct-ann", deleted_at=utcnow(), grace=timedelta(days=30))
+    again = await api.put("/api/v1/accounts/acct-ann2", Role.PLATFORM,
+                          json={"emails": ["ann@example.com"]})  # fmt: skip
+    assert again.status == 201
