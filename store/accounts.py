@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from store.documents import Account, AccountStatus, Conversation, Hold, Message, utcnow
 from store.errors import Conflict, NotFound
 from store.holds import active_holds_query
+from store.paging import Key, Page, keyset_page
 from store.rules import deletion_deadline
 
 
@@ -37,6 +38,18 @@ async def account_for_emails(emails: Iterable[str]) -> Account | None:
     live = [a for a in candidates if a.status is AccountStatus.ACTIVE]
     ranked = live or candidates
     return ranked[0] if ranked else None
+
+
+async def list_accounts(
+    *, status: AccountStatus | None, email: str | None, limit: int, after: Key | None
+) -> Page[Account]:
+    """Accounts, newest first, by status and by one of their addresses."""
+    query: dict[str, Any] = {}
+    if status is not None:
+        query["status"] = status.value
+    if email is not None:
+        query["emails"] = normalise_email(email)
+    return await keyset_page(Account, query, time_field="created_at", limit=limit, after=after)
 
 
 async def ensure_account(*, account_id: str) -> None:
