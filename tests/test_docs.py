@@ -3,10 +3,16 @@ the repository, and every page of docs/ is reachable from the README."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 from pathlib import Path
 
 import pytest
+
+from store.documents import Role
+from tests.conftest import WIDGET_SECRET, Api
+from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -64,3 +70,27 @@ def test_the_link_check_finds_links_outside_nowhere_and_to_no_heading(tmp_path: 
         "[good](y.md#a-heading), [web](https://example.com/), `[code](nowhere.md)`"
     )
     assert broken_links(page, root=root) == ["../../shared/SPEC.md", "missing.md", "y.md#nowhere"]
+
+
+async def test_the_documented_curl_and_openssl_recipe_stores_a_message(api: Api) -> None:
+    text = (ROOT / "docs" / "webhooks.md").read_text()
+    recipe = text.split("Sending one message with `curl` and `openssl`:", 1)[1]
+    script = recipe.split("```sh\n", 1)[1].split("```", 1)[0]
+    base = f"http://127.0.0.1:{api.http.server.port}"
+    script = script.replace("http://127.0.0.1:8080", base).replace(
+        "SECRET='the-secret-of-this-source'", f"SECRET='{WIDGET_SECRET}'"
+    )
+    process = await asyncio.create_subprocess_exec(
+        "bash", "-euo", "pipefail", "-c", script,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    answer = json.loads(out)
+    assert answer["messages"][0]["external_id"] == "m-1", answer
+
+    async def filed() -> bool:
+        response = await api.get(f"/api/v1/messages/{answer['messages'][0]['id']}", Role.AGENT)
+        return response.status == 200 and (await response.json())["text"] == "Hello"
+
+    await eventually(filed)
