@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -84,12 +85,15 @@ class EmbeddedMongo:
         port: int | None = None,
         cache_size_gb: float = 0.25,
         start_timeout: float = 60.0,
+        parameters: Mapping[str, str | int] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.binary = binary
         self.port = port or free_port()
         self.cache_size_gb = cache_size_gb
         self.start_timeout = start_timeout
+        # mongod --setParameter name=value (server tuning, e.g. for the test session).
+        self.parameters = dict(parameters or {})
         self.process: asyncio.subprocess.Process | None = None
         self._log_start = 0
 
@@ -137,6 +141,8 @@ class EmbeddedMongo:
             "--wiredTigerCacheSizeGB", str(self.cache_size_gb),
             "--logpath", str(self.log_path),
             "--logappend",
+            *(arg for name, value in self.parameters.items()
+              for arg in ("--setParameter", f"{name}={value}")),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
