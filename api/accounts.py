@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from aiohttp import web
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from api import params, views
 from api.auth import principal_of
 from api.trail import audited
 from store.accounts import account_summary, register_account
-from store.documents import Account, utcnow
+from store.accounts import list_accounts as store_list_accounts
+from store.documents import Account, AccountStatus, utcnow
 
 Email = Annotated[
     str,
@@ -36,6 +38,42 @@ async def put_account(request: web.Request) -> web.Response:
     summary = await account_summary(account_id=account_id, now=utcnow())
     role = principal_of(request).role
     return web.json_response(views.account(summary, role=role), status=200 if existed else 201)
+
+
+class AccountsParams(params.QueryModel):
+    status: AccountStatus | None = None
+    email: Annotated[str, Field(min_length=1, max_length=320)] | None = None
+    limit: params.Limit = params.DEFAULT_LIMIT
+    cursor: Annotated[str, Field(max_length=400)] | None = None
+
+
+class AccountCursor(BaseModel):
+    t: datetime
+    i: params.AccountId
+
+
+async def list_accounts(request: web.Request) -> web.Response:
+    """Accounts, newest first, by status or address. Agents and the platform see a deleted
+    account's status only, and finding one by address is not theirs to do: to them, an
+    address names active accounts only."""
+    p = params.query(request, AccountsParams)
+    after = None
+    if p.cursor:
+        cursor = params.decode_cursor(p.cursor, AccountCursor)
+        after = (cursor.t, cursor.i)
+    role = principal_of(request).role
+    query = {k: v for k, v in (("status", p.status), ("email", p.email)) if v is not None}
+    await audited(request, "account.list", query=query)
+    status = p.status
+    if p.email is not None and role not in views.COMPLIANCE_VIEW:
+        if status is AccountStatus.DELETED:
+            return web.json_response({"accounts": [], "next_cursor": None})
+        status = AccountStatus.ACTIVE
+    page = await store_list_accounts(status=status, email=p.email, limit=p.limit, after=after)
+    return web.json_response({
+        "accounts": [views.listed_account(a, role=role) for a in page.items],
+        "next_cursor": params.page_cursor(page.next_key),
+    })  # fmt: skip
 
 
 async def get_account(request: web.Request) -> web.Response:

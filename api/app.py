@@ -54,6 +54,8 @@ def create_app(*, database: Database, config: ApiConfig | None = None) -> web.Ap
 
     add_route(app, "PUT", f"{V1}/accounts/{{account_id}}", accounts.put_account, roles=PLATFORM_UP)
     add_route(app, "GET", f"{V1}/accounts/{{account_id}}", accounts.get_account, roles=ANY_ROLE)
+    add_route(app, "GET", f"{V1}/accounts", accounts.list_accounts,
+              roles=PLATFORM_UP | COMPLIANCE_UP)  # fmt: skip
     add_route(app, "GET", f"{V1}/search", search.search_messages, roles=AGENT_UP)
     conversation = f"{V1}/conversations/{{conversation_id}}"
     add_route(app, "GET", conversation, reading.get_conversation, roles=AGENT_UP)
@@ -79,6 +81,7 @@ def create_app(*, database: Database, config: ApiConfig | None = None) -> web.Ap
 
     app.cleanup_ctx.append(exports.background_tasks)
     add_route(app, "POST", f"{V1}/exports", exports.create_export, roles=COMPLIANCE_UP)
+    add_route(app, "GET", f"{V1}/exports", exports.list_exports, roles=COMPLIANCE_UP)
     export = f"{V1}/exports/{{export_id}}"
     add_route(app, "GET", export, exports.get_export, roles=COMPLIANCE_UP)
     add_route(app, "GET", f"{export}/download", exports.download_export, roles=COMPLIANCE_UP)

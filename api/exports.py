@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Coroutine
+from datetime import datetime
 from typing import Annotated
 
 from aiohttp import web
 from beanie import PydanticObjectId
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from api import params
 from api.auth import principal_of
@@ -97,6 +98,32 @@ async def download_export(request: web.Request) -> web.StreamResponse:
             "X-Manifest-SHA256": export.manifest_sha256 or "",
         },
     )
+
+
+class ExportsParams(params.QueryModel):
+    account_id: params.AccountId | None = None
+    limit: params.Limit = params.DEFAULT_LIMIT
+    cursor: Annotated[str, Field(max_length=200)] | None = None
+
+
+class ExportCursor(BaseModel):
+    t: datetime
+    i: Annotated[str, Field(pattern=r"^[0-9a-f]{24}$")]
+
+
+async def list_exports(request: web.Request) -> web.Response:
+    """The exports not yet expired, newest first (of one account, with ``account_id``)."""
+    p = params.query(request, ExportsParams)
+    after = None
+    if p.cursor:
+        cursor = params.decode_cursor(p.cursor, ExportCursor)
+        after = (cursor.t, PydanticObjectId(cursor.i))
+    await audited(request, "export.list", target={"account_id": p.account_id or ""})
+    page = await exports.list_exports(account_id=p.account_id, limit=p.limit, after=after)
+    return web.json_response({
+        "exports": [_view(e) for e in page.items],
+        "next_cursor": params.page_cursor(page.next_key),
+    })  # fmt: skip
 
 
 class DisclosureParams(params.QueryModel):

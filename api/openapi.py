@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from api.accounts import AccountBody
+from api.accounts import AccountBody, AccountsParams
 from api.audit_log import AuditParams
 from api.search import SearchParams
 from api.state import OPENAPI_PATHS
@@ -294,8 +294,15 @@ def _retention_paths(components: Json) -> Json:
     }  # fmt: skip
 
 
+def _page(name: str, item: Json) -> Json:
+    return _json({
+        "type": "object", "required": [name, "next_cursor"],
+        "properties": {name: {"type": "array", "items": item}, "next_cursor": NULLABLE_STRING},
+    })  # fmt: skip
+
+
 def _export_paths(components: Json) -> Json:
-    from api.exports import DisclosureParams, ExportBody
+    from api.exports import DisclosureParams, ExportBody, ExportsParams
 
     export = {
         "type": "object",
@@ -310,7 +317,11 @@ def _export_paths(components: Json) -> Json:
     }
     export_id = [_path("export_id", OBJECT_ID)]
     return {
-        "/api/v1/exports": {"post": _operation(
+        "/api/v1/exports": {"get": _operation(
+            "The exports not yet expired, newest first (compliance); account_id filters",
+            {"200": {"description": "A page of exports", "content": _page("exports", export)}},
+            problems=AUTHED, parameters=_query_parameters(ExportsParams, components),
+        ), "post": _operation(
             "Start an export: {account_id} (subject access) or {hold_id, authority, "
             "legal_basis} (disclosure, entered in the register)",
             {"202": {"description": "Started", "content": _json(export)}},
@@ -346,6 +357,7 @@ def build_spec(extra_paths: Json | None = None) -> Json:
     ref = {name: {"$ref": f"#/components/schemas/{name}"} for name in components}
     search_params = _query_parameters(SearchParams, components)
     audit_params = _query_parameters(AuditParams, components)
+    accounts_params = _query_parameters(AccountsParams, components)
     account_body = _schema(AccountBody, components)
     binary = {"schema": {"type": "string", "format": "binary"}}
     paths: Json = {
@@ -386,15 +398,31 @@ def build_spec(extra_paths: Json | None = None) -> Json:
                 public=True,
             )
         },
+        "/api/v1/accounts": {
+            "get": _operation(
+                "Accounts, newest first (platform, compliance, admin), by status or address. "
+                "Platform keys see a deleted account's status only, and an address finds "
+                "active accounts only for them",
+                {
+                    "200": {
+                        "description": "A page of accounts",
+                        "content": _page("accounts", ref["Account"]),
+                    }
+                },
+                problems=AUTHED,
+                parameters=accounts_params,
+            )
+        },
         "/api/v1/accounts/{account_id}": {
             "parameters": [_path("account_id", ACCOUNT_ID)],
             "put": _operation(
-                "Register or update an account (platform); links its unlinked conversations",
+                "Register or update an account (platform); links its unlinked conversations. "
+                "An address of another active account is a 409 naming that account",
                 {
                     "200": {"description": "Updated", "content": _json(ref["Account"])},
                     "201": {"description": "Created", "content": _json(ref["Account"])},
                 },
-                problems=(415, *AUTHED),
+                problems=(409, 415, *AUTHED),
                 requestBody={"required": True, "content": _json(account_body)},
             ),
             "get": _operation(

@@ -17,6 +17,7 @@ from beanie import PydanticObjectId
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from store.errors import NotFound
+from store.paging import Key
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -87,6 +88,14 @@ def account_id(request: web.Request) -> str:
 
 class _AccountIdModel(BaseModel):
     account_id: AccountId
+
+
+def page_cursor(next_key: Key | None) -> str | None:
+    """The cursor of the page after one whose last item has ``next_key`` (None: no more)."""
+    if next_key is None:
+        return None
+    at, ident = next_key
+    return encode_cursor({"t": at.isoformat(), "i": str(ident)})
 
 
 def encode_cursor(position: dict[str, Any]) -> str:

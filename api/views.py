@@ -6,6 +6,7 @@ from typing import Any
 
 from store.accounts import AccountSummary
 from store.documents import (
+    Account,
     AccountStatus,
     AttachmentRef,
     AuditEvent,
@@ -127,23 +128,34 @@ def account(summary: AccountSummary, *, role: Role) -> Json:
     """An account as ``role`` may see it: once deleted, agents and the platform see its status
     only (purpose limitation: its emails, name and content are no longer theirs to use)."""
     a = summary.account
-    status = {
+    full = role in COMPLIANCE_VIEW
+    if a.status is AccountStatus.DELETED and not full:
+        return _account_status(a)
+    return listed_account(a, role=role) | {
+        "counts": {"conversations": summary.conversations, "messages": summary.messages},
+        "active_holds": [hold(h, confidential=full) for h in summary.active_holds],
+    }
+
+
+def listed_account(a: Account, *, role: Role) -> Json:
+    """An account in a list: as ``account`` shows it, without counts and holds."""
+    if a.status is AccountStatus.DELETED and role not in COMPLIANCE_VIEW:
+        return _account_status(a)
+    return _account_status(a) | {
+        "emails": a.emails,
+        "name": a.name,
+        "created_at": iso(a.created_at),
+        "updated_at": iso(a.updated_at),
+    }
+
+
+def _account_status(a: Account) -> Json:
+    return {
         "id": a.id,
         "status": a.status.value,
         "deleted_at": iso(a.deleted_at),
         "purge_due_at": iso(a.purge_due_at),
         "purged_at": iso(a.purged_at),
-    }
-    full = role in COMPLIANCE_VIEW
-    if a.status is AccountStatus.DELETED and not full:
-        return status
-    return status | {
-        "emails": a.emails,
-        "name": a.name,
-        "counts": {"conversations": summary.conversations, "messages": summary.messages},
-        "active_holds": [hold(h, confidential=full) for h in summary.active_holds],
-        "created_at": iso(a.created_at),
-        "updated_at": iso(a.updated_at),
     }
 
 

@@ -74,23 +74,34 @@ class Jobs:
     # Held while a job runs, so that a shutdown can wait for the job in flight.
     busy: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def purge_sweep(self) -> SweepReport | None:
-        """One sweep, if this process holds the lease (renewed between batches)."""
+    async def purge_sweep(
+        self, *, on_batch: Callable[[], object] | None = None
+    ) -> SweepReport | None:
+        """One sweep, if no other process is sweeping (None then). The lease is held only while
+        the sweep runs, renewed between batches, so that ``support-archive purge`` can sweep
+        between two of serve's; it expires by itself if this process dies mid-sweep."""
         async with self.busy:
-            return await self._sweep()
+            now = self.clock()
+            if not await lease.acquire(name=SWEEP_LEASE, holder=self.holder, now=now, ttl=self.ttl):
+                log.debug("another process holds the purge lease")
+                return None
+            try:
+                return await self._sweep(now, on_batch=on_batch or (lambda: None))
+            finally:
+                await lease.release(name=SWEEP_LEASE, holder=self.holder)
 
-    async def _sweep(self) -> SweepReport | None:
-        now = self.clock()
-        ttl = max(self.interval * 3, timedelta(seconds=30))
-        if not await lease.acquire(name=SWEEP_LEASE, holder=self.holder, now=now, ttl=ttl):
-            log.debug("another process holds the purge lease")
-            return None
+    @property
+    def ttl(self) -> timedelta:
+        """How long the lease outlives its last renewal: a batch must finish within it."""
+        return max(self.interval * 3, timedelta(seconds=30))
 
+    async def _sweep(self, now: datetime, *, on_batch: Callable[[], object]) -> SweepReport:
         async def renew() -> None:
             if not await lease.acquire(
-                name=SWEEP_LEASE, holder=self.holder, now=self.clock(), ttl=ttl
+                name=SWEEP_LEASE, holder=self.holder, now=self.clock(), ttl=self.ttl
             ):
                 raise LeaseLost(SWEEP_LEASE)
+            on_batch()
 
         report = await sweep(self.database, now=now, policy=self.policy, before_batch=renew)
         PURGED.labels("messages").inc(report.messages)

@@ -10,16 +10,20 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
+
+from bson import ObjectId
 
 from ingest.chat.backfill import ChatwootApiError
 from ingest.mailbox import MailboxKind
 from service import commands
 from service.logs import configure_logging
-from service.serve import Roles, serve
+from service.serve import NoDatabase, Roles, serve
 from service.settings import Settings, SettingsError, load_settings
+from store.database import UnusableDatabase
 from store.documents import Role
 from store.embedded import MongodFailed, MongodNotFound
-from store.errors import Conflict, NotFound
+from store.errors import Conflict, NotFound, is_transient
 from store.residue import describe
 
 log = logging.getLogger("archive.service")
@@ -41,7 +45,11 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
     try:
         report = asyncio.run(
             commands.import_mailbox(
-                settings, kind=MailboxKind(args.kind), path=args.path, account_id=args.account
+                settings,
+                kind=MailboxKind(args.kind),
+                path=args.path,
+                account_id=args.account,
+                create_account=args.create_account,
             )
         )
     except (FileNotFoundError, ValueError) as exc:
@@ -94,7 +102,8 @@ def _purge(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     report = asyncio.run(commands.sweep_once(settings))
     if report is None:
-        print("support-archive: a sweep is running in another process; try again later",
+        print("support-archive: a sweep is still running in another process (serve's log "
+              "shows its [purge] lines); run purge again once it has finished",
               file=sys.stderr)  # fmt: skip
         return EXIT_FAILED
     print(
@@ -134,6 +143,10 @@ def _verify_purge(settings: Settings, args: argparse.Namespace) -> int:
 def _export(settings: Settings, args: argparse.Namespace) -> int:
     if (args.account is None) == (args.hold is None):
         print("support-archive: give --account ID or --hold ID", file=sys.stderr)
+        return EXIT_BAD_USAGE
+    if args.hold is not None and not ObjectId.is_valid(args.hold):
+        print(f"support-archive: {args.hold!r} is not a hold id (24 hexadecimal digits, as "
+              "GET /api/v1/holds lists them)", file=sys.stderr)  # fmt: skip
         return EXIT_BAD_USAGE
     if args.hold and not (args.authority and args.legal_basis):
         print("support-archive: a disclosure (--hold) needs --authority and --legal-basis",
@@ -183,18 +196,36 @@ def _since(text: str) -> datetime:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
+def _key_name(text: str) -> str:
+    if not text.strip() or text != text.strip() or len(text) > 100:
+        raise argparse.ArgumentTypeError(
+            "a key needs a name of 1 to 100 characters, without surrounding spaces"
+        )
+    return text
+
+
 def _when(at: datetime | None) -> str:
     return at.strftime("%Y-%m-%d %H:%M") if at else "-"
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes as one line, like every other error (the usage is one --help away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="support-archive",
         description=(
             "Support Archive keeps support emails and chats, searchable and linked to accounts, "
             "and deletes them on time. Configured by ARCHIVE_* environment variables "
             "(see README.md)."
         ),
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="on an unexpected error, show its traceback"
     )
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -224,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     import_cmd.add_argument(
         "--account", metavar="ID", help="link every imported conversation to this account"
     )
+    import_cmd.add_argument(
+        "--create-account", action="store_true",
+        help="make the --account if the archive does not know it (else that is refused)",
+    )  # fmt: skip
     import_cmd.set_defaults(run=_import)
 
     keys_cmd = subcommands.add_parser("keys", help="create, list and revoke API keys")
@@ -234,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Roles: agent (search, read), platform (accounts, deletions), compliance "
         "(agent + holds, erasure, exports, purge records, forecast), admin (everything).",
     )
-    create.add_argument("--name", required=True, help="a unique name, shown in the audit trail")
+    create.add_argument("--name", required=True, type=_key_name,
+                        help="a unique name, shown in the audit trail")  # fmt: skip
     create.add_argument("--role", required=True, choices=[r.value for r in Role])
     create.set_defaults(run=_keys_create)
     keys_sub.add_parser("list", help="list keys (never their tokens)").set_defaults(run=_keys_list)
@@ -321,11 +357,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     run: Command = args.run
     try:
         return run(settings, args)
-    except (MongodNotFound, MongodFailed, NotFound, Conflict) as exc:
-        print(f"support-archive: {exc}", file=sys.stderr)
-        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"support-archive: {one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+# Errors whose message is written to be shown as it is: what is wrong and what to do.
+_SAYS_WHAT_TO_DO = (
+    MongodNotFound, MongodFailed, NoDatabase, UnusableDatabase, NotFound, Conflict, ValueError,
+)  # fmt: skip
+
+
+def one_line(exc: Exception) -> str:
+    """What to tell the operator about ``exc``, on one line and without a traceback."""
+    if isinstance(exc, _SAYS_WHAT_TO_DO):
+        text = str(exc)
+    elif is_transient(exc):
+        text = "the database did not answer within ARCHIVE_DB_TIMEOUT; try again when it is back"
+    else:
+        text = (
+            f"unexpected error ({type(exc).__name__}); "
+            "run again with --debug for the traceback, and report it"
+        )
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
 from datetime import datetime
@@ -21,24 +22,54 @@ from ingest.mime import SupportSide
 from scheduler.jobs import Jobs
 from service.serve import database_from, export_dir, fetch_policy, retention_policy
 from service.settings import Settings, WebhookSource
-from store import exports, keys, retention
+from store import audit, exports, keys, retention
 from store.chat import file_chats
-from store.documents import ApiKey, Export, PurgeRecord, Role, utcnow
+from store.documents import Account, ApiKey, Export, PurgeRecord, Role, utcnow
+from store.errors import NotFound
 from store.messages import file_email
 from store.residue import Residue
 
 
+def actor() -> str:
+    """Who did it, in the audit trail: the operator's login on this machine."""
+    return f"cli:{getuser()}"
+
+
+async def _audited(settings: Settings, action: str, *, target: dict[str, str]) -> None:
+    await audit.record(actor=actor(), role=None, action=action, target=target,
+                       max_age=settings.audit_max_age)  # fmt: skip
+
+
 async def import_mailbox(
-    settings: Settings, *, kind: MailboxKind, path: Path, account_id: str | None
+    settings: Settings,
+    *,
+    kind: MailboxKind,
+    path: Path,
+    account_id: str | None,
+    create_account: bool = False,
 ) -> ImportReport:
     with closing(open_mailbox(kind, path)) as box:
-        return await _import_box(settings, box, path=path, account_id=account_id)
+        return await _import_box(
+            settings, box, path=path, account_id=account_id, create_account=create_account
+        )
 
 
 async def _import_box(
-    settings: Settings, box: Mailbox[Message], *, path: Path, account_id: str | None
+    settings: Settings,
+    box: Mailbox[Message],
+    *,
+    path: Path,
+    account_id: str | None,
+    create_account: bool,
 ) -> ImportReport:
     async with database_from(settings, share=True):
+        if account_id is not None and not create_account and await Account.get(account_id) is None:
+            # A typo would otherwise file a whole mailbox under an account nobody has.
+            raise NotFound(
+                f"no account {account_id!r}: check the id, or add --create-account to import "
+                "into a new account"
+            )
+        await _audited(settings, "mailbox.import", target={"account_id": account_id or ""})
         with tqdm(total=len(box), unit="msg", desc=f"importing {path.name}") as bar:
             report = await import_messages(
                 raw_messages(box),
@@ -52,7 +83,9 @@ async def _import_box(
 
 async def create_key(settings: Settings, *, name: str, role: Role) -> tuple[ApiKey, str]:
     async with database_from(settings, share=True):
-        return await keys.create_key(name=name, role=role)
+        key, token = await keys.create_key(name=name, role=role)
+        await _audited(settings, "key.create", target={"key": name, "role": role.value})
+        return key, token
 
 
 async def list_keys(settings: Settings) -> list[ApiKey]:
@@ -62,23 +95,39 @@ async def list_keys(settings: Settings) -> list[ApiKey]:
 
 async def revoke_key(settings: Settings, *, name: str) -> ApiKey:
     async with database_from(settings, share=True):
-        return await keys.revoke_key(name=name)
+        key = await keys.revoke_key(name=name)
+        await _audited(settings, "key.revoke", target={"key": name})
+        return key
 
 
 async def forecast(settings: Settings) -> list[retention.ForecastItem]:
     async with database_from(settings, share=True):
+        await _audited(settings, "retention.forecast", target={})
         return await retention.forecast(now=utcnow(), policy=retention_policy(settings))
 
 
+# How often ``purge`` looks again whether the sweep running elsewhere has finished.
+LEASE_POLL_SECONDS = 0.2
+
+
 async def sweep_once(settings: Settings) -> retention.SweepReport | None:
-    """One sweep now, under the same lease as ``serve``'s scheduler (None: another holds it)."""
+    """One sweep now, under the same lease as ``serve``'s scheduler. While another process
+    sweeps, wait for it to finish (the progress line says so), for as long as its lease lasts
+    without renewal (None: that sweep is still running then)."""
     async with database_from(settings, share=True) as database:
+        holder = f"cli-{uuid.uuid4().hex[:12]}"
         jobs = Jobs(database=database, policy=retention_policy(settings),
-                    interval=settings.purge_interval, holder="cli")  # fmt: skip
-        try:
-            return await jobs.purge_sweep()
-        finally:
-            await jobs.stop()
+                    interval=settings.purge_interval, holder=holder)  # fmt: skip
+        deadline = asyncio.get_running_loop().time() + jobs.ttl.total_seconds()
+        with tqdm(unit="batch", desc="purging", leave=False) as bar:
+            while (report := await jobs.purge_sweep(on_batch=bar.update)) is None:
+                if asyncio.get_running_loop().time() > deadline:
+                    return None
+                bar.set_description("waiting for the sweep running in another process")
+                await asyncio.sleep(LEASE_POLL_SECONDS)
+        await _audited(settings, "purge.sweep", target={
+            "messages": str(report.messages), "accounts": str(report.accounts_purged)})  # fmt: skip
+        return report
 
 
 async def export(
@@ -95,7 +144,7 @@ async def export(
     register like one made through the API. Interrupted (Ctrl-C, SIGTERM) or failed, it leaves
     no file behind."""
     now = utcnow()
-    who = f"cli:{getuser()}"
+    who = actor()
     async with database_from(settings, share=True), _cancelled_by_sigterm():
         hold = None
         if hold_id is not None:
@@ -113,6 +162,10 @@ async def export(
                 export=record, hold=hold, authority=authority, legal_basis=legal_basis,
                 disclosed_by=who, now=now,
             )  # fmt: skip
+        await _audited(settings, "export.create", target={
+            "export_id": str(record.id), "account_id": scope.account_id or "",
+            **({"hold_id": str(hold.id)} if hold else {}),
+        })  # fmt: skip
         total = await exports.count_messages(scope)
         with tqdm(total=total, unit="msg", desc="exporting") as bar:
             return await exports.export_to_file(
@@ -181,8 +234,9 @@ async def verify_purge(
     settings: Settings, *, account_id: str, emails: list[str], names: list[str]
 ) -> tuple[list[PurgeRecord], Residue]:
     """The account's purge records and a residue scan run now: the deletion certificate."""
-    policy = retention_policy(settings)
     async with database_from(settings, share=True):
+        policy = retention_policy(settings)  # after: it may write the development key
+        await _audited(settings, "purge_records.read", target={"account_id": account_id})
         records = await retention.purge_records(secret_key=policy.secret_key, account_id=account_id)
         residue = await retention.verify_purge(
             account_id=account_id, emails=emails, names=names, now=utcnow(), policy=policy

@@ -60,14 +60,28 @@ class Roles:
 async def database_from(settings: Settings, *, share: bool = False) -> AsyncIterator[Database]:
     """The configured MongoDB, or an embedded mongod under ``ARCHIVE_DATA_DIR``.
 
-    With ``share`` (CLI commands), an embedded mongod that a running ``serve`` owns is used
-    rather than started: its data directory is locked to it.
+    With ``share`` (CLI commands), the embedded mongod that a running ``serve`` owns is used,
+    never started: a command run where no serve keeps the archive would otherwise read, export
+    or write an empty database of its own. Without it (``serve``), a data directory whose
+    mongod already answers belongs to another serve.
     """
     async with AsyncExitStack() as stack:
         uri = settings.mongodb_uri
         mongo_dir = settings.data_dir / "mongo"
-        if uri is None and share:
+        if uri is None:
             uri = await running_embedded_uri(mongo_dir)
+            if uri is None and share:
+                raise NoDatabase(
+                    f"no running serve keeps its database in ARCHIVE_DATA_DIR={settings.data_dir}: "
+                    "start 'support-archive serve' (with the same ARCHIVE_DATA_DIR or "
+                    "ARCHIVE_CONFIG), or set ARCHIVE_MONGODB_URI"
+                )
+            if uri is not None and not share:
+                raise NoDatabase(
+                    f"ARCHIVE_DATA_DIR={settings.data_dir} is in use by another serve (its mongod "
+                    f"answers on {uri.split('/')[2]}): stop that one, or give this one another "
+                    "ARCHIVE_DATA_DIR"
+                )
         if uri is None:
             mongo = EmbeddedMongo(mongo_dir, binary=settings.mongod_bin)
             await stack.enter_async_context(mongo)
@@ -76,6 +90,11 @@ async def database_from(settings: Settings, *, share: bool = False) -> AsyncIter
             open_database(uri, name=settings.db_name, timeout=settings.db_timeout)
         )
         yield database
+
+
+class NoDatabase(Exception):
+    """No database to use, or the data directory is another serve's (the message says what to
+    do)."""
 
 
 def webhook_sources(settings: Settings) -> dict[str, Source]:

@@ -33,11 +33,26 @@ from yarl import URL
 
 ENV_PREFIX = "ARCHIVE_"
 
+_ADDRESS_LOCAL = re.compile(r"[^\s@<>()\[\],;:\"]{1,64}")
+_DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", re.I)
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 # The privacy policy promises deletion "after a period of up to 6 months" after account deletion.
 MAX_RETENTION_GRACE = timedelta(days=183)
+
+# An env file (``ARCHIVE_*=value`` lines) read by ``serve`` and the one-shot commands alike, so
+# that both file mail and find the database the same way; the environment overrides it.
+CONFIG_VARIABLE = f"{ENV_PREFIX}CONFIG"
+APP_NAME = "support-archive"
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/support-archive`` (``~/.local/share/support-archive``): a fixed place,
+    so that a command run from any directory finds the archive ``serve`` keeps there."""
+    base = os.environ.get("XDG_DATA_HOME") or ""
+    root = Path(base) if Path(base).is_absolute() else Path.home() / ".local" / "share"
+    return root / APP_NAME
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -156,7 +171,7 @@ class Settings(BaseSettings):
     env: Environment = Environment.DEVELOPMENT
     mongodb_uri: str | None = None
     db_name: str = Field(default="support_archive", pattern=r"^[A-Za-z0-9_-]{1,63}$")
-    data_dir: Path = Path("./var")
+    data_dir: Path = Field(default_factory=default_data_dir)
     mongod_bin: Path | None = None
     db_timeout: Duration = timedelta(seconds=10)
 
@@ -202,6 +217,19 @@ class Settings(BaseSettings):
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError:
                 raise ValueError(f"{cidr!r} is not an IP network (CIDR)") from None
+        return value
+
+    @field_validator("support_addresses")
+    @classmethod
+    def _support_side(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            local, _, domain = entry.rpartition("@")
+            if not local:  # a domain, written @example.com or example.com
+                local = "x"
+            if not _ADDRESS_LOCAL.fullmatch(local) or not _DOMAIN.fullmatch(domain):
+                raise ValueError(
+                    f"{entry!r} is not an address (support@example.com) or a domain (@example.com)"
+                )
         return value
 
     @field_validator("webhook_sources")
@@ -314,8 +342,11 @@ class SettingsError(Exception):
 
 def load_settings(**overrides: Any) -> Settings:
     """Read and validate the settings once, turning pydantic's report into one clear line."""
+    config = os.environ.get(CONFIG_VARIABLE)
+    if config is not None and not Path(config).is_file():
+        raise SettingsError(f"invalid setting: {CONFIG_VARIABLE}={config!r}: no such file")
     try:
-        return Settings(**overrides)
+        return Settings(_env_file=config, **overrides)
     except ValidationError as exc:
         raise SettingsError(describe_validation_error(exc)) from None
 

@@ -11,8 +11,9 @@ from beanie import PydanticObjectId
 from pydantic import BaseModel, Field
 
 from store.documents import Account, AccountStatus, Conversation, Hold, Message, utcnow
-from store.errors import NotFound
+from store.errors import Conflict, NotFound
 from store.holds import active_holds_query
+from store.paging import Key, Page, keyset_page
 from store.rules import deletion_deadline
 
 
@@ -37,6 +38,18 @@ async def account_for_emails(emails: Iterable[str]) -> Account | None:
     live = [a for a in candidates if a.status is AccountStatus.ACTIVE]
     ranked = live or candidates
     return ranked[0] if ranked else None
+
+
+async def list_accounts(
+    *, status: AccountStatus | None, email: str | None, limit: int, after: Key | None
+) -> Page[Account]:
+    """Accounts, newest first, by status and by one of their addresses."""
+    query: dict[str, Any] = {}
+    if status is not None:
+        query["status"] = status.value
+    if email is not None:
+        query["emails"] = normalise_email(email)
+    return await keyset_page(Account, query, time_field="created_at", limit=limit, after=after)
 
 
 async def ensure_account(*, account_id: str) -> None:
@@ -64,6 +77,7 @@ async def register_account(*, account_id: str, emails: Iterable[str], name: str 
     again, with these emails, and nothing of its previous life comes back (content that linked
     to the purged account since keeps its deadline and is purged all the same)."""
     addresses = sorted({normalise_email(e) for e in emails})
+    await _refuse_emails_of_another_account(account_id=account_id, emails=addresses)
     now = utcnow()
     collection = Account.get_pymongo_collection()
     reborn = await collection.update_one(
@@ -89,6 +103,24 @@ async def register_account(*, account_id: str, emails: Iterable[str], name: str 
     account = await Account.get(account_id)
     assert account is not None
     return account
+
+
+async def _refuse_emails_of_another_account(*, account_id: str, emails: list[str]) -> None:
+    """An address names one live account: mail from it is linked to that account, so a second
+    one would silently get nothing (a deleted account's addresses may start a new account)."""
+    other = await Account.find_one(
+        {
+            "_id": {"$ne": account_id},
+            "status": AccountStatus.ACTIVE.value,
+            "emails": {"$in": emails},
+        }
+    )
+    if other is not None:
+        taken = sorted(set(other.emails) & set(emails))
+        raise Conflict(
+            f"{', '.join(taken)} already belongs to account {other.id!r}: remove it there first "
+            "(PUT that account without it), or use that account"
+        )
 
 
 async def link_unlinked_conversations(*, account_id: str, emails: list[str]) -> int:

@@ -25,7 +25,17 @@ REDACTED = "[redacted]"
 # Query parameters whose values are ids, codes, times or switches; every other parameter is
 # free text (so a parameter added later is redactable by default).
 STRUCTURED_PARAMETERS = frozenset(
-    {"account_id", "channel", "since", "until", "has_attachments", "sort", "limit", "active"}
+    {
+        "account_id",
+        "channel",
+        "since",
+        "until",
+        "has_attachments",
+        "sort",
+        "limit",
+        "active",
+        "status",
+    }
 )
 _ADDRESS = re.compile(r"[^\s@<>()\[\]\"',;:]+@[^\s@<>()\[\]\"',;:]+")
 _BATCH = 500

@@ -15,10 +15,16 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, PyMongoError
 
 from store.documents import ALL_DOCUMENTS
+from store.errors import StoreError
 
 log = logging.getLogger("archive.db")
 
 RawDocument = dict[str, object]
+
+
+class UnusableDatabase(StoreError):
+    """The database cannot serve the archive at all (unreachable at start, not a replica set);
+    the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -83,9 +89,11 @@ async def _require_replica_set(client: AsyncMongoClient[RawDocument]) -> None:
     try:
         hello = await client.admin.command("hello")
     except ConnectionFailure as exc:
-        raise ConnectionFailure(f"MongoDB is not reachable: {exc}") from exc
+        raise UnusableDatabase(
+            "MongoDB did not answer (ARCHIVE_MONGODB_URI): check its address and that it runs"
+        ) from exc
     if "setName" not in hello and hello.get("msg") != "isdbgrid":
-        raise RuntimeError(
-            "MongoDB must run as a replica set (a single-node one is enough): "
-            "start mongod with --replSet and run rs.initiate()"
+        raise UnusableDatabase(
+            "MongoDB is a standalone server; it must run as a replica set (a single-node one is "
+            "enough): start mongod with --replSet rs0 and run rs.initiate() once"
         )

@@ -113,6 +113,12 @@ class Account(Document):
         name = "accounts"
         indexes = [
             IndexModel([("emails", ASCENDING)], name="emails"),
+            # The account list: newest first, of one status or all.
+            IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)], name="created"),
+            IndexModel(
+                [("status", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)],
+                name="status_created",
+            ),
             IndexModel(
                 [("purge_due_at", ASCENDING)],
                 name="purge_due",
@@ -586,6 +592,7 @@ class Export(Document):
         indexes = [
             IndexModel([("expires_at", ASCENDING)], name="expires_at"),
             IndexModel([("account_id", ASCENDING)], name="account", sparse=True),
+            IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)], name="created"),
         ]
 
 

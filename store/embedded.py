@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -107,13 +108,17 @@ class EmbeddedMongo:
         port: int | None = None,
         cache_size_gb: float = 0.25,
         start_timeout: float = 60.0,
+        parameters: Mapping[str, str | int] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.binary = binary
         self.port = port or free_port()
         self.cache_size_gb = cache_size_gb
         self.start_timeout = start_timeout
+        # mongod --setParameter name=value (server tuning, e.g. for the test session).
+        self.parameters = dict(parameters or {})
         self.process: asyncio.subprocess.Process | None = None
+        self._log_start = 0
 
     @property
     def uri(self) -> str:
@@ -148,6 +153,8 @@ class EmbeddedMongo:
         db_path = self.data_dir / "db"
         db_path.mkdir(parents=True, exist_ok=True)
         log.info("starting embedded mongod %s on %s (data in %s)", binary, self.host, db_path)
+        # The log is appended to: only what this start writes explains how it ends.
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.process = await asyncio.create_subprocess_exec(
             str(binary),
             "--dbpath", str(db_path),
@@ -158,6 +165,8 @@ class EmbeddedMongo:
             "--wiredTigerEngineConfigString", IDLE_FILES,
             "--logpath", str(self.log_path),
             "--logappend",
+            *(arg for name, value in self.parameters.items()
+              for arg in ("--setParameter", f"{name}={value}")),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
@@ -214,6 +223,11 @@ class EmbeddedMongo:
 
     def _check_alive(self) -> None:
         if self.process is not None and self.process.returncode is not None:
+            if "DBPathInUse" in _since(self.log_path, self._log_start):
+                raise MongodFailed(
+                    f"the data directory {self.data_dir} is in use by another mongod (another "
+                    "serve?): stop it, or set ARCHIVE_DATA_DIR to another directory"
+                )
             tail = _tail(self.log_path)
             raise MongodFailed(
                 f"mongod exited with code {self.process.returncode}; see {self.log_path}: {tail}"
@@ -272,3 +286,12 @@ def _tail(path: Path, lines: int = 3) -> str:
     except OSError:
         return "(no log)"
     return " | ".join(line[:300] for line in text[-lines:])
+
+
+def _since(path: Path, offset: int) -> str:
+    try:
+        with path.open("rb") as file:
+            file.seek(offset)
+            return file.read(1_000_000).decode(errors="replace")
+    except OSError:
+        return ""

@@ -33,6 +33,7 @@ from store.documents import (
     iso,
 )
 from store.errors import Conflict, NotFound, StoreError
+from store.paging import Key, Page, keyset_page
 
 log = logging.getLogger("archive.export")
 
@@ -61,6 +62,12 @@ class Scope:
         if self.account_id:
             return f"of account {self.account_id}"
         return f"of conversation {self.conversation_id}"
+
+
+async def list_exports(*, account_id: str | None, limit: int, after: Key | None) -> Page[Export]:
+    """Exports, newest first (those not yet expired: expired ones are deleted with their files)."""
+    query: dict[str, Any] = {} if account_id is None else {"account_id": account_id}
+    return await keyset_page(Export, query, time_field="created_at", limit=limit, after=after)
 
 
 async def scope_of_hold(hold_id: PydanticObjectId) -> tuple[Hold, Scope]:

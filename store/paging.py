@@ -9,13 +9,15 @@ from typing import Any, Generic, TypeVar
 from beanie import Document, PydanticObjectId, SortDirection
 
 D = TypeVar("D", bound=Document)
+# (time, id) of a document: ids are ObjectIds, or strings where the id is given (accounts).
+Key = tuple[datetime, PydanticObjectId | str]
 
 
 @dataclass(frozen=True)
 class Page(Generic[D]):
     items: list[D]
     # (time, id) of the last item when there may be more, else None.
-    next_key: tuple[datetime, PydanticObjectId] | None
+    next_key: Key | None
 
 
 def newest_first(time_field: str) -> list[tuple[str, SortDirection]]:
@@ -23,7 +25,7 @@ def newest_first(time_field: str) -> list[tuple[str, SortDirection]]:
     return [(time_field, SortDirection.DESCENDING), ("_id", SortDirection.DESCENDING)]
 
 
-def before(time_field: str, key: tuple[datetime, PydanticObjectId]) -> dict[str, Any]:
+def before(time_field: str, key: Key) -> dict[str, Any]:
     """Documents strictly after ``key`` in (time desc, id desc) order."""
     at, ident = key
     return {"$or": [{time_field: {"$lt": at}}, {time_field: at, "_id": {"$lt": ident}}]}
@@ -35,7 +37,7 @@ async def keyset_page(
     *,
     time_field: str,
     limit: int,
-    after: tuple[datetime, PydanticObjectId] | None,
+    after: Key | None,
 ) -> Page[D]:
     if after is not None:
         query = {"$and": [query, before(time_field, after)]}

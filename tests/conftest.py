@@ -26,8 +26,14 @@ from tests.mail import running
 
 @pytest.fixture(scope="session")
 async def mongo(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedMongo]:
-    """The session's mongod: a real single-node replica set, as the service runs it."""
-    async with EmbeddedMongo(tmp_path_factory.mktemp("mongo")) as server:
+    """The session's mongod: a real single-node replica set, as the service runs it.
+
+    Every test makes and drops a database of some 70 files, and mongod keeps a dropped
+    database's files (open) for its snapshot history window, 300 s by default: at a test a
+    second that is over 20,000 open files, and mongod aborts with "Too many open files".
+    """
+    parameters = {"minSnapshotHistoryWindowInSeconds": 5}
+    async with EmbeddedMongo(tmp_path_factory.mktemp("mongo"), parameters=parameters) as server:
         yield server
 
 

@@ -26,6 +26,8 @@ MATRIX = [
     ("GET", "/api/v1/conversations/{c}", {A, C, D}),
     ("GET", "/api/v1/accounts/acct-1", {A, P, C, D}),
     ("PUT", "/api/v1/accounts/acct-1", {P, D}),
+    ("GET", "/api/v1/accounts", {P, C, D}),
+    ("GET", "/api/v1/exports", {C, D}),
     ("GET", "/api/v1/audit", {D}),
     ("GET", "/api/v1/holds", {C, D}),
     ("GET", "/api/v1/retention/forecast", {C, D}),

@@ -80,3 +80,59 @@ async def test_a_body_that_is_not_json_is_400_or_415(api: Api) -> None:
         headers={**api.headers(Role.PLATFORM), "Content-Type": "application/json"},
     )
     assert response.status == 400
+
+
+async def test_an_email_of_another_account_is_a_409_naming_it_and_changes_nothing(api: Api) -> None:
+    await api.put("/api/v1/accounts/acct-ann", Role.PLATFORM, json={"emails": ["ann@example.com"]})
+    taken = await api.put("/api/v1/accounts/acct-bob", Role.PLATFORM,
+                          json={"emails": ["bob@example.com", "Ann@Example.com"]})  # fmt: skip
+    assert taken.status == 409
+    assert "acct-ann" in (await taken.json())["detail"]
+    assert (await api.get("/api/v1/accounts/acct-bob", Role.PLATFORM)).status == 404
+
+
+async def test_a_deleted_accounts_email_may_start_a_new_account(api: Api) -> None:
+    await api.put("/api/v1/accounts/acct-ann", Role.PLATFORM, json={"emails": ["ann@example.com"]})
+    await mark_deleted(account_id="acct-ann", deleted_at=utcnow(), grace=timedelta(days=30))
+    again = await api.put("/api/v1/accounts/acct-ann2", Role.PLATFORM,
+                          json={"emails": ["ann@example.com"]})  # fmt: skip
+    assert again.status == 201
+
+
+async def test_accounts_are_listed_newest_first_in_cursor_pages(api: Api) -> None:
+    for n in range(5):
+        await api.put(f"/api/v1/accounts/acct-{n}", Role.PLATFORM,
+                      json={"emails": [f"user{n}@example.com"]})  # fmt: skip
+    seen: list[str] = []
+    cursor = None
+    while True:
+        query = "limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = await (await api.get(f"/api/v1/accounts?{query}", Role.PLATFORM)).json()
+        seen += [a["id"] for a in page["accounts"]]
+        if not (cursor := page["next_cursor"]):
+            break
+    assert seen == [f"acct-{n}" for n in reversed(range(5))]
+
+
+async def test_accounts_are_found_by_address_and_status(api: Api) -> None:
+    await api.put("/api/v1/accounts/acct-ann", Role.PLATFORM, json={"emails": ["ann@example.com"]})
+    await api.put("/api/v1/accounts/acct-bob", Role.PLATFORM, json={"emails": ["bob@example.com"]})
+    await mark_deleted(account_id="acct-bob", deleted_at=utcnow(), grace=timedelta(days=30))
+    by_email = await (await api.get("/api/v1/accounts?email=Ann@Example.com", Role.PLATFORM)).json()
+    assert [a["id"] for a in by_email["accounts"]] == ["acct-ann"]
+    deleted = await (await api.get("/api/v1/accounts?status=deleted", Role.COMPLIANCE)).json()
+    assert [(a["id"], a["emails"]) for a in deleted["accounts"]] == [
+        ("acct-bob", ["bob@example.com"])
+    ]
+    bad = await api.get("/api/v1/accounts?status=gone", Role.PLATFORM)
+    assert bad.status == 422
+
+
+async def test_the_platform_sees_a_deleted_account_in_the_list_as_its_status_only(api: Api) -> None:
+    await api.put("/api/v1/accounts/acct-bob", Role.PLATFORM, json={"emails": ["bob@example.com"]})
+    await mark_deleted(account_id="acct-bob", deleted_at=utcnow(), grace=timedelta(days=30))
+    listed = await (await api.get("/api/v1/accounts", Role.PLATFORM)).json()
+    [bob] = listed["accounts"]
+    assert bob["status"] == "deleted" and "emails" not in bob and "name" not in bob
+    by_email = await (await api.get("/api/v1/accounts?email=bob@example.com", Role.PLATFORM)).json()
+    assert by_email["accounts"] == []  # an address does not lead the platform to a deleted one

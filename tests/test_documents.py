@@ -93,7 +93,7 @@ async def test_every_document_round_trips(database: Database) -> None:
 
 
 EXPECTED_INDEXES = {
-    "accounts": {"emails", "purge_due", "next_purge"},
+    "accounts": {"emails", "purge_due", "next_purge", "created", "status_created"},
     "conversations": {"source_external_id", "account", "unlinked_customer_emails", "collected_at"},
     "messages": {
         "dedup_key", "message_id_header", "thread", "account_time", "newest", "terms_newest",
@@ -107,7 +107,7 @@ EXPECTED_INDEXES = {
     "leases": set(),
     "api_keys": {"name", "token"},
     "audit_events": {"ttl", "at", "actor", "action", "account", "mentions"},
-    "exports": {"expires_at", "account"},
+    "exports": {"expires_at", "account", "created"},
     "disclosures": {"disclosed_at"},
     "spool": {"owner", "lease_until", "raw_sha256", "chat_claims"},
 }  # fmt: skip

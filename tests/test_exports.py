@@ -215,3 +215,20 @@ async def test_an_accounts_exports_are_purged_with_it(
     await sweep(database, now=utcnow(), policy=retention_policy(api.settings))
     assert await Export.get(view["id"]) is None
     assert not Path(export.path).exists()
+
+
+async def test_exports_are_listed_newest_first_by_account_in_cursor_pages(api: Api) -> None:
+    made = []
+    for account_id in ("acct-a", "acct-b", "acct-a"):
+        await email(account_id=account_id)
+        started = await api.post(
+            "/api/v1/exports", Role.COMPLIANCE, json={"account_id": account_id}
+        )
+        made.append(((await started.json())["id"], account_id))
+    first = await (await api.get("/api/v1/exports?limit=2", Role.COMPLIANCE)).json()
+    rest = await (await api.get(f"/api/v1/exports?limit=2&cursor={first['next_cursor']}",
+                                Role.COMPLIANCE)).json()  # fmt: skip
+    assert [e["id"] for e in first["exports"] + rest["exports"]] == [i for i, _ in reversed(made)]
+    assert rest["next_cursor"] is None
+    of_a = await (await api.get("/api/v1/exports?account_id=acct-a", Role.COMPLIANCE)).json()
+    assert [e["id"] for e in of_a["exports"]] == [i for i, a in reversed(made) if a == "acct-a"]

@@ -15,8 +15,8 @@ import pytest
 from ingest.mailbox import ImportReport, MailboxKind, import_messages, open_mailbox, raw_messages
 from ingest.mime import SupportSide
 from store.blobs import read_blob
-from store.database import Database
-from store.documents import Account, Conversation, Message
+from store.database import Database, open_database
+from store.documents import Account, Conversation, Direction, Message
 from store.embedded import EmbeddedMongo
 from store.messages import file_email
 from tests.mail import make_email
@@ -109,3 +109,25 @@ async def test_the_import_command_reports_what_it_did(mongo: EmbeddedMongo, tmp_
     out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
     assert "3 messages read: 3 stored, 0 already in the archive" in out.decode()
+
+
+@pytest.mark.slow
+async def test_the_import_command_files_mail_with_the_shared_config_as_smtp_does(
+    mongo: EmbeddedMongo, tmp_path: Path
+) -> None:
+    config = tmp_path / "support-archive.env"
+    config.write_text("ARCHIVE_SUPPORT_ADDRESSES=@shop.example\n")
+    db_name = f"test_{uuid.uuid4().hex[:12]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVE_")}
+    env |= {"ARCHIVE_MONGODB_URI": mongo.uri, "ARCHIVE_DB_NAME": db_name,
+            "ARCHIVE_DATA_DIR": str(tmp_path), "ARCHIVE_CONFIG": str(config)}  # fmt: skip
+    mbox = write_mbox(tmp_path / "support.mbox")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service.cli", "import", "mbox", str(mbox),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    async with open_database(mongo.uri, name=db_name):
+        reply = await Message.find_one(Message.message_id_header == "m2@shop.example")
+    assert reply is not None and reply.direction is Direction.OUTBOUND

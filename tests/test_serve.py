@@ -114,8 +114,10 @@ async def test_serve_uses_an_existing_replica_set_given_its_uri(
 
 
 @pytest.mark.parametrize(
-    ("variable", "value"), [("http_port", "abc"), ("retention_grace", "1y"), ("env", "staging")]
-)
+    ("variable", "value"),
+    [("http_port", "abc"), ("retention_grace", "1y"), ("env", "staging"),
+     ("support_addresses", "not an address")],
+)  # fmt: skip
 async def test_a_bad_setting_stops_the_start_with_one_line_naming_it(
     tmp_path: Path, variable: str, value: str
 ) -> None:

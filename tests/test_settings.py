@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -174,4 +175,50 @@ def test_a_chatwoot_api_for_no_chatwoot_source_is_refused(monkeypatch: pytest.Mo
     monkeypatch.setenv("ARCHIVE_CHATWOOT_API_ACCOUNT_DESK", "1")
     monkeypatch.setenv("ARCHIVE_CHATWOOT_API_TOKEN_DESK", "wJ2mYq8rT4nKx6vB3cZ9")
     with pytest.raises(SettingsError, match="ARCHIVE_CHATWOOT_API_URL_DESK: no chatwoot source"):
+        load_settings()
+
+
+def test_the_data_directory_is_a_fixed_place_of_the_user_not_the_working_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("ARCHIVE_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert load_settings().data_dir == tmp_path / "support-archive"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    assert load_settings().data_dir == Path.home() / ".local/share/support-archive"
+
+
+@pytest.mark.parametrize("entry", ["not an address", "ann@", "a@b@example.com", "@", "@localhost"])
+def test_a_support_address_that_is_not_an_address_or_domain_is_refused(
+    monkeypatch: pytest.MonkeyPatch, entry: str
+) -> None:
+    monkeypatch.setenv("ARCHIVE_SUPPORT_ADDRESSES", f"support@shop.example, {entry}")
+    with pytest.raises(SettingsError, match=r"ARCHIVE_SUPPORT_ADDRESSES=.* is not an address"):
+        load_settings()
+
+
+def test_support_addresses_and_domains_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "ARCHIVE_SUPPORT_ADDRESSES", "support@shop.example,@shop.example,shop.example"
+    )
+    assert len(load_settings().support_addresses) == 3
+
+
+def test_archive_config_is_an_env_file_the_environment_overrides(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "support-archive.env"
+    config.write_text("ARCHIVE_SUPPORT_ADDRESSES=@shop.example\nARCHIVE_HTTP_PORT=9000\n")
+    monkeypatch.setenv("ARCHIVE_CONFIG", str(config))
+    monkeypatch.setenv("ARCHIVE_HTTP_PORT", "9100")
+    settings = load_settings()
+    assert settings.support_addresses == ["@shop.example"]
+    assert settings.http_port == 9100
+
+
+def test_a_missing_archive_config_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ARCHIVE_CONFIG", str(tmp_path / "nowhere.env"))
+    with pytest.raises(SettingsError, match=r"ARCHIVE_CONFIG=.*nowhere.env': no such file"):
         load_settings()
