@@ -25,9 +25,13 @@ def _sees_restricted(request: web.Request) -> bool:
 
 async def get_conversation(request: web.Request) -> web.Response:
     ident = params.object_id(request, "conversation_id", what="conversation")
-    conversation, messages = await reading.conversation_with_messages(
+    found = await reading.conversation_or_filing(
         conversation_id=ident, include_restricted=_sees_restricted(request)
     )
+    if isinstance(found, reading.ConversationFiling):
+        await audited(request, "conversation.read", target=_target(None, conversation_id=ident))
+        return web.json_response(views.conversation_filing(found))
+    conversation, messages = found
     await audited(
         request, "conversation.read", target=_target(conversation.account_id, conversation_id=ident)
     )
@@ -47,8 +51,9 @@ async def get_raw(request: web.Request) -> web.Response:
     found = await _message_or_filing(request)
     if isinstance(found, reading.Filing):
         # Which account it belongs to is known once it is filed: until then only the roles
-        # that may read a deleted account's mail read it (purpose limitation).
-        if not _sees_restricted(request):
+        # that may read a deleted account's mail read it (purpose limitation). A chat message
+        # has no original, spooled or filed: that is said to everyone.
+        if not found.chat and not _sees_restricted(request):
             raise _being_filed(found, "its original can be read by agents")
         data = await reading.spooled_raw(found)
         await audited(request, "message.raw", target=_target(None, message_id=found.id))

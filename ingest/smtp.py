@@ -19,6 +19,7 @@ from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from prometheus_client import Counter, Histogram
 
+from ingest.mime import dedup_key
 from store.documents import Envelope, utcnow
 from store.errors import is_transient
 from store.spool import Spool, SpoolFull
@@ -37,6 +38,9 @@ NOT_ALLOWED = "550 5.7.1 Client host rejected: not allowed to relay mail to this
 TOO_BIG = "552 5.3.4 Message too big for this archive"
 SPOOL_FULL = "451 4.3.1 Archive queue full, please retry later"
 TOO_MANY = b"421 4.7.0 Too many connections from your address, try again later\r\n"
+
+# Messages up to this size are hashed on the loop (well under a millisecond).
+HASH_INLINE_MAX = 256 * 1024
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -125,8 +129,9 @@ class ArchiveHandler:
         )
         try:
             queued = await self._spool.put_email(
-                raw, envelope=smtp_envelope, received_at=self._clock()
-            )
+                raw, envelope=smtp_envelope, received_at=self._clock(),
+                dedup_key=await _dedup_key(raw),
+            )  # fmt: skip
         except SpoolFull as exc:
             log.warning("spool full, answered 451 to %s: %s", session.peer, exc)
             SMTP_MESSAGES.labels("tempfail").inc()
@@ -153,6 +158,14 @@ class ArchiveHandler:
             return True
         except TimeoutError:
             return False
+
+
+async def _dedup_key(raw: bytes) -> str:
+    """The message's content key (a retransmission's is the stored message's); hashing a
+    large message runs in a thread, so that the loop keeps serving other sessions."""
+    if len(raw) <= HASH_INLINE_MAX:
+        return dedup_key(raw)
+    return await asyncio.to_thread(dedup_key, raw)
 
 
 class ArchiveSMTP(SMTP):

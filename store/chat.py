@@ -27,7 +27,14 @@ from store.documents import (
     UnfetchedAttachment,
 )
 from store.errors import is_transient
-from store.messages import DUPLICATE_KEY, by_dedup_key, insert_unless_stored, stored_body
+from store.messages import (
+    DUPLICATE_KEY,
+    by_dedup_key,
+    cut_to_bytes,
+    insert_unless_stored,
+    searchable_text,
+    stored_body,
+)
 
 
 @dataclass(frozen=True)
@@ -221,10 +228,18 @@ def _message(
         **stored_body(subject=subject, text=new.text, html=new.html),
         attachments=attachments,
         has_attachments=bool(attachments),
+        attachment_text=searchable_text(new.attachments),
         deleted_at_source=batch.received_at if new.deleted else None,
         # Links nobody fetched (a caller that skipped the fetch step) are kept as what they are.
         unfetched_attachments=[*new.unfetched, *(k.unfetched("not fetched") for k in new.links)],
     )
+
+
+# An edited message keeps its first text and the latest ones before the current one, each
+# cut in bytes: however often and however large the edits, the message stays far below
+# MongoDB's 16 MiB document (2 x MAX_BODY_BYTES of current body, 5 MiB of history at most).
+MAX_HISTORY = 10
+MAX_VERSION_BYTES = 256 * 1024
 
 
 async def _apply_edits(batch: ChatBatch, known: dict[str, Message]) -> None:
@@ -235,7 +250,9 @@ async def _apply_edits(batch: ChatBatch, known: dict[str, Message]) -> None:
         await Message.get_pymongo_collection().update_one({"_id": current.id}, change)
 
 
-def _edit(current: Message, new: NewChatMessage, at: datetime) -> dict[str, Any] | None:
+def _edit(
+    current: Message, new: NewChatMessage, at: datetime
+) -> dict[str, Any] | list[dict[str, Any]] | None:
     """The update an edit makes to a stored message; None when it changes nothing there (an
     update of its delivery status, say, which the archive does not keep)."""
     if new.deleted:
@@ -245,8 +262,23 @@ def _edit(current: Message, new: NewChatMessage, at: datetime) -> dict[str, Any]
     body = stored_body(subject=current.subject, text=new.text, html=new.html)
     if (current.text, current.html) == (body["text"], body["html"]):
         return None
-    previous = MessageVersion(text=current.text, html=current.html, replaced_at=at)
-    return {"$set": body, "$push": {"history": previous.model_dump()}}
+    previous = MessageVersion(
+        text=cut_to_bytes(current.text, MAX_VERSION_BYTES),
+        html=cut_to_bytes(current.html, MAX_VERSION_BYTES) if current.html else current.html,
+        replaced_at=at,
+    )
+    # A pipeline update: values are $literal, so that a text such as "$5 off" stays text.
+    kept = {name: {"$literal": value} for name, value in body.items()}
+    return [{"$set": kept | {"history": _history_with(previous)}}]
+
+
+def _history_with(previous: MessageVersion) -> dict[str, Any]:
+    """The stored history with ``previous`` appended, keeping the first version (what was
+    said first) and the latest ones, MAX_HISTORY in all."""
+    history = {"$ifNull": ["$history", []]}
+    rest = {"$slice": [history, 1, {"$max": [{"$size": history}, 1]}]}
+    later = {"$concatArrays": [rest, [{"$literal": previous.model_dump()}]]}
+    return {"$concatArrays": [{"$slice": [history, 1]}, {"$slice": [later, 1 - MAX_HISTORY]}]}
 
 
 async def _conversations_for(batches: Sequence[ChatBatch]) -> list[Conversation]:

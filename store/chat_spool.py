@@ -38,9 +38,13 @@ log = logging.getLogger("archive.chat")
 CLAIM_ROUNDS = 3
 
 
+# Claim keys of conversations start with this; message dedup keys never do.
+CONVERSATION = "conversation:"
+
+
 def conversation_key(source: str, external_id: str) -> str:
     """The claim key of a chat conversation (distinct from every message dedup key)."""
-    return f"conversation:{source}:{external_id}"
+    return f"{CONVERSATION}{source}:{external_id}"
 
 
 @dataclass(frozen=True)
@@ -148,13 +152,13 @@ async def known_ids(*, keys: Sequence[str]) -> dict[str, PydanticObjectId]:
     """The id already given to each key that has one: claimed in the spool, else stored."""
     found = await claimed_ids(keys=keys)
     rest = [k for k in keys if k not in found]
-    messages = [k for k in rest if not k.startswith("conversation:")]
+    messages = [k for k in rest if not k.startswith(CONVERSATION)]
     if messages:
         cursor = Message.get_pymongo_collection().find(
             {"dedup_key": {"$in": messages}}, {"dedup_key": 1}
         )
         found |= {d["dedup_key"]: PydanticObjectId(d["_id"]) async for d in cursor}
-    conversations = [k.split(":", 2)[1:] for k in rest if k.startswith("conversation:")]
+    conversations = [k.split(":", 2)[1:] for k in rest if k.startswith(CONVERSATION)]
     for source in sorted({s for s, _ in conversations}):
         ids = sorted({i for s, i in conversations if s == source})
         cursor = Conversation.get_pymongo_collection().find(

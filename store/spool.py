@@ -18,9 +18,10 @@ from typing import Any, Generic, TypeVar
 
 from beanie import PydanticObjectId
 from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.read_concern import ReadConcern
 
 from store.blobs import put_blob, read_blob
-from store.documents import BLOB_INLINE_MAX, Envelope, SpoolEntry, utcnow
+from store.documents import BLOB_INLINE_MAX, Envelope, Message, SpoolEntry, utcnow
 from store.messages import DUPLICATE_KEY
 
 log = logging.getLogger("archive.spool")
@@ -110,6 +111,10 @@ class Spool:
         self._commit_each: GroupCommit[SpoolEntry, None] = GroupCommit(
             self._insert_each, max_in_flight=4
         )
+        # Lookups of concurrent deliveries are grouped as their writes are: one indexed find.
+        self._stored: GroupCommit[str, PydanticObjectId | None] = GroupCommit(
+            stored_ids, max_in_flight=4
+        )
 
     @property
     def backlog(self) -> int:
@@ -117,9 +122,21 @@ class Spool:
         return self._backlog
 
     async def put_email(
-        self, raw: bytes, *, envelope: Envelope | None, received_at: datetime
+        self,
+        raw: bytes,
+        *,
+        envelope: Envelope | None,
+        received_at: datetime,
+        dedup_key: str | None = None,
     ) -> PydanticObjectId:
-        """Write one delivery durably; its id is the id its message will have."""
+        """Write one delivery durably; its id is the id its message will have. A
+        retransmission of a stored message (its ``dedup_key`` is stored) is not written
+        again: the stored message's id is returned. One still in the spool is written, and
+        its id becomes an alias of the first copy's message when both are filed."""
+        if dedup_key is not None:
+            stored = await self._stored.submit(dedup_key)
+            if stored is not None:
+                return stored
         if self._backlog >= self.max_backlog:
             raise SpoolFull(f"{self._backlog} deliveries wait to be filed")
         inline = len(raw) <= BLOB_INLINE_MAX
@@ -242,6 +259,15 @@ class Spool:
             return True
         except TimeoutError:
             return False
+
+
+async def stored_ids(dedup_keys: list[str]) -> list[PydanticObjectId | None]:
+    """The id of the message stored under each dedup key, or None. Read at majority: a
+    message only locally written could still be rolled back, and its id with it."""
+    collection = Message.get_pymongo_collection().with_options(read_concern=ReadConcern("majority"))
+    cursor = collection.find({"dedup_key": {"$in": sorted(set(dedup_keys))}}, {"dedup_key": 1})
+    found = {d["dedup_key"]: PydanticObjectId(d["_id"]) async for d in cursor}
+    return [found.get(k) for k in dedup_keys]
 
 
 async def raw_of(entry: SpoolEntry) -> bytes:

@@ -123,13 +123,21 @@ def attachment_push_event_data(
     }  # fmt: skip
 
 
+ACCOUNT = {"id": 1, "name": "Shop"}  # app/models/account.rb ``webhook_data``
+SOURCE_ID = "3b2a1c0d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"  # the contact inbox's
+
+
 def conversation_webhook_data(
     *, display_id: int = 3, contact: Json | None = None, hmac_verified: bool | None = False,
     channel: str = "Channel::WebWidget", account_id: int = 1, inbox_id: int = 1,
+    last_message: Json | None = None, account: Json | None = None,
 ) -> Json:  # fmt: skip
-    """app/presenters/conversations/event_data_presenter.rb ``push_data`` (what
-    ``Conversation#webhook_data`` sends): ``id`` is the display id; ``meta.hmac_verified`` is
-    the contact inbox's identity validation."""
+    """app/models/conversation.rb ``webhook_data``: ``push_data``
+    (app/presenters/conversations/event_data_presenter.rb) merged with ``account:
+    account.webhook_data`` (a new key: last) and ``messages: webhook_push_messages`` (the
+    conversation's last chat message, ``message_webhook_push_event_data``, in ``messages``'
+    place). ``id`` is the display id; ``meta.hmac_verified`` is the contact inbox's identity
+    validation."""
     contact = contact if contact is not None else contact_push_event_data()
     created = int(T0.timestamp()) - 600
     return {
@@ -138,13 +146,13 @@ def conversation_webhook_data(
         "channel": channel,
         "contact_inbox": {
             "id": 40, "contact_id": contact["id"], "inbox_id": inbox_id,
-            "source_id": "3b2a1c0d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
+            "source_id": SOURCE_ID,
             "created_at": rails_time(T0), "updated_at": rails_time(T0),
             "hmac_verified": bool(hmac_verified), "pubsub_token": "Xq7pRk2mZs9vTn4w",
         },
         "id": display_id,
         "inbox_id": inbox_id,
-        "messages": [],
+        "messages": [last_message] if last_message is not None else [],
         "labels": [],
         "meta": {
             "sender": contact, "assignee": None, "assignee_type": None, "team": None,
@@ -163,6 +171,7 @@ def conversation_webhook_data(
         "timestamp": int(T0.timestamp()),
         "created_at": created,
         "updated_at": T0.timestamp() + 0.123456,
+        "account": account if account is not None else ACCOUNT | {"id": account_id},
     }  # fmt: skip
 
 
@@ -184,25 +193,93 @@ def message_webhook_data(
     created_at: datetime = T0,
     account: Json | None = None,
 ) -> Json:
-    """app/models/message.rb ``webhook_data`` merged with ``event`` (webhook_listener.rb)."""
-    data = {
-        "account": account or {"id": 1, "name": "Shop"},
+    """app/models/message.rb ``webhook_data`` merged with ``event`` (webhook_listener.rb).
+
+    The conversation is ``Conversation#webhook_data`` as Chatwoot builds it once this message
+    is saved: its ``messages`` hold the conversation's last chat message (``.chat``: neither
+    private nor an activity), this one when it is such a message."""
+    sender = sender if sender is not None else contact_webhook_data()
+    conversation = conversation or conversation_webhook_data()
+    if not private and message_type != "activity" and not conversation["messages"]:
+        last = message_webhook_push_event_data(
+            id=id, content=content, message_type=message_type, content_type=content_type,
+            content_attributes=content_attributes or {}, private=private, sender=sender,
+            display_id=conversation["id"], attachments=attachments, created_at=created_at,
+        )  # fmt: skip
+        conversation = conversation | {"messages": [last]}  # in place: the key order stays
+    data: Json = {
+        "account": account or ACCOUNT,
         "additional_attributes": {},
         "content_attributes": content_attributes or {},
         "content_type": content_type,
         "content": content,
-        "conversation": conversation or conversation_webhook_data(),
+        "conversation": conversation,
         "created_at": rails_time(created_at),
         "id": id,
         "inbox": {"id": 1, "name": "Website"},
         "message_type": message_type,
         "private": private,
-        "sender": sender if sender is not None else contact_webhook_data(),
+        "sender": sender,
         "source_id": None,
     }
     if attachments:
         data["attachments"] = attachments
     return data | {"event": event}
+
+
+# Message#message_type as its enum number, and Message#sender_type, by sender ``type``.
+MESSAGE_TYPES = {"incoming": 0, "outgoing": 1, "activity": 2, "template": 3}
+SENDER_TYPES = {None: "Contact", "contact": "Contact", "user": "User", "agent_bot": "AgentBot",
+                "captain_assistant": "Captain::Assistant"}  # fmt: skip
+
+
+def message_webhook_push_event_data(
+    *, id: int, content: str | None, message_type: str, content_type: str = "text",
+    content_attributes: Json | None = None, private: bool = False, sender: Json | None,
+    display_id: int, attachments: list[Json] | None = None, created_at: datetime = T0,
+    account_id: int = 1, inbox_id: int = 1,
+) -> Json:  # fmt: skip
+    """app/models/message.rb ``webhook_push_event_data``: ``push_event_data`` (the message's
+    columns in table order, ``created_at`` in unix seconds, ``message_type`` as its number,
+    ``conversation_id`` the display id; then ``conversation``, ``attachments`` and the
+    sender's ``push_event_data``) with ``content`` normalised (plain text stays as it is).
+    ``sender`` is the sender's ``webhook_data``, as ``message_webhook_data`` takes it."""
+    data: Json = {
+        "id": id, "content": content, "account_id": account_id, "inbox_id": inbox_id,
+        "conversation_id": display_id,
+        "message_type": MESSAGE_TYPES.get(message_type, message_type),
+        "created_at": int(created_at.timestamp()), "updated_at": rails_time(created_at),
+        "private": private, "status": "sent", "source_id": None, "content_type": content_type,
+        "content_attributes": content_attributes or {},
+        "sender_type": SENDER_TYPES.get(sender.get("type")) if sender else None,
+        "sender_id": sender["id"] if sender else None, "external_source_ids": {},
+        "additional_attributes": {}, "processed_message_content": content, "sentiment": {},
+        "conversation": {
+            "assignee_id": None, "unread_count": 1, "last_activity_at": int(T0.timestamp()),
+            "contact_inbox": {"source_id": SOURCE_ID},
+        },
+    }  # fmt: skip
+    if attachments:
+        data["attachments"] = attachments
+    if sender:
+        data["sender"] = sender_push_event_data(sender)
+    return data
+
+
+def sender_push_event_data(webhook_data: Json) -> Json:
+    """A sender's ``push_event_data``, from its ``webhook_data``: a contact's has a ``type``
+    (app/models/contact.rb), an agent bot's an ``avatar_url`` (app/models/agent_bot.rb), a
+    Captain assistant's is the same (enterprise/app/models/captain/assistant.rb)."""
+    kind = webhook_data.get("type")
+    if kind is None:
+        keys = ("id", "name", "email", "identifier")
+        return contact_push_event_data(**{k: webhook_data[k] for k in keys})
+    if kind == "user":
+        return user_push_event_data(webhook_data["id"], webhook_data["name"])
+    if kind == "agent_bot":
+        return {"id": webhook_data["id"], "name": webhook_data["name"], "avatar_url": "",
+                "type": "agent_bot"}  # fmt: skip
+    return webhook_data
 
 
 def mail_serialized_data(

@@ -3,16 +3,27 @@ not running here), the API reads it from there."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from beanie import PydanticObjectId
 
 from ingest.filer import Filer
 from ingest.smtp import smtp_server
-from store.documents import AuditEvent, Role, SpoolEntry, iso
+from service.serve import Ingest, build_app, make_ingest
+from service.settings import load_settings
+from store.database import Database
+from store.documents import AuditEvent, Message, Role, SpoolEntry, iso
+from store.keys import create_key
 from store.spool import Spool
-from tests.conftest import Api
+from tests.conftest import WIDGET_SECRET, Api
 from tests.mail import SUPPORT, handler, make_email, queued_id, send
+from tests.test_chat import post, transcript
 
 RAW = make_email(message_id="<waiting@example.com>")
 
@@ -64,6 +75,7 @@ async def test_a_message_in_the_spool_is_shown_as_being_filed(
     assert await response.json() == {
         "id": ident,
         "status": "filing",
+        "channel": "email",
         "size": len(RAW),
         "archived_at": iso(entry.received_at),
         "raw_url": f"/api/v1/messages/{ident}/raw",
@@ -113,3 +125,126 @@ async def test_an_attachment_of_a_message_being_filed_is_asked_for_again_later(
     response = await api.get(f"/api/v1/messages/{ident}/attachments/0", Role.ADMIN)
     assert response.status == 503
     assert response.headers["Retry-After"] == "5"
+
+
+# --- chat: the ids a webhook's 201 named, while its call waits in the spool ----------------
+
+
+@pytest.fixture
+async def chat_api_without_filer(database: Database, tmp_path: Path) -> AsyncIterator[ChatApi]:
+    """The app as serve builds it, its webhooks spooling into an ingest whose filer does not
+    run (until the test runs it)."""
+    settings = load_settings(
+        data_dir=tmp_path, webhook_sources=[f"widget:generic:{WIDGET_SECRET}"],
+        secret_key="test-secret-key-0123456789abcdef0123456789",
+    )  # fmt: skip
+    tokens = {role: (await create_key(name=f"{role}-key", role=role))[1] for role in Role}
+    ingest = make_ingest(settings)
+    async with TestClient(TestServer(build_app(settings, database, ingest=ingest))) as client:
+        yield ChatApi(Api(client, tokens, settings), ingest)
+
+
+@dataclass
+class ChatApi:
+    api: Api
+    ingest: Ingest
+
+
+async def acknowledged_chat(chat: ChatApi) -> dict[str, Any]:
+    response = await post(chat.api.http, transcript(2, subject="Refund"), filed=False)
+    assert response.status == 201
+    answer: dict[str, Any] = await response.json()
+    assert await SpoolEntry.count() == 1 and await Message.count() == 0  # still in the spool
+    return answer
+
+
+@pytest.mark.parametrize("role", [Role.AGENT, Role.COMPLIANCE])
+async def test_a_chat_message_in_the_spool_is_shown_as_being_filed(
+    chat_api_without_filer: ChatApi, role: Role
+) -> None:
+    answer = await acknowledged_chat(chat_api_without_filer)
+    entry = await SpoolEntry.find_one({})
+    assert entry is not None
+    for named in answer["messages"]:
+        response = await chat_api_without_filer.api.get(f"/api/v1/messages/{named['id']}", role)
+        assert response.status == 200
+        assert await response.json() == {
+            "id": named["id"],
+            "status": "filing",
+            "channel": "chat",
+            "size": entry.size,
+            "archived_at": iso(entry.received_at),
+            "raw_url": None,
+        }
+
+
+@pytest.mark.parametrize("role", [Role.AGENT, Role.COMPLIANCE])
+async def test_a_chat_conversation_in_the_spool_is_shown_as_being_filed(
+    chat_api_without_filer: ChatApi, role: Role
+) -> None:
+    answer = await acknowledged_chat(chat_api_without_filer)
+    ident = answer["conversation_id"]
+    response = await chat_api_without_filer.api.get(f"/api/v1/conversations/{ident}", role)
+    assert response.status == 200
+    body = await response.json()
+    assert (body["id"], body["status"], body["channel"]) == (ident, "filing", "chat")
+    assert [m["id"] for m in body["messages"]] == [m["id"] for m in answer["messages"]]
+    assert {m["status"] for m in body["messages"]} == {"filing"}
+
+
+@pytest.mark.parametrize("role", [Role.AGENT, Role.COMPLIANCE])
+async def test_the_original_of_a_chat_message_in_the_spool_answers_as_once_filed(
+    chat_api_without_filer: ChatApi, role: Role
+) -> None:
+    # A chat message has no .eml: the id resolves, and says so (not "no message").
+    answer = await acknowledged_chat(chat_api_without_filer)
+    ident = answer["messages"][0]["id"]
+    response = await chat_api_without_filer.api.get(f"/api/v1/messages/{ident}/raw", role)
+    assert response.status == 404
+    assert "chat messages have none" in (await response.json())["detail"]
+
+
+async def test_once_filed_the_ids_a_chat_answer_named_answer_with_what_was_filed(
+    chat_api_without_filer: ChatApi,
+) -> None:
+    answer = await acknowledged_chat(chat_api_without_filer)
+    await chat_api_without_filer.ingest.filer.file_once()
+    api = chat_api_without_filer.api
+    conversation = await (await api.get(f"/api/v1/conversations/{answer['conversation_id']}",
+                                        Role.AGENT)).json()  # fmt: skip
+    assert conversation["status"] == "filed"
+    assert [m["id"] for m in conversation["messages"]] == [m["id"] for m in answer["messages"]]
+    message = await (await api.get(f"/api/v1/messages/{answer['messages'][0]['id']}")).json()
+    assert (message["status"], message["channel"]) == ("filed", "chat")
+
+
+async def test_reading_a_chat_conversation_in_the_spool_is_an_audit_event(
+    chat_api_without_filer: ChatApi,
+) -> None:
+    answer = await acknowledged_chat(chat_api_without_filer)
+    ident = answer["conversation_id"]
+    await chat_api_without_filer.api.get(f"/api/v1/conversations/{ident}", Role.AGENT)
+    events = await AuditEvent.find({"target.conversation_id": ident}).to_list()
+    assert [(e.action, e.actor) for e in events] == [("conversation.read", "agent-key")]
+
+
+async def test_the_id_of_a_chat_call_entry_itself_names_no_message(
+    chat_api_without_filer: ChatApi,
+) -> None:
+    # The spool entry's own id was never in an answer: it is not a message id.
+    await acknowledged_chat(chat_api_without_filer)
+    entry = await SpoolEntry.find_one({})
+    assert entry is not None
+    response = await chat_api_without_filer.api.get(f"/api/v1/messages/{entry.id}")
+    assert response.status == 404
+
+
+async def test_looking_up_an_id_a_chat_answer_named_uses_an_index(database: Database) -> None:
+    # Every read of an id not filed asks the spool: a scan of a large backlog would be costly.
+    ident = PydanticObjectId()
+    plan = (
+        await SpoolEntry.get_pymongo_collection()
+        .find({"chat_claims.id": {"$eq": ident, "$type": "objectId"}})
+        .explain()
+    )
+    assert "IXSCAN" in json.dumps(plan["queryPlanner"]["winningPlan"], default=str)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -202,6 +203,15 @@ async def webhook(setup: Setup, display_id: int, message: dict[str, Any]) -> Non
     assert response.status == 201
 
 
+def assert_progress_bar(err: str, *, read: int, listed: int) -> None:
+    """tqdm's frames on stderr: while reading, out of the conversations Chatwoot listed; at
+    the end, the conversations of the window, all read."""
+    frames = [f for f in re.split(r"[\r\n]", err) if f.startswith("backfilling helpdesk:")]
+    assert frames, err
+    assert any(re.search(rf" \d+/{listed} \[", f) for f in frames[:-1]), frames
+    assert re.search(rf" 100%\|.*\| {read}/{read} \[", frames[-1]), frames[-1]
+
+
 @pytest.mark.slow
 async def test_backfill_fills_a_gap_and_run_twice_stores_nothing_twice(setup: Setup) -> None:
     # The archive got the first messages of conversation 1 by webhook, then went away.
@@ -213,7 +223,7 @@ async def test_backfill_fills_a_gap_and_run_twice_stores_nothing_twice(setup: Se
     code, out, err = await backfill(setup.env, "--source", "helpdesk", "--since", SINCE_ARG)
     assert code == 0, err
     assert f"{len(expected)} messages: {len(expected) - 4} stored, 4 already" in out
-    assert "conversation" in err  # the progress bar
+    assert_progress_bar(err, read=30, listed=len(setup.data.conversations))
     stored = await Message.find_all().to_list()
     assert sorted(m.external_id for m in stored) == sorted(f"1/{i}" for i in expected)
     [conversation_1] = await Conversation.find(Conversation.external_id == "1/1").to_list()

@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import mailbox
+from collections.abc import AsyncIterator
 from contextlib import closing
 from pathlib import Path
 
+import pytest
 from beanie import PydanticObjectId
 
+from ingest.filer import Filer
 from ingest.mailbox import MailboxKind, import_messages, open_mailbox, raw_messages
 from ingest.mime import content_sha256, parse_email
+from ingest.smtp import smtp_server
 from store.database import Database
-from store.documents import Conversation, Message, utcnow
+from store.documents import Conversation, Message, SpoolEntry, utcnow
 from store.messages import NewEmail, file_email, file_emails
 from store.reading import filed_message
 from store.spool import Spool
-from tests.mail import SUPPORT, make_email, queued_id, send, stored
+from tests.mail import MAX_BYTES, SUPPORT, handler, make_email, queued_id, send, stored
 
 RAW = make_email(message_id="<same@example.com>")
 TRACE = (
@@ -29,6 +33,14 @@ TRACE = (
     b"Delivered-To: support@shop.example\r\n"
     b"X-Original-To: support@shop.example\r\n"
 )
+
+
+@pytest.fixture
+async def smtp_without_filer(spool: Spool) -> AsyncIterator[tuple[int, Spool]]:
+    """An SMTP server that spools and acknowledges; nothing files what it accepts."""
+    async with smtp_server(handler(spool), host="127.0.0.1", port=0,
+                           max_message_bytes=MAX_BYTES) as server:  # fmt: skip
+        yield server.sockets[0].getsockname()[1], spool
 
 
 def email(raw: bytes) -> NewEmail:
@@ -124,6 +136,45 @@ async def test_every_250_of_a_message_sent_three_times_resolves_to_it(
     for reply in replies:
         found = await filed_message(PydanticObjectId(queued_id(reply)))
         assert found is not None and found.id == first.id
+    assert await Message.count() == 1
+
+
+async def test_the_250_of_a_retransmission_names_the_stored_message_and_spools_nothing(
+    smtp: int, spool: Spool
+) -> None:
+    first = await stored((await send(smtp, RAW))[1])
+    assert await spool.empty(within=20)
+    code, reply = await send(smtp, TRACE + RAW)
+    assert (code, queued_id(reply)) == (250, str(first.id))
+    assert await SpoolEntry.count() == 0 and spool.backlog == 0  # nothing written again
+    assert await Message.count() == 1
+
+
+async def test_the_same_message_id_with_other_content_gets_a_250_of_its_own(
+    smtp: int, spool: Spool
+) -> None:
+    first = await stored((await send(smtp, RAW))[1])
+    other = make_email(message_id="<same@example.com>", body="Another text")
+    second = await stored((await send(smtp, other))[1])
+    assert second.id != first.id
+    assert await Message.count() == 2
+
+
+async def test_a_retransmission_while_the_first_copy_waits_in_the_spool_resolves_to_it(
+    smtp_without_filer: tuple[int, Spool],
+) -> None:
+    # The first copy is not filed yet: the second is spooled under an id of its own, which
+    # becomes an alias of the first once both are filed.
+    port, spool = smtp_without_filer
+    first = queued_id((await send(port, RAW))[1])
+    again = queued_id((await send(port, TRACE + RAW))[1])
+    assert again != first and await SpoolEntry.count() == 2
+    filer = Filer(spool, support=SUPPORT)
+    while await filer.file_once():
+        pass
+    for acknowledged in (first, again):
+        found = await filed_message(PydanticObjectId(acknowledged))
+        assert found is not None and str(found.id) == first
     assert await Message.count() == 1
 
 

@@ -91,6 +91,6 @@ async def test_the_documented_curl_and_openssl_recipe_stores_a_message(api: Api)
 
     async def filed() -> bool:
         response = await api.get(f"/api/v1/messages/{answer['messages'][0]['id']}", Role.AGENT)
-        return response.status == 200 and (await response.json())["text"] == "Hello"
+        return response.status == 200 and (await response.json()).get("text") == "Hello"
 
     await eventually(filed)

@@ -16,11 +16,12 @@ from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from ingest.chat.formats import ChatFormat, Ignored, SignatureHeaders
 from store.chat import AttachmentLink, ChatBatch, NewChatMessage
 from store.documents import Author, AuthorRole, Direction, UnfetchedAttachment, at_millis
+from store.messages import MAX_HEADER_CHARS
 
 HANDLED = frozenset({"message_created", "message_updated"})
 # The API (push_event_data) sends message_type as Chatwoot's enum integer; webhooks its name.
@@ -36,7 +37,11 @@ _SENDER_ROLES = {
     "captain_assistant": AuthorRole.ASSISTANT,
 }
 Id = int | Annotated[str, Field(min_length=1, max_length=200)]
-Text = Annotated[str, Field(max_length=2_000_000)]
+# Chatwoot never sends an event again, so content is taken however long and cut, never
+# refused: the body limit (413) bounds a call, the store cuts texts to their bound in bytes,
+# and a subject is cut to the longest line a mail header may have, as a mail's is.
+Text = str
+Subject = Annotated[str, AfterValidator(lambda v: v[:MAX_HEADER_CHARS])]
 
 
 class _Model(BaseModel):
@@ -93,7 +98,7 @@ class EmailPart(_Model):
 class Email(_Model):
     """``content_attributes.email``: ``MailPresenter#serialized_data`` of a mail Chatwoot got."""
 
-    subject: Annotated[str, Field(max_length=10_000)] | None = None
+    subject: Subject | None = None
     html_content: EmailPart | None = None
     text_content: EmailPart | None = None
 

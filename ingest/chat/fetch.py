@@ -4,7 +4,10 @@ Only from the origins the operator listed (``ARCHIVE_WEBHOOK_FETCH_ORIGINS``): a
 signed, but the URLs in it are whatever the helpdesk stored, and the archive must not become
 a way to make requests elsewhere. Redirects are followed by hand and only to listed origins
 (Chatwoot's ``data_url`` redirects to its storage). Bounded in size and time; a fetch that
-fails keeps what is known of the attachment, with the reason, and never holds up the message.
+fails for a reason that may pass (an HTTP 5xx or 429, no answer in time, a connection that
+failed) is tried again a few times with backoff; one that still fails, or fails for good (a
+4xx, an origin not listed, too large), keeps what is known of the attachment with the reason,
+and never holds up the message.
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ _CONTENT_TYPE = re.compile(r"^[\w.+-]+/[\w.+-]+$")
 class FetchPolicy:
     origins: frozenset[str]  # scheme://host[:port], as settings normalise them
     max_bytes: int
-    timeout_seconds: float = 30.0
+    timeout_seconds: float = 30.0  # each attempt
     max_redirects: int = 5
+    attempts: int = 3
+    backoff_seconds: float = 0.5  # before the second attempt; doubled before each next one
 
     @classmethod
     def of(cls, origins: Collection[str], *, max_bytes: int) -> FetchPolicy:
@@ -45,6 +50,10 @@ class FetchPolicy:
 
 class NotFetched(Exception):
     """Why an attachment was not fetched (said on the message; no personal data in it)."""
+
+
+class Unanswered(NotFetched):
+    """A failure that may pass: an HTTP 5xx or 429, no answer in time, a failed connection."""
 
 
 async def fetch_attachments(batch: ChatBatch, *, policy: FetchPolicy) -> ChatBatch:
@@ -84,11 +93,30 @@ async def _fetch(
         raise NotFetched("its origin is not in ARCHIVE_WEBHOOK_FETCH_ORIGINS")
     if link.size is not None and link.size > policy.max_bytes:
         raise NotFetched(f"larger than the {policy.max_bytes} bytes allowed")
+    attempt = 1
+    while True:
+        try:
+            return await _fetch_once(session, url, link, policy)
+        except Unanswered as exc:
+            if attempt >= policy.attempts:
+                raise NotFetched(f"{exc} ({attempt} attempts)") from None
+            delay = policy.backoff_seconds * 2 ** (attempt - 1)
+            log.info("attachment fetch attempt %d of %d failed (%s); again in %gs", attempt,
+                     policy.attempts, exc, delay)  # fmt: skip
+        await asyncio.sleep(delay)
+        attempt += 1
+
+
+async def _fetch_once(
+    session: aiohttp.ClientSession, url: URL, link: AttachmentLink, policy: FetchPolicy
+) -> NewAttachment:
     try:
         async with asyncio.timeout(policy.timeout_seconds):
             return await _follow(session, url, link, policy)
     except TimeoutError:
-        raise NotFetched(f"no answer within {policy.timeout_seconds:g}s") from None
+        raise Unanswered(f"no answer within {policy.timeout_seconds:g}s") from None
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+        raise Unanswered(f"fetch failed ({type(exc).__name__})") from None
     except aiohttp.ClientError as exc:
         raise NotFetched(f"fetch failed ({type(exc).__name__})") from None
 
@@ -103,6 +131,8 @@ async def _follow(
                 if not policy.allows(url):
                     raise NotFetched("redirected to an origin not in ARCHIVE_WEBHOOK_FETCH_ORIGINS")
                 continue
+            if response.status >= 500 or response.status == 429:
+                raise Unanswered(f"answered HTTP {response.status}")
             if response.status != 200:
                 raise NotFetched(f"answered HTTP {response.status}")
             data = await _read_bounded(response, policy.max_bytes)

@@ -4,8 +4,6 @@ exactly once."""
 
 from __future__ import annotations
 
-import json
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -14,9 +12,9 @@ import aiohttp
 import pytest
 from pymongo import AsyncMongoClient
 
-from ingest.chat.signature import sign
 from store.embedded import EmbeddedMongo
 from store.journal import iter_journal_records, journal_files
+from tests.chatwoot import rails_json, signed_headers
 from tests.conftest import report
 from tests.faults.processes import serve_env, serving
 from tests.helpers import eventually
@@ -27,12 +25,10 @@ SECRET = "chatwoot-fault-secret-0123"
 
 
 async def chatwoot_call(http: aiohttp.ClientSession, port: int, event: dict[str, Any]) -> int:
-    """One delivery as Chatwoot's WebhookJob makes it: the JSON body, signed over
-    ``"<timestamp>.<body>"``, sent once (Chatwoot does not retry)."""
-    body = json.dumps(event).encode()
-    stamp = str(int(time.time()))
-    headers = {"Content-Type": "application/json", "X-Chatwoot-Timestamp": stamp,
-               "X-Chatwoot-Signature": sign(SECRET.encode(), stamp, body)}  # fmt: skip
+    """One delivery as Chatwoot's WebhookJob makes it: the bytes Rails writes, signed over
+    ``"<timestamp>.<body>"`` with Chatwoot's headers, sent once (Chatwoot does not retry)."""
+    body = rails_json(event)
+    headers = signed_headers(SECRET, body)
     url = f"http://127.0.0.1:{port}/webhooks/chat/helpdesk"
     # A bound against a hang, not a speed claim (Chatwoot itself gives up after 5 s).
     async with http.post(url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(30)) as r:
