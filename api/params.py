@@ -18,13 +18,14 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Fiel
 
 from store.errors import NotFound
 from store.paging import Key
+from store.rules import ACCOUNT_ID_PATTERN, ACCOUNT_ID_RULE
 
 M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT)]
-AccountId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$")]
+AccountId = Annotated[str, Field(pattern=ACCOUNT_ID_PATTERN)]
 _OBJECT_ID = r"^[0-9a-f]{24}$"
 
 
@@ -83,7 +84,7 @@ def account_id(request: web.Request) -> str:
     try:
         return _AccountIdModel.model_validate({"account_id": value}).account_id
     except ValidationError:
-        raise field_error("account_id", "letters, digits and . _ : @ + - (at most 128)") from None
+        raise field_error("account_id", ACCOUNT_ID_RULE) from None
 
 
 class _AccountIdModel(BaseModel):

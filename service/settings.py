@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
+    DotEnvSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
@@ -149,14 +150,21 @@ class ChatwootApi(BaseModel):
 
 class _ChatwootApiVariables(PydanticBaseSettingsSource):
     """Collects the per-source ``ARCHIVE_CHATWOOT_API_{URL,ACCOUNT,TOKEN}_<NAME>`` variables into
-    the ``chatwoot_api`` setting (pydantic-settings knows only fixed variable names)."""
+    the ``chatwoot_api`` setting (pydantic-settings knows only fixed variable names), from the
+    ``ARCHIVE_CONFIG`` file and the environment, which overrides it variable by variable."""
+
+    def __init__(self, settings_cls: type[BaseSettings], *, config: DotEnvSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self._config = config
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
+        # The file's names come lowercased (its source is case-insensitive, as for the others).
+        from_file = {k.upper(): v for k, v in self._config.env_vars.items() if v is not None}
         found: dict[str, dict[str, str]] = {}
-        for key, value in os.environ.items():
+        for key, value in (from_file | dict(os.environ)).items():
             part, _, name = key.removeprefix(CHATWOOT_API_PREFIX).partition("_")
             if key.startswith(CHATWOOT_API_PREFIX) and part in _CHATWOOT_API_PARTS and name:
                 found.setdefault(name, {})[_CHATWOOT_API_PARTS[part]] = value
@@ -303,8 +311,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _ChatwootApiVariables(settings_cls),
-                dotenv_settings, file_secret_settings)  # fmt: skip
+        assert isinstance(dotenv_settings, DotEnvSettingsSource)
+        chatwoot_api = _ChatwootApiVariables(settings_cls, config=dotenv_settings)
+        return (init_settings, env_settings, chatwoot_api, dotenv_settings,
+                file_secret_settings)  # fmt: skip
 
     @property
     def embedded(self) -> bool:

@@ -365,8 +365,14 @@ def _move(source: Path, target: Path) -> None:
     except OSError:
         pass  # another file system (EXDEV), or the target's directory refuses a rename
     partial = target.with_name(target.name + ".part")
+    # Owner-only from its creation, as in the exports directory: a copy made with the umask's
+    # mode (0644) would be readable by everyone while it is written, and after the rename.
+    # A stale one from a killed run may have another mode, and O_CREAT keeps an existing mode.
+    partial.unlink(missing_ok=True)
     try:
-        shutil.copyfile(source, partial)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as copy, source.open("rb") as original:
+            shutil.copyfileobj(original, copy)
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)

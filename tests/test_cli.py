@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from service.cli import build_parser
 from store.accounts import register_account
 from store.database import open_database
 from store.embedded import EmbeddedMongo
@@ -59,7 +60,9 @@ async def test_key_mistakes_are_one_clear_line(env: dict[str, str]) -> None:
     code, _, err = await cli(env, "keys", "create", "--name", "maya", "--role", "agent")
     assert (code, err.strip()) == (1, "support-archive: a key named 'maya' exists already")
     code, _, err = await cli(env, "keys", "revoke", "nobody")
-    assert (code, err.strip()) == (1, "support-archive: no live key named 'nobody'")
+    assert (code, err.strip()) == (
+        1, "support-archive: no live key named 'nobody': 'support-archive keys list' shows them",
+    )  # fmt: skip
     code, _, err = await cli(env, "keys", "create", "--name", "x", "--role", "boss")
     assert code == 2 and "invalid choice: 'boss'" in err
 
@@ -94,5 +97,66 @@ async def test_an_export_of_an_unknown_account_is_refused(
 ) -> None:
     out = tmp_path / "export.zip"
     code, _, err = await cli(env, "export", "--account", "nobody", "--out", str(out))
-    assert (code, err.strip()) == (1, "support-archive: no account 'nobody'")
+    assert (code, err.strip()) == (
+        1, "support-archive: no account 'nobody': check the id; GET /api/v1/accounts lists the "
+        "accounts",
+    )  # fmt: skip
     assert not out.exists()
+
+
+def help_of(capsys: pytest.CaptureFixture[str], *command: str) -> str:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args([*command, "--help"])
+    assert exited.value.code == 0
+    return " ".join(capsys.readouterr().out.split())  # argparse wraps lines as it likes
+
+
+def test_the_help_says_where_commands_find_the_archive_and_their_settings(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    text = help_of(capsys)
+    assert "one-shot commands" in text and "running serve" in text
+    assert "ARCHIVE_MONGODB_URI" in text and "ARCHIVE_CONFIG" in text
+    assert "~/.local/share/support-archive" in text
+
+
+def test_the_import_help_says_it_refuses_without_a_database(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    text = help_of(capsys, "import")
+    assert "if there is one" not in text
+    assert "refuses" in text and "ARCHIVE_SUPPORT_ADDRESSES" in text
+
+
+def test_the_purge_help_says_it_waits_for_a_sweep_in_progress(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert "waits for it to finish" in help_of(capsys, "purge")
+
+
+def test_the_verify_purge_help_says_what_an_unknown_id_does(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    text = help_of(capsys, "verify-purge")
+    assert "the archive does not know is refused" in text
+
+
+@pytest.mark.parametrize(("action", "says"), [("list", "never its token"), ("revoke", "401")])
+def test_keys_list_and_revoke_have_descriptions(
+    capsys: pytest.CaptureFixture[str], action: str, says: str
+) -> None:
+    assert says in help_of(capsys, "keys", action)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--debug", "keys", "list"], ["keys", "list", "--debug"], ["keys", "--debug", "list"],
+     ["purge", "--debug"], ["chatwoot", "backfill", "--source", "d", "--since", "2026-01-01",
+                            "--debug"]],
+)  # fmt: skip
+def test_debug_is_accepted_before_or_after_the_command(argv: list[str]) -> None:
+    assert build_parser().parse_args(argv).debug is True
+
+
+def test_without_debug_there_is_no_debug() -> None:
+    assert build_parser().parse_args(["keys", "list"]).debug is False

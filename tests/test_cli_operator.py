@@ -20,7 +20,7 @@ import pytest
 from bson import ObjectId
 
 from store.database import open_database
-from store.documents import AuditEvent
+from store.documents import Account, AccountStatus, AuditEvent, utcnow
 from store.embedded import EmbeddedMongo, find_mongod
 from tests.helpers import eventually, free_port, mongod_pids_using
 from tests.mail import make_email
@@ -239,8 +239,106 @@ async def test_an_export_of_a_malformed_or_unknown_hold_is_one_line(
     ]
     unknown = str(ObjectId())
     code, _, err = await run(env, "export", "--hold", unknown, *args)
-    assert (code, err.strip()) == (1, f"support-archive: no hold {unknown}")
+    assert (code, err.strip()) == (
+        1, f"support-archive: no hold {unknown}: check the id; GET /api/v1/holds lists the holds",
+    )  # fmt: skip
     assert not (tmp_path / "h.zip").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["import", "mbox", "in.mbox", "--create-account"],
+        ["export", "--out", "x.zip"],
+        ["verify-purge"],
+    ],
+)
+async def test_a_malformed_account_id_is_refused_with_one_line_naming_the_option(
+    env: dict[str, str], tmp_path: Path, command: list[str]
+) -> None:
+    box = mailbox.mbox(tmp_path / "in.mbox")
+    box.add(make_email())
+    box.close()
+    code, _, err = await run(env, *command, "--account", "bad id!", cwd=tmp_path)
+    assert code == 2
+    [line] = err.strip().splitlines()
+    assert "argument --account: 'bad id!' is not an account id" in line
+    async with open_database(env["ARCHIVE_MONGODB_URI"], name=env["ARCHIVE_DB_NAME"]):
+        assert await Account.find().count() == 0
+    assert not (tmp_path / "x.zip").exists()
+
+
+async def test_an_id_the_api_accepts_is_accepted_by_the_command_line(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    box = mailbox.mbox(tmp_path / "in.mbox")
+    box.add(make_email())
+    box.close()
+    code, _, err = await run(env, "import", "mbox", str(tmp_path / "in.mbox"),
+                             "--account", "Org.7:user+1@x-y_z", "--create-account")  # fmt: skip
+    assert code == 0, err
+    async with open_database(env["ARCHIVE_MONGODB_URI"], name=env["ARCHIVE_DB_NAME"]):
+        assert await Account.get("Org.7:user+1@x-y_z") is not None
+
+
+async def test_verify_purge_of_an_account_the_archive_never_knew_is_refused(
+    env: dict[str, str],
+) -> None:
+    code, out, err = await run(env, "verify-purge", "--account", "nobody")
+    assert (code, out) == (1, "")
+    [line] = err.strip().splitlines()
+    assert line.startswith("support-archive: no account 'nobody' in the archive")
+    assert "check the id" in line and "GET /api/v1/accounts" in line and "--email" in line
+
+
+async def test_verify_purge_of_an_unknown_id_scans_for_the_addresses_and_names_given(
+    env: dict[str, str],
+) -> None:
+    code, out, err = await run(env, "verify-purge", "--account", "nobody",
+                               "--email", "ann@example.com")  # fmt: skip
+    assert code == 0, err
+    assert out.splitlines()[0] == (
+        "the archive knows no account 'nobody'; scanning only for the addresses and names given"
+    )
+    assert "clean" in out
+
+
+async def test_verify_purge_of_a_purged_account_reads_its_tombstone(env: dict[str, str]) -> None:
+    async with open_database(env["ARCHIVE_MONGODB_URI"], name=env["ARCHIVE_DB_NAME"]):
+        now = utcnow()
+        await Account(id="acct-gone", status=AccountStatus.DELETED, deleted_at=now,
+                      purged_at=now).insert()  # fmt: skip
+    code, out, err = await run(env, "verify-purge", "--account", "acct-gone")
+    assert code == 0, err
+    assert "no purge record names account 'acct-gone'" in out
+
+
+def an_mbox(path: Path) -> Path:
+    box = mailbox.mbox(path)
+    box.add(make_email())
+    box.close()
+    return path
+
+
+async def test_import_without_support_addresses_warns_that_replies_are_filed_as_inbound(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    code, _, err = await run(env, "import", "mbox", str(an_mbox(tmp_path / "in.mbox")))
+    assert code == 0, err
+    [warning] = [line for line in err.splitlines() if "warning" in line]
+    assert warning.startswith("support-archive: warning: ARCHIVE_SUPPORT_ADDRESSES is not set")
+    assert "inbound" in warning and "ARCHIVE_CONFIG" in warning
+
+
+async def test_import_with_support_addresses_gives_no_warning(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    config = tmp_path / "archive.env"
+    config.write_text("ARCHIVE_SUPPORT_ADDRESSES=@shop.example\n")
+    code, _, err = await run(env | {"ARCHIVE_CONFIG": str(config)},
+                             "import", "mbox", str(an_mbox(tmp_path / "in.mbox")))  # fmt: skip
+    assert code == 0, err
+    assert "warning" not in err
 
 
 async def test_a_key_needs_a_name(env: dict[str, str]) -> None:
@@ -259,8 +357,8 @@ async def test_importing_into_an_unknown_account_needs_create_account(
     code, out, err = await run(env, "import", "mbox", str(tmp_path / "in.mbox"),
                                "--account", "acct-nobody")  # fmt: skip
     assert (code, err.strip()) == (
-        1, "support-archive: no account 'acct-nobody': check the id, or add --create-account to "
-        "import into a new account",
+        1, "support-archive: no account 'acct-nobody': check the id (GET /api/v1/accounts lists "
+        "the accounts), or add --create-account to import into a new account",
     )  # fmt: skip
     code, out, err = await run(env, "import", "mbox", str(tmp_path / "in.mbox"),
                                "--account", "acct-nobody", "--create-account")  # fmt: skip

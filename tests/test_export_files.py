@@ -273,3 +273,23 @@ async def test_a_cli_export_is_moved_to_its_file_and_leaves_none_of_its_own(
     assert stat.S_IMODE((out / "ann.zip").stat().st_mode) == 0o600
     [record] = await Export.find().to_list()
     assert (record.status, record.path, record.account_id) == (ExportStatus.READY, None, ACCOUNT)
+
+
+@pytest.mark.slow
+async def test_a_cli_export_to_another_file_system_is_owner_only_too(
+    database: Database, mongo: EmbeddedMongo, tmp_path: Path
+) -> None:
+    """/dev/shm is a tmpfs, so the zip cannot be renamed there: it is copied, through a
+    temporary name that is owner-only from the moment it exists."""
+    if os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("/dev/shm is on the same file system as the test's directory")
+    await some_mail(2)
+    out = Path("/dev/shm") / f"{tmp_path.name}-{os.getpid()}.zip"
+    env = serve_env(mongo.uri, database.db.name, tmp_path / "data")
+    try:
+        code, err = await cli(env, "export", "--account", ACCOUNT, "--out", str(out))
+        assert code == 0, err
+        assert stat.S_IMODE(out.stat().st_mode) == 0o600
+        assert not out.with_name(out.name + ".part").exists()
+    finally:
+        out.unlink(missing_ok=True)

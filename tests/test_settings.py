@@ -222,3 +222,22 @@ def test_a_missing_archive_config_is_one_line(
     monkeypatch.setenv("ARCHIVE_CONFIG", str(tmp_path / "nowhere.env"))
     with pytest.raises(SettingsError, match=r"ARCHIVE_CONFIG=.*nowhere.env': no such file"):
         load_settings()
+
+
+def test_a_sources_chatwoot_api_is_read_from_archive_config_the_environment_overriding(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "support-archive.env"
+    config.write_text(
+        "ARCHIVE_WEBHOOK_SOURCES=help-desk:chatwoot:0123456789abcdef\n"
+        "ARCHIVE_CHATWOOT_API_URL_HELP_DESK=https://chat.example.com\n"
+        "ARCHIVE_CHATWOOT_API_ACCOUNT_HELP_DESK=3\n"
+        "ARCHIVE_CHATWOOT_API_TOKEN_HELP_DESK=token-in-the-file\n"
+    )
+    monkeypatch.setenv("ARCHIVE_CONFIG", str(config))
+    monkeypatch.setenv("ARCHIVE_CHATWOOT_API_TOKEN_HELP_DESK", "token-in-the-environment")
+    api = load_settings().chatwoot_api_of("help-desk")
+    assert api is not None
+    assert (api.url, api.account, api.token) == (
+        "https://chat.example.com", 3, "token-in-the-environment",
+    )  # fmt: skip
