@@ -29,15 +29,18 @@ class AccountBody(params.BodyModel):
 
 
 async def put_account(request: web.Request) -> web.Response:
-    """Create or update an account; unlinked conversations of its emails become its own."""
+    """Create or update an account; unlinked conversations of its emails become its own. The
+    id of a purged account starts a new life (201, ``new_life``): nothing of the old comes
+    back."""
     account_id = params.account_id(request)
     body = await params.body(request, AccountBody)
-    existed = await Account.get(account_id) is not None
+    before = await Account.get(account_id)
     await audited(request, "account.update", target={"account_id": account_id})
-    await register_account(account_id=account_id, emails=body.emails, name=body.name)
+    after = await register_account(account_id=account_id, emails=body.emails, name=body.name)
+    new_life = before is not None and after.life != before.life
     summary = await account_summary(account_id=account_id, now=utcnow())
-    role = principal_of(request).role
-    return web.json_response(views.account(summary, role=role), status=200 if existed else 201)
+    view = views.account(summary, role=principal_of(request).role) | {"new_life": new_life}
+    return web.json_response(view, status=200 if before is not None and not new_life else 201)
 
 
 class AccountsParams(params.QueryModel):

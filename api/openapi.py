@@ -15,6 +15,7 @@ from api.accounts import AccountBody, AccountsParams
 from api.audit_log import AuditParams
 from api.search import SearchParams
 from api.state import OPENAPI_PATHS
+from store.rules import ACCOUNT_ID_PATTERN
 
 Json = dict[str, Any]
 REF = "#/components/schemas/{model}"
@@ -40,7 +41,7 @@ def _path(name: str, schema: Json) -> Json:
 
 
 OBJECT_ID = {"type": "string"}  # any other string is simply not found (404)
-ACCOUNT_ID = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$"}
+ACCOUNT_ID = {"type": "string", "pattern": ACCOUNT_ID_PATTERN}
 
 PROBLEM = {
     "type": "object",
@@ -125,21 +126,36 @@ MESSAGE = {
 }  # fmt: skip
 FILING = {
     "type": "object",
-    "description": "An acknowledged message still being filed: only its original is readable",
-    "required": ["id", "status", "size", "archived_at", "raw_url"],
+    "description": "An acknowledged message still being filed: only an email's original is "
+    "readable (a chat message has none)",
+    "required": ["id", "status", "channel", "size", "archived_at", "raw_url"],
     "properties": {
         "id": {"type": "string"},
         "status": {"const": "filing"},
-        "size": {"type": "integer", "description": "bytes"},
+        "channel": {"enum": ["email", "chat"]},
+        "size": {"type": "integer", "description": "bytes of the mail, or of the webhook call"},
         "archived_at": {"type": "string", "format": "date-time"},
-        "raw_url": {"type": "string"},
+        "raw_url": NULLABLE_STRING,
+    },
+}
+CONVERSATION_FILING = {
+    "type": "object",
+    "description": "A chat conversation still being filed, with the messages its call named",
+    "required": ["id", "status", "channel", "archived_at", "messages"],
+    "properties": {
+        "id": {"type": "string"},
+        "status": {"const": "filing"},
+        "channel": {"const": "chat"},
+        "archived_at": {"type": "string", "format": "date-time"},
+        "messages": {"type": "array", "items": {"$ref": "#/components/schemas/Filing"}},
     },
 }
 CONVERSATION = {
     "type": "object",
-    "required": ["id", "channel", "messages"],
+    "required": ["id", "status", "channel", "messages"],
     "properties": {
         "id": {"type": "string"},
+        "status": {"const": "filed"},
         "channel": {"enum": ["email", "chat"]},
         "account_id": NULLABLE_STRING,
         "subject": NULLABLE_STRING,
@@ -161,6 +177,21 @@ ACCOUNT = {
         "purged_at": DATE_TIME_OR_NULL,
         "emails": {"type": "array", "items": {"type": "string"}},
         "name": NULLABLE_STRING,
+        "life": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "compliance and admin only: which life of the id this is "
+            "(registering a purged id again starts a new one, without any of the old content)",
+        },
+        "life_started_at": {
+            **DATE_TIME_OR_NULL,
+            "description": "compliance and admin only: when this life began (null: the first)",
+        },
+        "new_life": {
+            "type": "boolean",
+            "description": "in the answer to a PUT only: it registered a purged id again, and "
+            "so started a new life",
+        },
         "counts": {"type": "object"},
         "active_holds": {
             "type": "array",
@@ -352,6 +383,7 @@ def build_spec(extra_paths: Json | None = None) -> Json:
         "Message": MESSAGE,
         "Filing": FILING,
         "Conversation": CONVERSATION,
+        "ConversationFiling": CONVERSATION_FILING,
         "Account": ACCOUNT,
     }
     ref = {name: {"$ref": f"#/components/schemas/{name}"} for name in components}
@@ -417,10 +449,15 @@ def build_spec(extra_paths: Json | None = None) -> Json:
             "parameters": [_path("account_id", ACCOUNT_ID)],
             "put": _operation(
                 "Register or update an account (platform); links its unlinked conversations. "
-                "An address of another active account is a 409 naming that account",
+                "An address of another active account is a 409 naming that account. The id of "
+                "a purged account starts a new life of it (201, new_life true): active, with "
+                "none of the old content",
                 {
                     "200": {"description": "Updated", "content": _json(ref["Account"])},
-                    "201": {"description": "Created", "content": _json(ref["Account"])},
+                    "201": {
+                        "description": "Created, or a new life of a purged account's id",
+                        "content": _json(ref["Account"]),
+                    },
                 },
                 problems=(409, 415, *AUTHED),
                 requestBody={"required": True, "content": _json(account_body)},
@@ -434,16 +471,21 @@ def build_spec(extra_paths: Json | None = None) -> Json:
         },
         "/api/v1/search": {
             "get": _operation(
-                'Full-text search over subjects and bodies (words, "phrases", -exclusions)',
+                'Full-text search over subjects, bodies and attachments: words, "phrases", '
+                "-exclusions, OR, parentheses, from: to: subject: account: channel: "
+                "has:attachment is:internal before: after:; BM25 over every match, or "
+                "sort=newest (docs/search.md). A query that cannot be run is a 400 whose error "
+                "names the field q and the position.",
                 {
                     "200": {
-                        "description": "A page of hits",
+                        "description": "A page of hits, and the exact number of matches",
                         "content": _json(
                             {
                                 "type": "object",
-                                "required": ["hits", "next_cursor"],
+                                "required": ["hits", "total", "next_cursor"],
                                 "properties": {
                                     "hits": {"type": "array", "items": ref["Hit"]},
+                                    "total": {"type": "integer", "minimum": 0},
                                     "next_cursor": NULLABLE_STRING,
                                 },
                             }
@@ -457,7 +499,14 @@ def build_spec(extra_paths: Json | None = None) -> Json:
         "/api/v1/conversations/{conversation_id}": {
             "get": _operation(
                 "A conversation with its messages in order",
-                {"200": {"description": "The conversation", "content": _json(ref["Conversation"])}},
+                {
+                    "200": {
+                        "description": "The conversation, or that it is being filed",
+                        "content": _json(
+                            {"oneOf": [ref["Conversation"], ref["ConversationFiling"]]}
+                        ),
+                    }
+                },
                 problems=(404, *AUTHED),
                 parameters=[_path("conversation_id", OBJECT_ID)],
             )

@@ -17,7 +17,7 @@ from store.documents import (
     Role,
     iso,
 )
-from store.reading import Filing
+from store.reading import ConversationFiling, Filing
 from store.retention import ForecastItem
 from store.search import Hit
 
@@ -72,20 +72,34 @@ def message(m: Message) -> Json:
 
 
 def filing(f: Filing) -> Json:
-    """An acknowledged message that is still being filed: its size and arrival, no content."""
+    """An acknowledged message that is still being filed: its size and arrival, no content.
+    A chat message's size is that of the webhook call carrying it, and it has no original."""
     ident = str(f.id)
     return {
         "id": ident,
         "status": "filing",
+        "channel": "chat" if f.chat else "email",
         "size": f.size,
         "archived_at": iso(f.received_at),
-        "raw_url": f"/api/v1/messages/{ident}/raw",
+        "raw_url": None if f.chat else f"/api/v1/messages/{ident}/raw",
+    }
+
+
+def conversation_filing(c: ConversationFiling) -> Json:
+    """A chat conversation still being filed, with the messages its first call named."""
+    return {
+        "id": str(c.id),
+        "status": "filing",
+        "channel": "chat",
+        "archived_at": iso(c.received_at),
+        "messages": [filing(m) for m in c.messages],
     }
 
 
 def conversation(c: Conversation, messages: list[Message]) -> Json:
     return {
         "id": str(c.id),
+        "status": "filed",
         "channel": c.channel.value,
         "account_id": c.account_id,
         "source": c.source,
@@ -141,12 +155,16 @@ def listed_account(a: Account, *, role: Role) -> Json:
     """An account in a list: as ``account`` shows it, without counts and holds."""
     if a.status is AccountStatus.DELETED and role not in COMPLIANCE_VIEW:
         return _account_status(a)
-    return _account_status(a) | {
+    view = _account_status(a) | {
         "emails": a.emails,
         "name": a.name,
         "created_at": iso(a.created_at),
         "updated_at": iso(a.updated_at),
     }
+    if role in COMPLIANCE_VIEW:
+        # Which life of the id this is: registering a purged id again starts a new one.
+        view |= {"life": a.life, "life_started_at": iso(a.life_started_at)}
+    return view
 
 
 def _account_status(a: Account) -> Json:
@@ -218,6 +236,8 @@ def residue(scan: dict[str, Any]) -> Json:
     """The residue scan a purge record carries: the deletion certificate's last line."""
     return {
         "checked_at": iso(scan["checked_at"]),
+        # When its blob lines were checked again, once the blobs it left pending were gone.
+        "rechecked_at": iso(scan.get("rechecked_at")),
         "clean": scan["clean"],
         "residue": scan["residue"],
         "findings": scan["findings"],

@@ -36,7 +36,7 @@ from store.documents import (
 )
 from store.exports import remove_exports
 from store.holds import active_holds_query, held_scopes
-from store.residue import Identifiers, Residue, scan
+from store.residue import Identifiers, Kind, Residue, scan
 from store.rules import deletion_deadline as deletion_deadline
 from store.rules import max_age_cutoff as max_age_cutoff
 from store.rules import subject_hmac as subject_hmac
@@ -179,6 +179,9 @@ class _Run:
     # transaction once it has read the holds (tests pause there to race a hold against it).
     before_batch: Hook
     in_transaction: Hook
+    # Waits until this process's search index no longer holds what was deleted (the purge is
+    # not complete before: the residue scan then checks the index files).
+    index_synced: Hook = _nothing
     started: float = field(default_factory=time.perf_counter)
 
     def clock(self) -> datetime:
@@ -193,12 +196,13 @@ async def sweep(
     policy: RetentionPolicy,
     before_batch: Hook = _nothing,
     in_transaction: Hook = _nothing,
+    index_synced: Hook = _nothing,
 ) -> SweepReport:
     """One purge sweep: finish what an interrupted sweep left, purge the content of every
     account past its deadline, then everything past the maximum age. Held content is never
     deleted, and each purge's record carries the residue scan run right after it."""
     report = SweepReport(lateness_seconds=await lateness(now=now, policy=policy))
-    run = _Run(database, now, policy, report, before_batch, in_transaction)
+    run = _Run(database, now, policy, report, before_batch, in_transaction, index_synced)
     await _finish_pending(policy, report, now)
     for account_id in await _due_accounts(now):
         account = await Account.get(account_id)
@@ -225,16 +229,28 @@ async def _due_accounts(now: datetime) -> list[str]:
     return [a["_id"] async for a in due]
 
 
+# How many of the earliest due accounts with purgeable content the lateness metric looks at.
+LATENESS_ACCOUNTS = 20
+
+
 async def lateness(*, now: datetime, policy: RetentionPolicy) -> float:
     """Seconds the most overdue purgeable item is past the moment it became purgeable (its
     deadline, or the end of a hold that kept it past it); 0 when nothing is overdue. Held
     content is not overdue."""
     worst = 0.0
-    due = Account.find({"next_purge_at": {"$lte": now}}).sort("+next_purge_at").limit(20)
-    async for account in due:
+    # Held accounts keep their passed deadline: they are left out (however many, they would
+    # hide a late one), and an account whose due content is all in held conversations does
+    # not count towards the earliest few looked at.
+    held_accounts, _ = await _held_now(now)
+    due = Account.find({"next_purge_at": {"$lte": now}, "_id": {"$nin": held_accounts}})
+    looked_at = 0
+    async for account in due.sort("+next_purge_at"):
         since = await _account_purgeable_since(account.id, now=now)
         if since is not None:
             worst = max(worst, (now - since).total_seconds())
+            looked_at += 1
+            if looked_at == LATENESS_ACCOUNTS:
+                break
     since = await _max_age_purgeable_since(now=now, policy=policy)
     if since is not None:
         worst = max(worst, (now - since).total_seconds())
@@ -575,13 +591,39 @@ async def _finish_pending(policy: RetentionPolicy, report: SweepReport, now: dat
     remove yet (it was interrupted, or they were referenced within the quiet period), and
     conversations it was interrupted before settling; counted on their record."""
     async for record in PurgeRecord.find({"pending_blobs.0": {"$exists": True}}):
-        count, size = await _collect_blobs(list(record.pending_blobs), record=record, policy=policy)
+        pending = list(record.pending_blobs)
+        count, size = await _collect_blobs(pending, record=record, policy=policy)
         report.blobs += count
         report.bytes += size
+        await _recheck_blobs(record, pending, policy=policy, now=now)
     async for record in PurgeRecord.find({"pending_conversations.0": {"$exists": True}}):
         report.conversations += await _settle_pending_conversations(
             record, list(record.pending_conversations), now
         )
+
+
+_BLOB_PLACES = {"blobs", "blob_chunks"}
+
+
+async def _recheck_blobs(
+    record: PurgeRecord, blobs: list[str], *, policy: RetentionPolicy, now: datetime
+) -> None:
+    """Once the blobs a closed record left pending are settled, its certificate's blob lines
+    are those of a scan of them now (the rest of its scan stands: they were all that was still
+    to go), so that it no longer says "pending" of what is gone."""
+    settled: dict[str, Any] = {"_id": record.id, "pending_blobs": [],
+                               "residue": {"$type": "object"}}  # fmt: skip
+    if record.residue is None or not await PurgeRecord.find(settled).count():
+        return
+    fresh = await scan(Identifiers(blobs=set(blobs)), now=now,
+                       quiet_period=policy.blob_quiet_period)  # fmt: skip
+    findings = [f for f in record.residue["findings"] if f["place"] not in _BLOB_PLACES]
+    findings += fresh.as_record()["findings"]
+    unexplained = sum(f["count"] for f in findings if f["kind"] == Kind.RESIDUE.value)
+    await PurgeRecord.get_pymongo_collection().update_one(settled, {"$set": {
+        "residue.findings": findings, "residue.residue": unexplained,
+        "residue.clean": unexplained == 0, "residue.rechecked_at": now,
+    }})  # fmt: skip
 
 
 async def _settle_conversations(scope: dict[str, Any], record: PurgeRecord, now: datetime) -> int:
@@ -668,6 +710,7 @@ async def _open_record(
 
 async def _close_record(run: _Run, record: PurgeRecord, identifiers: Identifiers) -> None:
     """The record ends with when it ended and what the residue scan found right after."""
+    await run.index_synced()
     residue = await scan(identifiers, now=run.now, quiet_period=run.policy.blob_quiet_period,
                          data_dir=run.policy.data_dir)  # fmt: skip
     run.report.residue += residue.unexplained

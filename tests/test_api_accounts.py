@@ -5,9 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from store.accounts import mark_deleted
+from store.database import Database
 from store.documents import Hold, HoldKind, Role, utcnow
+from store.retention import sweep
 from tests.conftest import Api
 from tests.factories import email
+from tests.test_retention import POLICY
 
 
 async def test_registering_an_account_is_201_then_200(api: Api) -> None:
@@ -20,6 +23,28 @@ async def test_registering_an_account_is_201_then_200(api: Api) -> None:
     again = await api.put("/api/v1/accounts/acct-ann", Role.PLATFORM, json={"emails": []})
     assert again.status == 200
     assert (await again.json())["emails"] == []
+
+
+async def test_registering_a_purged_account_again_says_a_new_life_started(
+    api: Api, database: Database
+) -> None:
+    """201 with ``new_life``, and compliance sees which life of the id it is and since when."""
+    path, body = "/api/v1/accounts/acct-ann", {"emails": ["ann@example.com"]}
+    first = await api.put(path, Role.PLATFORM, json=body)
+    assert first.status == 201 and (await first.json())["new_life"] is False
+    assert (await (await api.get(path, Role.COMPLIANCE)).json())["life"] == 1
+    assert (await api.post(f"{path}/erasure", Role.COMPLIANCE)).status == 202
+    await sweep(database, now=utcnow(), policy=POLICY)
+
+    again = await api.put(path, Role.PLATFORM, json=body)
+    assert again.status == 201, "a new life of a purged id is created, not updated"
+    assert (await again.json())["new_life"] is True
+    account = await (await api.get(path, Role.COMPLIANCE)).json()
+    assert account["life"] == 2 and account["life_started_at"] is not None
+    assert account["purged_at"] is None and account["status"] == "active"
+    update = await api.put(path, Role.PLATFORM, json=body)
+    assert update.status == 200 and (await update.json())["new_life"] is False
+    assert "life" not in await (await api.get(path, Role.PLATFORM)).json()
 
 
 async def test_registration_links_the_unlinked_conversations_of_its_emails(api: Api) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import resource
+import time
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,21 @@ async def test_mongod_keeps_no_idle_file_open_for_long_and_may_open_what_it_can(
         options = await client.admin.command("getCmdLineOpts")
     engine = options["parsed"]["storage"]["wiredTiger"]["engineConfig"]["configString"]
     assert "close_idle_time=30" in engine
+
+
+async def test_a_slow_query_leaves_no_address_in_the_mongod_log(tmp_path: Path) -> None:
+    """mongod logs operations slower than 100 ms with their filter's values; its log lives
+    under ARCHIVE_DATA_DIR, beyond every purge."""
+    async with EmbeddedMongo(tmp_path) as mongo, AsyncMongoClient(mongo.uri) as client:
+        people = client.get_database("log_test").get_collection("people")
+        await people.insert_many([{"n": n} for n in range(10)])
+        # Every document waits 30 ms: some 300 ms in all, three times the default threshold.
+        slow = {"$or": [{"email": "zed.customer@example.org"},
+                        {"$where": "sleep(30) || false"}]}  # fmt: skip
+        started = time.perf_counter()
+        assert await people.find_one(slow) is None
+        assert time.perf_counter() - started > 0.2, "the query was not slow"
+        await client.drop_database("log_test")
+    log = mongo.log_path.read_text()
+    assert "log_test" in log, "not the log of this mongod"
+    assert "zed.customer@example.org" not in log

@@ -115,6 +115,25 @@ async def test_what_remains_is_named_with_its_reason(database: Database, tmp_pat
     assert not residue.clean and residue.content_remains
 
 
+async def test_the_scan_reads_the_embedded_mongods_log_files(
+    database: Database, tmp_path: Path
+) -> None:
+    """mongod's own log (and a rotated one) is searched for the addresses and names; its own
+    words (an index on ``channel``) and ids are not the account's."""
+    mongo = tmp_path / "mongo"
+    mongo.mkdir()
+    (mongo / "mongod.log").write_text('{"msg":"Index build: done","attr":{"index":"channel_1",'
+                                      '"account_id":"ann"}}\n')  # fmt: skip
+    assert (await scan(ann(), now=utcnow(), quiet_period=QUIET, data_dir=tmp_path)).clean
+    (mongo / "mongod.log.2026-11-24T10-00-00").write_text(
+        '{"msg":"Slow query","attr":{"command":{"filter":{"participants":"ANN@example.com"}}}}\n'
+    )
+    residue = await scan(ann(), now=utcnow(), quiet_period=QUIET, data_dir=tmp_path)
+    assert [(f.place, f.count, f.kind) for f in residue.findings] == [
+        ("mongod log", 1, Kind.RESIDUE)
+    ]
+
+
 async def test_the_purge_redacts_search_text_that_named_the_account(
     database: Database, tmp_path: Path
 ) -> None:

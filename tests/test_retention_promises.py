@@ -8,6 +8,7 @@ clock (``now``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from typing import Any
@@ -17,7 +18,7 @@ from bson import ObjectId
 
 from scheduler.jobs import Jobs, LeaseLost
 from scheduler.runner import scheduler
-from store import messages, retention
+from store import accounts, messages, retention
 from store.accounts import mark_deleted, register_account, request_erasure, restore
 from store.blobs import put_blob, sha256_hex
 from store.database import Database
@@ -144,6 +145,36 @@ async def test_a_blob_in_its_quiet_period_stays_pending_and_a_later_sweep_remove
     assert record.counts.blobs > blobs_then, "the later removal is recorded nowhere"
 
 
+async def test_the_certificate_no_longer_says_pending_once_a_later_sweep_removed_the_blobs(
+    database: Database, ann: Account
+) -> None:
+    careful = RetentionPolicy(grace=GRACE, max_age=MAX_AGE, secret_key=b"k" * 32)
+    assert careful.blob_quiet_period > timedelta(0)
+    now = utcnow()
+    await request_erasure(account_id="ann", now=now)
+    await sweep(database, now=now, policy=careful)
+    [record] = await PurgeRecord.find().to_list()
+    assert record.residue is not None and _kinds(record.residue)["blobs"] == {"pending"}
+
+    await Blob.get_pymongo_collection().update_many(
+        {}, {"$set": {"last_referenced_at": now - timedelta(hours=1)}}
+    )
+    later = now + timedelta(minutes=10)
+    await sweep(database, now=later, policy=careful)
+    [record] = await PurgeRecord.find().to_list()
+    assert record.pending_blobs == [] and record.residue is not None
+    assert "blobs" not in _kinds(record.residue), record.residue["findings"]
+    assert record.residue["clean"] and record.residue["residue"] == 0
+    assert abs(record.residue["rechecked_at"] - later) < timedelta(seconds=1)
+
+
+def _kinds(residue: dict[str, Any]) -> dict[str, set[str]]:
+    kinds: dict[str, set[str]] = {}
+    for finding in residue["findings"]:
+        kinds.setdefault(finding["place"], set()).add(finding["kind"])
+    return kinds
+
+
 async def test_housekeeping_reaches_an_orphan_behind_more_than_ten_thousand_referenced_blobs(
     database: Database,
 ) -> None:
@@ -238,6 +269,61 @@ async def test_a_restore_during_a_sweep_keeps_the_rest_and_the_account(
     assert (await content_of("ann"))[0] == 5 - POLICY.batch_size
 
 
+async def test_a_restore_that_lands_inside_a_batch_transaction_wins(
+    database: Database, ann: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The restore commits its account write while a batch's transaction is open (after the
+    batch read the account), and is paused before it gives the messages back. The batch
+    conflicts on the account, is retried, and its re-check of the account sees it restored.
+    With the plain "still due" filter instead, the batch deletes what the restore is about to
+    give back (its messages are still stamped due)."""
+    now = utcnow()
+    await request_erasure(account_id="ann", now=now)
+    account_written, go_on = asyncio.Event(), asyncio.Event()
+    monkeypatch.setattr(accounts, "Message", _PausedBeforeGivingBack(account_written, go_on))
+    restoring: list[asyncio.Task[Account]] = []
+
+    async def restore_lands_now() -> None:
+        if not restoring:
+            restoring.append(asyncio.create_task(restore(account_id="ann")))
+            await asyncio.wait_for(account_written.wait(), timeout=10)
+
+    report = await sweep(database, now=now, policy=POLICY, in_transaction=restore_lands_now)
+    go_on.set()
+    restored = await restoring[0]
+    assert restored.status is AccountStatus.ACTIVE and restored.purged_at is None
+    assert report.messages == 0
+    assert await content_of("ann") == (5, 4), "the batch deleted what the restore gave back"
+
+
+class _PausedBeforeGivingBack:
+    """``Message`` as store.accounts sees it: a restore's write that gives the messages back
+    (unrestricted) waits for ``go_on``, after saying it got there."""
+
+    def __init__(self, reached: asyncio.Event, go_on: asyncio.Event) -> None:
+        self.reached, self.go_on = reached, go_on
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(Message, name)
+
+    def get_pymongo_collection(self) -> Any:
+        return _PausedCollection(Message.get_pymongo_collection(), self)
+
+
+class _PausedCollection:
+    def __init__(self, real: Any, pause: _PausedBeforeGivingBack) -> None:
+        self.real, self.pause = real, pause
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    async def update_many(self, query: Any, update: Any, **options: Any) -> Any:
+        if update.get("$set", {}).get("restricted") is False:
+            self.pause.reached.set()
+            await self.pause.go_on.wait()
+        return await self.real.update_many(query, update, **options)
+
+
 # --- 8. the hold/sweep guard ----------------------------------------------------------------
 
 
@@ -259,6 +345,71 @@ async def test_a_hold_committed_while_a_batch_transaction_is_open_protects_what_
     report = await sweep(database, now=now, policy=POLICY, in_transaction=hold_commits_now)
     assert placed and report.messages == 0
     assert await content_of("ann") == (5, 4)
+
+
+async def test_a_conversation_hold_committed_while_a_batch_transaction_is_open_protects_it(
+    database: Database, ann: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, for a hold on one conversation of the batch: it writes the conversation's
+    guard only, so without the batch's guard write on its conversations this test fails."""
+    now = utcnow()
+    await request_erasure(account_id="ann", now=now)
+    batches = _record_batches(monkeypatch)
+    held: list[tuple[ObjectId, int]] = []
+
+    async def hold_commits_now() -> None:
+        if not held:
+            conversation = batches[0][0].conversation_id
+            count = await Message.find({"conversation_id": conversation}).count()
+            held.append((conversation, count))
+            await place_hold(database, account_id=None, conversation_id=conversation, **LEGAL)
+
+    await sweep(database, now=now, policy=POLICY, in_transaction=hold_commits_now)
+    [(conversation, count)] = held
+    assert await Message.find({"conversation_id": conversation}).count() == count
+    await sweep(database, now=now, policy=POLICY)  # the rest goes; the held conversation stays
+    assert await Message.find({"account_id": "ann"}).count() == count
+
+
+async def test_a_hold_committed_while_a_max_age_batch_transaction_is_open_protects_it(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The maximum-age path, with unlinked mail (no account guard to conflict on): a hold on
+    the conversation of one message of the batch keeps that message."""
+    kept = await email(message_id="<old-1@example.com>", sender="one@example.org", subject="a")
+    gone = await email(message_id="<old-2@example.com>", sender="two@example.org", subject="b")
+    assert kept.conversation_id != gone.conversation_id
+    await Message.get_pymongo_collection().update_many(
+        {}, {"$set": {"collected_at": utcnow() - MAX_AGE - timedelta(days=1)}}
+    )
+    batches = _record_batches(monkeypatch)
+    placed: list[Hold] = []
+
+    async def hold_commits_now() -> None:
+        if not placed:
+            assert {m.id for m in batches[0]} == {kept.id, gone.id}
+            held = kept.conversation_id
+            placed.append(await place_hold(database, account_id=None, conversation_id=held,
+                                           **LEGAL))  # fmt: skip
+
+    report = await sweep(database, now=utcnow(), policy=POLICY, in_transaction=hold_commits_now)
+    assert placed and report.messages == 1
+    assert await Message.get(kept.id) is not None, "the held message was deleted"
+    assert await Message.get(gone.id) is None
+
+
+def _record_batches(monkeypatch: pytest.MonkeyPatch) -> list[list[Any]]:
+    """The batches the sweep reads, in order (a test's hook knows what the open one holds)."""
+    batches: list[list[Any]] = []
+    real = retention._next_batch
+
+    async def recorded(query: dict[str, Any], size: int, **options: Any) -> list[Any]:
+        batch = await real(query, size, **options)
+        batches.append(batch)
+        return batch
+
+    monkeypatch.setattr(retention, "_next_batch", recorded)
+    return batches
 
 
 # --- 9. held content is left out at a cost that does not grow with the hold ---------------
@@ -314,6 +465,22 @@ async def test_held_content_is_not_late(database: Database, ann: Account) -> Non
     await place_hold(database, account_id="ann", conversation_id=None, **LEGAL)
     await request_erasure(account_id="ann", now=utcnow() - timedelta(days=30))
     assert await lateness(now=utcnow(), policy=POLICY) == 0
+
+
+async def test_many_held_accounts_do_not_hide_a_late_one(database: Database) -> None:
+    """Held accounts keep their passed deadline (their content waits for the hold's end):
+    however many come first, the late account behind them is seen."""
+    now = utcnow()
+    for n in range(25):
+        await register_account(account_id=f"held-{n}", emails=[], name=None)
+        await place_hold(database, account_id=f"held-{n}", conversation_id=None, **LEGAL)
+        await chat("held", account_id=f"held-{n}", conversation=f"held-chat-{n}")
+        await request_erasure(account_id=f"held-{n}", now=now - timedelta(hours=2))
+    await register_account(account_id="late", emails=[], name=None)
+    await chat("late", account_id="late", conversation="late-chat")
+    await request_erasure(account_id="late", now=now - timedelta(hours=1))
+    late = await lateness(now=now, policy=POLICY)
+    assert 3599 <= late <= 3601, late
 
 
 # --- races a review found (each forced at the exact interleaving) ---------------------------
