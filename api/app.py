@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
 from api import (
@@ -25,15 +27,21 @@ from api.auth import (
     auth_middleware,
 )
 from api.problems import problem_middleware
-from api.state import ACCESS, CONFIG, DATABASE, OPENAPI_PATHS, ApiConfig
+from api.state import ACCESS, CONFIG, DATABASE, OPENAPI_PATHS, SEARCH, ApiConfig
 from store.database import Database
+from store.search_index import SearchIndex, following
 
 V1 = "/api/v1"
 
 
-def create_app(*, database: Database, config: ApiConfig | None = None) -> web.Application:
+def create_app(
+    *, database: Database, config: ApiConfig | None = None, index: SearchIndex | None = None
+) -> web.Application:
     """The API app. Middlewares, outermost first: metrics see the final status, problems turn
-    every error into problem+json, auth refuses before any handler runs."""
+    every error into problem+json, auth refuses before any handler runs.
+
+    Without ``index`` (tests of the app alone) the app keeps its own index while it runs;
+    ``serve`` passes the one its scheduler also uses."""
     config = config or ApiConfig()
     app = web.Application(
         middlewares=[metrics.metrics_middleware, problem_middleware, auth_middleware],
@@ -42,6 +50,10 @@ def create_app(*, database: Database, config: ApiConfig | None = None) -> web.Ap
     app[DATABASE] = database
     app[CONFIG] = config
     app[ACCESS] = {}
+    if index is None:
+        own = index = SearchIndex(config.search_dir, database.db.name)
+        app.cleanup_ctx.append(lambda _: _following(own))
+    app[SEARCH] = index
     app[OPENAPI_PATHS] = {}
     probe = "a probe for load balancers and monitoring; it shows no personal data"
     add_route(app, "GET", "/healthz", health.healthz, public_because=probe)
@@ -87,3 +99,8 @@ def create_app(*, database: Database, config: ApiConfig | None = None) -> web.Ap
     add_route(app, "GET", f"{export}/download", exports.download_export, roles=COMPLIANCE_UP)
     add_route(app, "GET", f"{V1}/disclosures", exports.list_disclosures, roles=COMPLIANCE_UP)
     return app
+
+
+async def _following(index: SearchIndex) -> AsyncIterator[None]:
+    async with following(index):
+        yield

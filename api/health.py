@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from api.problems import unavailable
-from api.state import DATABASE
+from api.state import DATABASE, SEARCH
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -14,7 +14,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """The process can do its job: the database answers."""
+    """The process can do its job: the database answers. The search index's state is said
+    too (``ready``, or ``catching up`` while it rebuilds or follows from far behind); the
+    process still takes mail and webhooks meanwhile, so it is ready all the same."""
     if await request.app[DATABASE].ping(within=2.0):
-        return web.json_response({"status": "ready", "database": "ok"})
+        index = request.app[SEARCH]
+        return web.json_response({"status": "ready", "database": "ok",
+                                  "search": "ready" if index.ready else "catching up"})  # fmt: skip
     return unavailable("the database is not reachable")

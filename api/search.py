@@ -1,4 +1,4 @@
-"""``GET /api/v1/search``: full text with filters, relevance or newest first, cursor pages."""
+"""``GET /api/v1/search``: the query syntax and filters, BM25 or newest first, cursor pages."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ from datetime import datetime
 from typing import Annotated
 
 from aiohttp import web
-from beanie import PydanticObjectId
 from pydantic import BaseModel, Field
 
 from api import params, views
 from api.auth import principal_of
+from api.problems import problem
+from api.state import SEARCH
 from api.trail import audited
 from store.documents import Channel, Role
-from store.search import Filters, Order, Position, QueryError, parse_query, search
+from store.search import MAX_OFFSET, Filters, Order, Position, QueryError, parse_query, search
 
 
 class SearchParams(params.QueryModel):
@@ -34,20 +35,21 @@ class SearchParams(params.QueryModel):
 
 class CursorData(BaseModel):
     o: Order
-    t: datetime | None = None
-    i: Annotated[str, Field(pattern=r"^[0-9a-f]{24}$")] | None = None
-    n: Annotated[int, Field(ge=0, le=10_000)] = 0
-    s: datetime | None = None
+    k: Annotated[int, Field(ge=-(2**63), lt=2**63)] | None = None  # newest: the last sort key
+    n: Annotated[int, Field(ge=0, le=MAX_OFFSET)] = 0  # relevance: the offset
+    s: datetime | None = None  # relevance: the first page's time
+    p: Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")] | None = None  # its index snapshot
     q: Annotated[str, Field(max_length=64)] = ""  # a fingerprint of the query it belongs to
 
 
 async def search_messages(request: web.Request) -> web.Response:
     p = params.query(request, SearchParams)
     try:
-        text = parse_query(p.q)
+        query = parse_query(p.q)
     except QueryError as exc:
-        raise web.HTTPBadRequest(text=str(exc)) from None
-    order = p.sort or (Order.RELEVANCE if text.required else Order.NEWEST)
+        error = {"field": "q", "message": exc.reason, "position": exc.position}
+        return problem(400, str(exc), title="the query cannot be run as written", errors=[error])
+    order = p.sort or (Order.RELEVANCE if query.has_text else Order.NEWEST)
     fingerprint = _fingerprint(p, order)
     after = _position(p.cursor, fingerprint) if p.cursor else None
     filters = Filters(
@@ -60,18 +62,19 @@ async def search_messages(request: web.Request) -> web.Response:
         hide_restricted=principal_of(request).role is Role.AGENT,
     )
     await audited(request, "search", query=_audit_query(p), target=_audit_target(p))
-    results = await search(text=text, filters=filters, order=order, limit=p.limit, after=after)
+    results = await search(index=request.app[SEARCH], query=query, filters=filters,
+                           order=order, limit=p.limit, after=after)  # fmt: skip
     next_cursor = None
     if results.next is not None:
-        at, ident = results.next.key if results.next.key else (None, None)
+        n = results.next
         next_cursor = params.encode_cursor(
-            {"o": order.value, "t": at.isoformat() if at else None,
-             "i": str(ident) if ident else None, "n": results.next.offset, "q": fingerprint,
-             "s": results.next.snapshot.isoformat() if results.next.snapshot else None}
+            {"o": order.value, "k": n.key, "n": n.offset, "q": fingerprint, "p": n.pinned,
+             "s": n.snapshot.isoformat() if n.snapshot else None}
         )  # fmt: skip
     return web.json_response(
-        {"hits": [views.hit(h) for h in results.hits], "next_cursor": next_cursor}
-    )
+        {"hits": [views.hit(h) for h in results.hits], "total": results.total,
+         "next_cursor": next_cursor}
+    )  # fmt: skip
 
 
 def _fingerprint(p: SearchParams, order: Order) -> str:
@@ -84,8 +87,7 @@ def _position(cursor: str, fingerprint: str) -> Position:
     data = params.decode_cursor(cursor, CursorData)
     if data.q != fingerprint:
         raise params.field_error("cursor", "this cursor belongs to another query")
-    key = (data.t, PydanticObjectId(data.i)) if data.t and data.i else None
-    return Position(order=data.o, key=key, offset=data.n, snapshot=data.s)
+    return Position(order=data.o, key=data.k, offset=data.n, snapshot=data.s, pinned=data.p)
 
 
 def _audit_query(p: SearchParams) -> dict[str, str]:

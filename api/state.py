@@ -13,6 +13,7 @@ from aiohttp import web
 from store.database import Database
 from store.documents import Role
 from store.retention import RetentionPolicy
+from store.search_index import SearchIndex
 
 if TYPE_CHECKING:
     from api.auth import Access
@@ -25,6 +26,8 @@ class ApiConfig:
     max_body_bytes: int = 10 * 1024 * 1024
     audit_max_age: timedelta = timedelta(days=395)
     export_dir: Path = Path("./var/exports")
+    # Where the app keeps its own search index when the service gives it none (tests).
+    search_dir: Path = Path("./var/search")
     export_max_age: timedelta = timedelta(days=7)
     # The service passes the configured policy; this default serves tests of the bare app.
     retention: RetentionPolicy = field(
@@ -36,6 +39,7 @@ class ApiConfig:
 
 DATABASE = web.AppKey("database", Database)
 CONFIG = web.AppKey("config", ApiConfig)
+SEARCH = web.AppKey("search", SearchIndex)
 ACCESS = web.AppKey("access", dict[str, "Access"])
 # OpenAPI path items of routes that other packages add to the app (the chat webhooks).
 OPENAPI_PATHS = web.AppKey("openapi_paths", dict[str, dict[str, object]])

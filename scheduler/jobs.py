@@ -19,8 +19,9 @@ from store.audit import index_audit_mentions
 from store.database import Database
 from store.documents import utcnow
 from store.exports import remove_expired_exports, remove_orphan_export_files
-from store.housekeeping import remove_orphans
+from store.housekeeping import remove_orphans, retire_search_terms
 from store.retention import RetentionPolicy, SweepReport, sweep
+from store.search_index import SearchIndex
 
 log = logging.getLogger("archive.purge")
 
@@ -70,6 +71,9 @@ class Jobs:
     policy: RetentionPolicy
     interval: timedelta
     clock: Callable[[], datetime] = utcnow
+    # This process's search index, if it serves searches: a purge waits until it no longer
+    # finds what was deleted, and housekeeping compacts and reconciles it.
+    index: SearchIndex | None = None
     holder: str = field(default_factory=lambda: f"serve-{uuid.uuid4().hex[:12]}")
     # Held while a job runs, so that a shutdown can wait for the job in flight.
     busy: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -103,13 +107,18 @@ class Jobs:
                 raise LeaseLost(SWEEP_LEASE)
             on_batch()
 
-        report = await sweep(self.database, now=now, policy=self.policy, before_batch=renew)
+        report = await sweep(self.database, now=now, policy=self.policy, before_batch=renew,
+                             index_synced=self._index_synced)  # fmt: skip
         PURGED.labels("messages").inc(report.messages)
         PURGED.labels("conversations").inc(report.conversations)
         PURGED.labels("blobs").inc(report.blobs)
         PURGED.labels("accounts").inc(report.accounts_purged)
         LATENESS.set(report.lateness_seconds)
         return report
+
+    async def _index_synced(self) -> None:
+        if self.index is not None and self.index.ready:
+            await self.index.sync()
 
     async def housekeeping(self) -> None:
         """Orphan blobs and chunks, expired exports, export files no record owns, and audit
@@ -124,6 +133,17 @@ class Jobs:
                     directory=self.policy.data_dir / "exports", now=now, min_age=EXPORT_FILE_AGE
                 )
             indexed = await index_audit_mentions()
+            retired = await retire_search_terms()
+            compacted = repaired = 0
+            if self.index is not None and self.index.ready:
+                # Deleted documents leave the index files only when their segments are
+                # rewritten: within one housekeeping period, as retention promises.
+                compacted = await self.index.request("compact")
+                repaired = await self.index.request("reconcile")
+        if compacted or repaired or retired:
+            log.info("housekeeping: search index rewritten with %d messages (it held deleted "
+                     "ones), %d days reconciled; search terms removed from %d messages",
+                     compacted, repaired, retired)  # fmt: skip
         if removed or expired or files or indexed:
             log.info("housekeeping removed %d orphan blobs/chunks, %d expired exports, %d "
                      "unowned export files; indexed %d audit events", removed, expired, files,

@@ -10,9 +10,10 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from bson import ObjectId
+from tqdm import tqdm
 
 from ingest.chat.backfill import ChatwootApiError
 from ingest.mailbox import MailboxKind
@@ -25,6 +26,8 @@ from store.documents import Role
 from store.embedded import MongodFailed, MongodNotFound
 from store.errors import Conflict, NotFound, is_transient
 from store.residue import describe
+from store.rules import ACCOUNT_ID_RULE, is_account_id
+from store.search_index import IndexBusy
 
 log = logging.getLogger("archive.service")
 
@@ -50,6 +53,7 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
                 path=args.path,
                 account_id=args.account,
                 create_account=args.create_account,
+                warn=lambda text: print(f"support-archive: warning: {text}", file=sys.stderr),
             )
         )
     except (FileNotFoundError, ValueError) as exc:
@@ -119,10 +123,14 @@ EXIT_HELD = 3
 
 
 def _verify_purge(settings: Settings, args: argparse.Namespace) -> int:
-    records, residue = asyncio.run(commands.verify_purge(
+    check = asyncio.run(commands.verify_purge(
         settings, account_id=args.account, emails=args.email or [], names=args.name or [],
     ))  # fmt: skip
-    if not records:
+    records, residue = check.records, check.residue
+    if not check.known:
+        print(f"the archive knows no account {args.account!r}; scanning only for the addresses "
+              "and names given")  # fmt: skip
+    elif not records:
         print(f"no purge record names account {args.account!r}")
     for r in records:
         state = f"done {_when(r.done_at)}" if r.done_at else "in progress"
@@ -138,6 +146,23 @@ def _verify_purge(settings: Settings, args: argparse.Namespace) -> int:
     if not residue.clean:
         return EXIT_FAILED
     return EXIT_HELD if residue.content_remains else 0
+
+
+def _reindex(settings: Settings, args: argparse.Namespace) -> int:
+    with tqdm(unit="msg", desc="rebuilding the search index", leave=False) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        def waiting() -> None:
+            bar.set_description("the running serve is rebuilding its search index")
+            bar.refresh()
+
+        result = asyncio.run(commands.reindex(settings, progress=progress, waiting=waiting))
+    where = "by the running serve" if result.by_serve else "here; the next serve resumes from it"
+    print(f"search index rebuilt from {result.messages} messages ({where})")
+    return 0
 
 
 def _export(settings: Settings, args: argparse.Namespace) -> int:
@@ -196,6 +221,13 @@ def _since(text: str) -> datetime:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
+def _account_id(text: str) -> str:
+    """An id as the API takes it: one the API could not name would be stranded."""
+    if not is_account_id(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an account id: {ACCOUNT_ID_RULE}")
+    return text
+
+
 def _key_name(text: str) -> str:
     if not text.strip() or text != text.strip() or len(text) > 100:
         raise argparse.ArgumentTypeError(
@@ -220,16 +252,27 @@ def build_parser() -> argparse.ArgumentParser:
         prog="support-archive",
         description=(
             "Support Archive keeps support emails and chats, searchable and linked to accounts, "
-            "and deletes them on time. Configured by ARCHIVE_* environment variables "
-            "(see README.md)."
+            "and deletes them on time. serve runs the service; the one-shot commands (all the "
+            "others) use the running serve's database, found through ARCHIVE_DATA_DIR (default "
+            "~/.local/share/support-archive, or $XDG_DATA_HOME/support-archive), or the one "
+            "ARCHIVE_MONGODB_URI names, and refuse if there is neither. Configured by ARCHIVE_* "
+            "environment variables and the env file ARCHIVE_CONFIG names, read by serve and the "
+            "one-shot commands alike (the environment overrides it); see README.md."
         ),
     )
-    parser.add_argument(
-        "--debug", action="store_true", help="on an unexpected error, show its traceback"
-    )
+    debug_help = "on an unexpected error, show its traceback"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
+    # Also after the command (``keys list --debug``). SUPPRESS: a subcommand's default would
+    # otherwise overwrite a --debug given before it.
+    common = _Parser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve_cmd = subcommands.add_parser(
+    def command(group: argparse._SubParsersAction[_Parser], name: str, **kwargs: Any) -> _Parser:
+        return group.add_parser(name, parents=[common], **kwargs)
+
+    serve_cmd = command(
+        subcommands,
         "serve",
         help="run the service (HTTP API and webhooks, SMTP, scheduler) until Ctrl-C",
         description="Run the service. With ARCHIVE_MONGODB_URI unset it starts its own mongod.",
@@ -241,29 +284,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve_cmd.set_defaults(run=_serve)
 
-    import_cmd = subcommands.add_parser(
+    import_cmd = command(
+        subcommands,
         "import",
         help="import an existing mailbox (mbox file or Maildir) into the archive",
         description=(
             "Import every message of an mbox file or a Maildir through the same path as SMTP "
             "(parsing, threading, account linking). Safe to run again: messages already in the "
-            "archive are skipped. Uses the running service's embedded MongoDB if there is one."
+            "archive are skipped. Uses the running serve's database (or ARCHIVE_MONGODB_URI) "
+            "and refuses without one. Mail is filed as SMTP files it only with serve's "
+            "ARCHIVE_SUPPORT_ADDRESSES (without any, agents' replies are filed as inbound, with "
+            "a warning): give both the same ARCHIVE_CONFIG."
         ),
     )
     import_cmd.add_argument("kind", choices=[k.value for k in MailboxKind], help="mailbox format")
     import_cmd.add_argument("path", type=Path, help="the mbox file or Maildir directory")
     import_cmd.add_argument(
-        "--account", metavar="ID", help="link every imported conversation to this account"
-    )
+        "--account", metavar="ID", type=_account_id,
+        help="link every imported conversation to this account",
+    )  # fmt: skip
     import_cmd.add_argument(
         "--create-account", action="store_true",
         help="make the --account if the archive does not know it (else that is refused)",
     )  # fmt: skip
     import_cmd.set_defaults(run=_import)
 
-    keys_cmd = subcommands.add_parser("keys", help="create, list and revoke API keys")
+    keys_cmd = command(subcommands, "keys", help="create, list and revoke API keys")
     keys_sub = keys_cmd.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    create = keys_sub.add_parser(
+    create = command(
+        keys_sub,
         "create",
         help="create a key and print its token (shown once; only a hash is stored)",
         description="Roles: agent (search, read), platform (accounts, deletions), compliance "
@@ -273,53 +322,76 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a unique name, shown in the audit trail")  # fmt: skip
     create.add_argument("--role", required=True, choices=[r.value for r in Role])
     create.set_defaults(run=_keys_create)
-    keys_sub.add_parser("list", help="list keys (never their tokens)").set_defaults(run=_keys_list)
-    revoke = keys_sub.add_parser("revoke", help="revoke a key by name")
-    revoke.add_argument("name")
+    command(
+        keys_sub,
+        "list",
+        help="list keys (never their tokens)",
+        description="Lists every key, live or revoked: its name, role, the first characters of "
+        "its token (to tell which one a client holds), when it was created and last used; "
+        "never its token: only a hash of it is stored.",
+    ).set_defaults(run=_keys_list)
+    revoke = command(
+        keys_sub,
+        "revoke",
+        help="revoke a key by name",
+        description="Revokes the live key of that name: from now on, a request with its token "
+        "is answered 401. It stays listed, as revoked, and the audit trail keeps its name.",
+    )
+    revoke.add_argument("name", help="the key's name, as 'keys list' shows it")
     revoke.set_defaults(run=_keys_revoke)
 
-    purge = subcommands.add_parser(
+    purge = command(
+        subcommands,
         "purge",
         help="run one purge sweep now (--dry-run: show what is due when, and what holds block)",
         description="A sweep purges deleted accounts past their deadline and content past the "
         "maximum age, never anything a hold covers. serve runs one every "
-        "ARCHIVE_PURGE_INTERVAL; this runs one now, under the same lease.",
+        "ARCHIVE_PURGE_INTERVAL; this runs one now, under the same lease: if a sweep is in "
+        "progress (serve's, or another purge's), it waits for it to finish, then sweeps.",
     )
     purge.add_argument("--dry-run", action="store_true", help="print the forecast; delete nothing")
     purge.set_defaults(run=_purge)
 
-    verify = subcommands.add_parser(
+    verify = command(
+        subcommands,
         "verify-purge",
         help="check that nothing of a purged account remains anywhere (the residue scan)",
         description="Prints the account's purge records and searches every collection and "
         "every file under ARCHIVE_DATA_DIR for what identifies it: its id, and the addresses "
-        "and names you give (a purged account keeps none). Exit status: 0 nothing remains "
+        "and names you give (a purged account keeps none). An id the archive does not know is "
+        "refused (a purged account keeps its id), unless --email or --name is given: then "
+        "those are scanned for. Exit status: 0 nothing remains "
         "(records kept by design aside), 3 content remains that a hold or the blob quiet "
-        "period explains, 1 something remains that should not.",
+        "period explains, 1 something remains that should not, or the id is unknown.",
     )
-    verify.add_argument("--account", metavar="ID", required=True, help="the account's id")
+    verify.add_argument("--account", metavar="ID", required=True, type=_account_id,
+                        help="the account's id")  # fmt: skip
     verify.add_argument("--email", action="append", metavar="ADDRESS",
                         help="an address the customer used (repeatable)")  # fmt: skip
     verify.add_argument("--name", action="append", metavar="NAME",
                         help="a name the customer used (repeatable)")  # fmt: skip
     verify.set_defaults(run=_verify_purge)
 
-    export = subcommands.add_parser(
+    export = command(
+        subcommands,
         "export",
         help="export an account's data (subject access) or a hold's scope (disclosure) as a zip",
         description="Writes the same zip as POST /api/v1/exports: conversations.json, the "
-        "original .eml files, attachments, README.txt and manifest.json (SHA-256 of each).",
+        "original .eml files, attachments, README.txt and manifest.json (SHA-256 of each). "
+        "The file is readable by its owner only.",
     )
-    export.add_argument("--account", metavar="ID", help="everything about this account")
+    export.add_argument("--account", metavar="ID", type=_account_id,
+                        help="everything about this account")  # fmt: skip
     export.add_argument("--hold", metavar="ID", help="what this hold covers (a disclosure)")
     export.add_argument("--authority", help="who the disclosure is for (with --hold)")
     export.add_argument("--legal-basis", help="the order or law it answers (with --hold)")
     export.add_argument("--out", type=Path, required=True, help="the zip file to write")
     export.set_defaults(run=_export)
 
-    chatwoot = subcommands.add_parser("chatwoot", help="Chatwoot: fill what its webhooks dropped")
+    chatwoot = command(subcommands, "chatwoot", help="Chatwoot: fill what its webhooks dropped")
     chatwoot_sub = chatwoot.add_subparsers(dest="chatwoot_command", required=True, metavar="ACTION")
-    backfill = chatwoot_sub.add_parser(
+    backfill = command(
+        chatwoot_sub,
         "backfill",
         help="pull conversations and messages from Chatwoot's API that the archive lacks",
         description="Chatwoot never retries a webhook: what it sent while the archive was down "
@@ -327,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
         "administrator's token) and files the messages the archive does not have; attachments "
         "are fetched as for webhooks. Safe to run again: nothing is stored twice. Needs "
         "ARCHIVE_CHATWOOT_API_URL_<NAME>, ..._ACCOUNT_<NAME> and ..._TOKEN_<NAME> for the "
-        "source (see docs/chatwoot.md).",
+        "source, in the environment or ARCHIVE_CONFIG (see docs/chatwoot.md).",
     )
     backfill.add_argument(
         "--source",
@@ -341,6 +413,17 @@ def build_parser() -> argparse.ArgumentParser:
         "take it a little before the archive stopped receiving",
     )  # fmt: skip
     backfill.set_defaults(run=_backfill)
+
+    command(
+        subcommands,
+        "reindex",
+        help="rebuild the search index from MongoDB",
+        description="Rebuild the search index from MongoDB, the truth it copies (after a "
+        "restore, or when search looks wrong). A running serve keeps its own index: it is "
+        "asked to rebuild, and this waits until it has (searches keep answering from the old "
+        "index meanwhile). Without one, the index under ARCHIVE_DATA_DIR/search is rebuilt "
+        "here, and the next serve follows on from it.",
+    ).set_defaults(run=_reindex)
     return parser
 
 
@@ -369,6 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 # Errors whose message is written to be shown as it is: what is wrong and what to do.
 _SAYS_WHAT_TO_DO = (
     MongodNotFound, MongodFailed, NoDatabase, UnusableDatabase, NotFound, Conflict, ValueError,
+    IndexBusy,
 )  # fmt: skip
 
 

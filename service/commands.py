@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, closing
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, closing, contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from getpass import getuser
 from mailbox import Mailbox, Message
@@ -20,14 +21,16 @@ from ingest.chat.backfill import Backfill, BackfillReport, ChatwootClient, Chatw
 from ingest.mailbox import ImportReport, MailboxKind, import_messages, open_mailbox, raw_messages
 from ingest.mime import SupportSide
 from scheduler.jobs import Jobs
-from service.serve import database_from, export_dir, fetch_policy, retention_policy
+from service.serve import database_from, export_dir, fetch_policy, retention_policy, search_dir
 from service.settings import Settings, WebhookSource
 from store import audit, exports, keys, retention
 from store.chat import file_chats
 from store.documents import Account, ApiKey, Export, PurgeRecord, Role, utcnow
+from store.documents import Message as StoredMessage
 from store.errors import NotFound
 from store.messages import file_email
 from store.residue import Residue
+from store.search_index import REBUILD_REQUEST, IndexBusy, SearchIndex, rebuild_here
 
 
 def actor() -> str:
@@ -40,6 +43,29 @@ async def _audited(settings: Settings, action: str, *, target: dict[str, str]) -
                        max_age=settings.audit_max_age)  # fmt: skip
 
 
+# What to do about a NotFound, added by the command line to what the store says is missing.
+LIST_ACCOUNTS = "GET /api/v1/accounts lists the accounts"
+LIST_HOLDS = "GET /api/v1/holds lists the holds"
+LIST_KEYS = "'support-archive keys list' shows them"
+
+
+@contextmanager
+def _next_step(hint: str) -> Iterator[None]:
+    try:
+        yield
+    except NotFound as exc:
+        raise NotFound(f"{exc}: {hint}") from exc
+
+
+# serve files mail with the support addresses it is configured with; an import run without
+# them would file every agent's reply as a customer's, and nothing would look wrong.
+NO_SUPPORT_ADDRESSES = (
+    "ARCHIVE_SUPPORT_ADDRESSES is not set, so agents' replies will be filed as inbound mail "
+    "from customers; set it as serve has it (in the ARCHIVE_CONFIG file both read, or in the "
+    "environment) and import again if that matters"
+)
+
+
 async def import_mailbox(
     settings: Settings,
     *,
@@ -47,11 +73,12 @@ async def import_mailbox(
     path: Path,
     account_id: str | None,
     create_account: bool = False,
+    warn: Callable[[str], object],
 ) -> ImportReport:
+    """Import ``path``; ``warn`` hears what the operator should know before it starts."""
     with closing(open_mailbox(kind, path)) as box:
-        return await _import_box(
-            settings, box, path=path, account_id=account_id, create_account=create_account
-        )
+        return await _import_box(settings, box, path=path, account_id=account_id,
+                                 create_account=create_account, warn=warn)  # fmt: skip
 
 
 async def _import_box(
@@ -61,14 +88,17 @@ async def _import_box(
     path: Path,
     account_id: str | None,
     create_account: bool,
+    warn: Callable[[str], object],
 ) -> ImportReport:
     async with database_from(settings, share=True):
         if account_id is not None and not create_account and await Account.get(account_id) is None:
             # A typo would otherwise file a whole mailbox under an account nobody has.
             raise NotFound(
-                f"no account {account_id!r}: check the id, or add --create-account to import "
-                "into a new account"
+                f"no account {account_id!r}: check the id ({LIST_ACCOUNTS}), or add "
+                "--create-account to import into a new account"
             )
+        if not settings.support_addresses:
+            warn(NO_SUPPORT_ADDRESSES)
         await _audited(settings, "mailbox.import", target={"account_id": account_id or ""})
         with tqdm(total=len(box), unit="msg", desc=f"importing {path.name}") as bar:
             report = await import_messages(
@@ -95,7 +125,8 @@ async def list_keys(settings: Settings) -> list[ApiKey]:
 
 async def revoke_key(settings: Settings, *, name: str) -> ApiKey:
     async with database_from(settings, share=True):
-        key = await keys.revoke_key(name=name)
+        with _next_step(LIST_KEYS):
+            key = await keys.revoke_key(name=name)
         await _audited(settings, "key.revoke", target={"key": name})
         return key
 
@@ -130,6 +161,34 @@ async def sweep_once(settings: Settings) -> retention.SweepReport | None:
         return report
 
 
+@dataclass(frozen=True)
+class Reindexed:
+    messages: int
+    by_serve: bool  # the running serve rebuilt its own index (else this command did)
+
+
+async def reindex(
+    settings: Settings, *, progress: Callable[[int, int], None], waiting: Callable[[], None]
+) -> Reindexed:
+    """Rebuild the search index from MongoDB. A running serve keeps (and writes) its own: it
+    is asked to rebuild, and this waits until it has; otherwise the index is rebuilt here."""
+    async with database_from(settings, share=True) as database:
+        index = SearchIndex(search_dir(settings), database.db.name)
+        try:
+            messages = await rebuild_here(index, progress=progress)
+            by_serve = False
+        except IndexBusy:
+            request = index.path / REBUILD_REQUEST
+            request.touch()
+            while request.exists():
+                waiting()
+                await asyncio.sleep(0.5)
+            messages = await StoredMessage.get_pymongo_collection().estimated_document_count()
+            by_serve = True
+        await _audited(settings, "search.reindex", target={"messages": str(messages)})
+        return Reindexed(messages, by_serve)
+
+
 async def export(
     settings: Settings,
     *,
@@ -148,14 +207,16 @@ async def export(
     async with database_from(settings, share=True), _cancelled_by_sigterm():
         hold = None
         if hold_id is not None:
-            hold, scope = await exports.scope_of_hold(PydanticObjectId(hold_id))
+            with _next_step(f"check the id; {LIST_HOLDS}"):
+                hold, scope = await exports.scope_of_hold(PydanticObjectId(hold_id))
         else:
             scope = exports.Scope(account_id=account_id)
-        record = await exports.start_export(
-            scope=scope, account_id=account_id, hold_id=hold.id if hold else None,
-            created_by=who, now=now, max_age=settings.export_max_age,
-            directory=export_dir(settings),
-        )  # fmt: skip
+        with _next_step(f"check the id; {LIST_ACCOUNTS}"):
+            record = await exports.start_export(
+                scope=scope, account_id=account_id, hold_id=hold.id if hold else None,
+                created_by=who, now=now, max_age=settings.export_max_age,
+                directory=export_dir(settings),
+            )  # fmt: skip
         if hold is not None:
             assert authority and legal_basis
             await exports.register_disclosure(
@@ -230,15 +291,33 @@ async def _cancelled_by_sigterm() -> AsyncIterator[None]:
         loop.remove_signal_handler(signal.SIGTERM)
 
 
+@dataclass(frozen=True)
+class PurgeCheck:
+    """What ``verify-purge`` found: the deletion certificate."""
+
+    records: list[PurgeRecord]
+    residue: Residue
+    known: bool  # whether the archive has the account (a purged one stays, as a tombstone)
+
+
 async def verify_purge(
     settings: Settings, *, account_id: str, emails: list[str], names: list[str]
-) -> tuple[list[PurgeRecord], Residue]:
-    """The account's purge records and a residue scan run now: the deletion certificate."""
+) -> PurgeCheck:
+    """The account's purge records and a residue scan run now. An id the archive never had
+    would scan clean whatever remains of the customer: refused, unless addresses or names are
+    given to scan for (what they find is real, whatever the id)."""
     async with database_from(settings, share=True):
+        known = await Account.get(account_id) is not None
+        if not known and not (emails or names):
+            raise NotFound(
+                f"no account {account_id!r} in the archive (a purged account keeps its id): "
+                f"check the id ({LIST_ACCOUNTS}), or give --email or --name to scan for "
+                "those alone"
+            )
         policy = retention_policy(settings)  # after: it may write the development key
         await _audited(settings, "purge_records.read", target={"account_id": account_id})
         records = await retention.purge_records(secret_key=policy.secret_key, account_id=account_id)
         residue = await retention.verify_purge(
             account_id=account_id, emails=emails, names=names, now=utcnow(), policy=policy
         )
-    return records, residue
+    return PurgeCheck(records=records, residue=residue, known=known)

@@ -79,6 +79,7 @@ async def open_database(
         db = client.get_database(name, write_concern=WriteConcern(w="majority", j=True))
         await _require_replica_set(client)
         await init_beanie(database=db, document_models=ALL_DOCUMENTS)
+        await _drop_retired_indexes(db)
         log.info("connected to database %r", name)
         yield Database(client=client, db=db)
     finally:
@@ -97,3 +98,15 @@ async def _require_replica_set(client: AsyncMongoClient[RawDocument]) -> None:
             "MongoDB is a standalone server; it must run as a replica set (a single-node one is "
             "enough): start mongod with --replSet rs0 and run rs.initiate() once"
         )
+
+
+# Indexes earlier versions made that nothing uses any more (each one costs every write).
+RETIRED_INDEXES = {"messages": ("terms_newest", "account_terms_newest")}
+
+
+async def _drop_retired_indexes(db: AsyncDatabase[RawDocument]) -> None:
+    for collection, names in RETIRED_INDEXES.items():
+        existing = {i["name"] async for i in await db[collection].list_indexes()}
+        for name in sorted(existing & set(names)):
+            await db[collection].drop_index(name)
+            log.info("dropped index %s.%s (search runs on its own index now)", collection, name)

@@ -262,10 +262,10 @@ class Message(Document):
     html: str | None = None
     # True when text or html were cut at MAX_BODY_BYTES; the raw copy is always whole.
     body_truncated: bool = False
-    # Normalised words of subject and text: the inverted index behind search.
-    search_terms: list[str] = Field(default_factory=list)
     attachments: list[AttachmentRef] = Field(default_factory=list)
     has_attachments: bool = False
+    # The text of PDF and plain-text attachments (bounded), for search.
+    attachment_text: str = ""
 
     # Set while the account is deleted (within grace): only compliance may see the content.
     restricted: bool = False
@@ -303,11 +303,6 @@ class Message(Document):
             IndexModel([("conversation_id", ASCENDING), ("sent_at", ASCENDING)], name="thread"),
             IndexModel([("account_id", ASCENDING), ("sent_at", DESCENDING)], name="account_time"),
             IndexModel([("sent_at", DESCENDING), ("_id", DESCENDING)], name="newest"),
-            IndexModel([("search_terms", ASCENDING), ("sent_at", DESCENDING)], name="terms_newest"),
-            IndexModel(
-                [("account_id", ASCENDING), ("search_terms", ASCENDING), ("sent_at", DESCENDING)],
-                name="account_terms_newest",
-            ),
             IndexModel([("participants", ASCENDING), ("sent_at", DESCENDING)], name="participant"),
             # The max-age purge walks past held content in this order (a keyset, no skip list).
             IndexModel([("collected_at", ASCENDING), ("_id", ASCENDING)], name="collected_at_id"),
@@ -419,6 +414,11 @@ class SpoolEntry(Document):
             IndexModel(
                 [("chat_claims.key", ASCENDING)], name="chat_claims", unique=True,
                 partialFilterExpression={"chat_claims.key": {"$type": "string"}},
+            ),
+            # Reading an id a chat answer named, before it is filed (every id must resolve).
+            IndexModel(
+                [("chat_claims.id", ASCENDING)], name="chat_claims_id",
+                partialFilterExpression={"chat_claims.id": {"$type": "objectId"}},
             ),
         ]  # fmt: skip
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from store.blobs import referenced
-from store.documents import Blob, BlobChunk, utcnow
+from store.documents import Blob, BlobChunk, Message, utcnow
 
 
 async def remove_orphans(*, quiet_period: timedelta, batch_size: int = 1000) -> int:
@@ -45,4 +45,19 @@ async def _orphan_chunks(quiet_period: timedelta) -> int:
             first = await chunks.find_one({"blob_id": sha, "n": 0})
             if first is None or first["_id"].generation_time < quiet_since:
                 removed += (await chunks.delete_many({"blob_id": sha})).deleted_count
+    return removed
+
+
+async def retire_search_terms(*, batch_size: int = 1000, limit: int = 100_000) -> int:
+    """Remove the ``search_terms`` field that archives of before the search engine kept in
+    every message (search runs on its own index now), a bounded batch per run."""
+    messages = Message.get_pymongo_collection()
+    removed = 0
+    while removed < limit:
+        found = messages.find({"search_terms": {"$exists": True}}, {"_id": 1}).limit(batch_size)
+        ids = [m["_id"] async for m in found]
+        if not ids:
+            break
+        result = await messages.update_many({"_id": {"$in": ids}}, {"$unset": {"search_terms": ""}})
+        removed += result.modified_count
     return removed

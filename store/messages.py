@@ -12,6 +12,7 @@ from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
 from store.accounts import apply_link_terms, ensure_account, normalise_email, settle_links
+from store.attachment_text import text_of
 from store.blobs import NewAttachment, attachment_ref, put_blobs
 from store.documents import (
     MAX_BODY_BYTES,
@@ -27,14 +28,13 @@ from store.documents import (
     Envelope,
     Message,
 )
-from store.search import terms_of
 
 DUPLICATE_KEY = 11000
 _T = TypeVar("_T")
 
 # Header-derived fields are bounded so that any mail under SMTP's 25 MiB makes a document well
-# under MongoDB's 16 MiB (two 2 MiB bodies, 2,000 search terms and these lists, all in 4-byte
-# characters, come to under 10 MiB); the raw copy keeps everything that is cut.
+# under MongoDB's 16 MiB (two 2 MiB bodies, 256 KiB of attachment text and these lists, all in
+# 4-byte characters, come to under 10 MiB); the raw copy keeps everything that is cut.
 MAX_ADDRESSES = 200  # of To, and of Cc
 MAX_REFERENCES = 50  # the nearest ancestors are the last ones
 MAX_ATTACHMENTS = 1000
@@ -157,6 +157,11 @@ def _short(value: str | None, limit: int) -> str | None:
     return value[:limit] if value is not None else None
 
 
+def searchable_text(attachments: Sequence[NewAttachment]) -> str:
+    """What search indexes of the attachments' contents (PDF and plain text, bounded)."""
+    return text_of((a.content_type, a.filename, a.data) for a in attachments)
+
+
 def cut_to_bytes(text: str, limit: int) -> str:
     """The longest prefix of ``text`` whose UTF-8 takes at most ``limit`` bytes."""
     if len(text) * 4 <= limit:  # no character takes more than 4 bytes
@@ -170,14 +175,13 @@ def cut_to_bytes(text: str, limit: int) -> str:
 def stored_body(*, subject: str | None, text: str, html: str | None) -> dict[str, Any]:
     """The body fields of a message document, the same for every channel and for edits:
     text and HTML cut to MAX_BODY_BYTES of UTF-8 each (the raw copy keeps everything),
-    whether they were cut, and the search terms of the subject and the kept text."""
+    and whether they were cut."""
     kept = cut_to_bytes(text, MAX_BODY_BYTES)
     kept_html = cut_to_bytes(html, MAX_BODY_BYTES) if html else html
     return {
         "text": kept,
         "html": kept_html,
         "body_truncated": kept != text or kept_html != html,
-        "search_terms": terms_of(subject, kept),
     }
 
 
@@ -319,6 +323,7 @@ def _message(
         **stored_body(subject=email.subject, text=email.text, html=email.html),
         attachments=attachments,
         has_attachments=bool(attachments),
+        attachment_text=searchable_text(email.attachments),
         raw=raw,
         envelope=email.envelope,
         parse_error=email.parse_error,

@@ -14,6 +14,7 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
+from api.state import SEARCH, ApiConfig
 from service.serve import build_app
 from service.settings import Settings, load_settings
 from store.database import Database, open_database
@@ -60,9 +61,12 @@ async def smtp(spool: Spool) -> AsyncIterator[int]:
 
 
 @pytest.fixture
-async def http(database: Database) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+async def http(
+    database: Database, tmp_path: Path
+) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     """A real HTTP server on a loopback port serving the app, and a client for it."""
-    async with TestClient(TestServer(create_app(database=database))) as client:
+    config = ApiConfig(export_dir=tmp_path / "exports", search_dir=tmp_path / "search")
+    async with TestClient(TestServer(create_app(database=database, config=config))) as client:
         yield client
 
 
@@ -98,6 +102,10 @@ class Api:
 
     async def delete(self, path: str, role: Role | None = Role.ADMIN, **kw: Any) -> ClientResponse:
         return await self.http.delete(path, headers=self.headers(role), **kw)
+
+    async def indexed(self) -> None:
+        """Wait until the app's search index has every write made so far."""
+        await self.http.app[SEARCH].sync()
 
 
 @pytest.fixture

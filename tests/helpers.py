@@ -7,11 +7,12 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from store.documents import iso
 from store.embedded import free_port
 
-__all__ = ["eventually", "free_port", "iso", "mongod_pids_using"]
+__all__ = ["eventually", "found", "free_port", "iso", "mongod_pids_using"]
 
 
 async def eventually(
@@ -44,3 +45,17 @@ def mongod_pids_using(path: Path) -> list[int]:
         ):
             pids.append(int(entry.name))
     return pids
+
+
+async def found(app: Any, q: str) -> set[str]:
+    """Ids of the messages the app's search index finds for ``q`` (as compliance sees them),
+    once it has every write made so far."""
+    from api.state import SEARCH
+    from store.search import Filters, Order, parse_query, search
+
+    index = app[SEARCH]
+    await index.sync()
+    everything = Filters(hide_restricted=False)
+    results = await search(index=index, query=parse_query(q), filters=everything,
+                           order=Order.NEWEST, limit=100, after=None)  # fmt: skip
+    return {str(h.message.id) for h in results.hits}

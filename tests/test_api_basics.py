@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
+from api.state import ApiConfig
 from store.database import Database, make_client
 from tests.helpers import free_port
 
@@ -29,10 +31,11 @@ async def test_readyz_answers_ready_when_the_database_answers(http: Client) -> N
 
 
 @pytest.fixture
-async def http_without_database() -> AsyncIterator[Client]:
+async def http_without_database(tmp_path: Path) -> AsyncIterator[Client]:
     client = make_client(f"mongodb://127.0.0.1:{free_port()}/", timeout=timedelta(seconds=1))
     database = Database(client=client, db=client.get_database("nowhere"))
-    async with TestClient(TestServer(create_app(database=database))) as http:
+    config = ApiConfig(search_dir=tmp_path / "search", export_dir=tmp_path / "exports")
+    async with TestClient(TestServer(create_app(database=database, config=config))) as http:
         yield http
     await client.close()
 

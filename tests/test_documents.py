@@ -48,7 +48,6 @@ def make_message(conversation: Conversation, **overrides: object) -> Message:
         "participants": ["ann@example.com", "support@shop.example"],
         "sent_at": T0,
         "text": "Hello, I would like a refund.",
-        "search_terms": ["refund", "order", "1234"],
         "attachments": [AttachmentRef(sha256="a" * 64, size=3, filename="r.pdf")],
         "has_attachments": True,
         "raw": BlobRef(sha256="b" * 64, size=120),
@@ -96,8 +95,8 @@ EXPECTED_INDEXES = {
     "accounts": {"emails", "purge_due", "next_purge", "created", "status_created"},
     "conversations": {"source_external_id", "account", "unlinked_customer_emails", "collected_at"},
     "messages": {
-        "dedup_key", "message_id_header", "thread", "account_time", "newest", "terms_newest",
-        "account_terms_newest", "participant", "collected_at_id", "raw_blob", "attachment_blobs",
+        "dedup_key", "message_id_header", "thread", "account_time", "newest", "participant",
+        "collected_at_id", "raw_blob", "attachment_blobs",
         "account_purge_due", "alias_ids",
     },
     "blobs": {"last_referenced_at"},
@@ -109,7 +108,7 @@ EXPECTED_INDEXES = {
     "audit_events": {"ttl", "at", "actor", "action", "account", "mentions"},
     "exports": {"expires_at", "account", "created"},
     "disclosures": {"disclosed_at"},
-    "spool": {"owner", "lease_until", "raw_sha256", "chat_claims"},
+    "spool": {"owner", "lease_until", "raw_sha256", "chat_claims", "chat_claims_id"},
 }  # fmt: skip
 
 

@@ -154,6 +154,7 @@ async def test_a_raw_only_message_is_found_by_its_envelope_and_read_raw(
     raw = make_email(subject=UNFILEABLE)
     queued = await spool.put_email(raw, envelope=ENVELOPE, received_at=utcnow())
     await file_until_empty(Filer(spool, support=SUPPORT, max_attempts=1), rounds=1)
+    await api.indexed()
     found = await api.get("/api/v1/search?participant=ann@example.com", Role.AGENT)
     assert [h["message_id"] for h in (await found.json())["hits"]] == [str(queued)]
     response = await api.get(f"/api/v1/messages/{queued}/raw", Role.AGENT)

@@ -37,7 +37,7 @@ async def load_account(account_id: str) -> None:
             "conversation_id": conversations[n % CONVERSATIONS], "account_id": account_id,
             "channel": "chat", "direction": "inbound", "dedup_key": f"load:{n}",
             "author": {"role": "customer"}, "sent_at": now, "collected_at": now,
-            "text": f"message {n}", "search_terms": ["message", str(n)], "attachments": [],
+            "text": f"message {n}", "attachments": [],
             "has_attachments": False, "restricted": False,
         })  # fmt: skip
         if len(batch) == 10_000:

@@ -1,9 +1,11 @@
 """Retention as invariants: a hypothesis state machine drives the real store (a real mongod, the
 real ingest, sweep and housekeeping) through random interleavings of mail, chat, accounts,
-deletions, erasures, restores, holds, exports and time, and checks after every step that:
+deletions, erasures, restores, holds, exports (some failing), housekeeping and time, and checks
+after every step that:
 
 - nothing under an active hold was deleted;
-- nothing past its deadline survives a sweep unless held, as the residue scan sees it;
+- nothing past its deadline survives a sweep unless held, as the residue scan sees it: not the
+  message, nor its conversation, raw copy or attachments, nor an export file;
 - every acknowledged message is stored exactly once, or was due and is named by a purge record;
 - agents never see a deleted account's content.
 
@@ -15,6 +17,7 @@ restored or held what, and when); deadlines are the contract's, not read from th
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import uuid
 from collections.abc import Awaitable
@@ -36,6 +39,7 @@ from hypothesis.stateful import (
 )
 
 from ingest.mime import parse_email
+from scheduler.jobs import Jobs
 from store import exports
 from store.accounts import mark_deleted, register_account, request_erasure, restore
 from store.blobs import read_blob
@@ -47,6 +51,8 @@ from store.documents import (
     Author,
     AuthorRole,
     Direction,
+    Export,
+    ExportStatus,
     Hold,
     HoldKind,
     Message,
@@ -56,10 +62,11 @@ from store.documents import (
 from store.embedded import EmbeddedMongo
 from store.errors import Conflict, NotFound
 from store.holds import active_holds_query, place_hold, release_hold
-from store.housekeeping import remove_orphans
 from store.messages import file_email
 from store.residue import Identifiers, scan
 from store.retention import RetentionPolicy, subject_hmac, sweep
+from store.search import Filters, Order, parse_query, search
+from store.search_index import SearchIndex, deleted_documents, following
 from tests.conftest import report
 from tests.factories import SUPPORT, chat, email
 
@@ -97,10 +104,13 @@ class Acked:
     dedup_key: str
     conversation_id: PydanticObjectId
     collected_at: datetime
+    blobs: tuple[str, ...] = ()  # its raw copy and attachments
     account_id: str | None = None
     life: int = 0  # index of the account's life it was linked in
     step: int = 0  # the step it was stored or linked in
     gone: bool = False
+    # A hold kept it at the last sweep: it is due again only at a sweep after the hold ends.
+    held_at_sweep: bool = False
 
 
 @dataclass
@@ -129,6 +139,11 @@ class RetentionMachine(RuleBasedStateMachine):
             blob_quiet_period=timedelta(0), data_dir=data_dir,
         )  # fmt: skip
         self.model = Model(now=utcnow())
+        # The search index, where the residue scan looks for it (ARCHIVE_DATA_DIR/search).
+        self.index = self.run(self.stack.enter_async_context(
+            following(SearchIndex(data_dir / "search", self.name, await_ms=10))))  # fmt: skip
+        self.jobs = Jobs(database=self.database, policy=self.policy, interval=INTERVAL,
+                         clock=lambda: self.model.now, index=self.index)  # fmt: skip
 
     def run(self, work: Awaitable[T]) -> T:
         return self.loop.run(work)  # type: ignore[arg-type]
@@ -191,12 +206,17 @@ class RetentionMachine(RuleBasedStateMachine):
 
     # --- ingest ---------------------------------------------------------------------------
 
-    @rule(sender=st.sampled_from([*ACCOUNTS, "stranger"]), named=st.booleans())
-    def mail_in(self, sender: str, named: bool) -> None:
-        """Mail from a customer (linked by address), or imported for an account (named)."""
+    @rule(sender=st.sampled_from([*ACCOUNTS, "stranger"]), named=st.booleans(),
+          attached=st.sampled_from(["none", "own", "common"]))  # fmt: skip
+    def mail_in(self, sender: str, named: bool, attached: str) -> None:
+        """Mail from a customer (linked by address), or imported for an account (named), with
+        no attachment, one of its own, or one whose bytes other mails carry too."""
         account = sender if named and sender != "stranger" else None
+        data = {"own": f"invoice {uuid.uuid4().hex}".encode(), "common": b"terms of sale"}
+        attachments = [] if attached == "none" else [("a.txt", "text/plain", data[attached])]
         message = self.run(email(account_id=account, sender=address(sender),
-                                 message_id=f"<{uuid.uuid4().hex}@example.com>"))  # fmt: skip
+                                 message_id=f"<{uuid.uuid4().hex}@example.com>",
+                                 attachments=attachments))  # fmt: skip
         self.acknowledge(message)
 
     @precondition(lambda self: self.model.messages)
@@ -234,11 +254,15 @@ class RetentionMachine(RuleBasedStateMachine):
 
     def acknowledge(self, message: Message) -> None:
         assert message.id is not None
+        blobs = [a.sha256 for a in message.attachments]
+        if message.raw is not None:
+            blobs.append(message.raw.sha256)
         self.model.messages[message.id] = Acked(
             message.id,
             message.dedup_key,
             message.conversation_id,
             message.collected_at,
+            blobs=tuple(blobs),
             step=self.model.step,
         )
         self.observe_links()
@@ -296,8 +320,10 @@ class RetentionMachine(RuleBasedStateMachine):
         self.model.now += by
 
     @precondition(lambda self: self.model.lives)
-    @rule(data=st.data())
-    def export(self, data: st.DataObject) -> None:
+    @rule(data=st.data(), fails=st.booleans())
+    def export(self, data: st.DataObject, fails: bool) -> None:
+        """A subject access export; one that fails (the disk fills up while it writes its
+        first message) leaves no file behind, temporary ones included."""
         account = data.draw(st.sampled_from(sorted(self.model.lives)))
         scope = exports.Scope(account_id=account)
         try:
@@ -308,12 +334,22 @@ class RetentionMachine(RuleBasedStateMachine):
         except Conflict:
             assert self.is_tombstone(account)
             return
-        self.run(exports.build_export(record, scope, directory=self.data_dir / "exports",
-                                      now=self.model.now))  # fmt: skip
+        directory = self.data_dir / "exports"
+        on_message = _disk_full if fails else lambda: None
+        try:
+            self.run(exports.build_export(record, scope, directory=directory, now=self.model.now,
+                                          on_message=on_message))  # fmt: skip
+        except OSError:
+            assert record.id is not None
+            stored = self.run(Export.get(record.id))
+            assert stored is not None and stored.status is ExportStatus.FAILED
+            left = exports.files_of_exports(directory=directory, export_ids=[record.id])
+            assert left == [], f"a failed export left {[p.name for p in left]}"
 
     @rule()
     def sweep(self) -> None:
-        self.run(sweep(self.database, now=self.model.now, policy=self.policy))
+        self.run(sweep(self.database, now=self.model.now, policy=self.policy,
+                       index_synced=self.index.sync))  # fmt: skip
         self.model.last_sweep, self.model.last_sweep_step = self.model.now, self.model.step
         for account, lives in self.model.lives.items():
             found = self.run(Account.get(account))
@@ -321,11 +357,17 @@ class RetentionMachine(RuleBasedStateMachine):
             if finished and lives[-1].due is not None and lives[-1].purged_at is None:
                 lives[-1].purged_at = self.model.now
         self.check_purged_accounts()
+        for acked in self.model.messages.values():
+            if not acked.gone:
+                acked.held_at_sweep = self.held(acked, self.run(Message.get(acked.id)))
 
     @rule()
     def housekeeping(self) -> None:
-        self.run(remove_orphans(quiet_period=timedelta(0)))
-        self.run(exports.remove_expired_exports(now=self.model.now))
+        """The scheduler's own job: orphan blobs, expired exports, export files no record owns,
+        audit mentions."""
+        self.run(self.jobs.housekeeping())
+        # Deleted documents are gone from the search index's files, not only from its results.
+        assert deleted_documents(self.index.path) == 0
 
     # --- the promises ---------------------------------------------------------------------
 
@@ -342,6 +384,8 @@ class RetentionMachine(RuleBasedStateMachine):
     def overdue(self, acked: Acked) -> bool:
         """A sweep has run since its deadline passed (and since it was decided)."""
         if self.model.last_sweep is None or self.deadline(acked) > self.model.last_sweep:
+            return False
+        if acked.held_at_sweep:
             return False
         decided = acked.step
         if acked.account_id is not None:
@@ -381,15 +425,21 @@ class RetentionMachine(RuleBasedStateMachine):
                 return True
         return await PurgeRecord.find({"rule": "max_age"}).count() > 0
 
+    def scan_clock(self) -> datetime:
+        """The scans' clock: the model's, but never behind the real one, which stamps when a
+        blob was last referenced (else a blob the sweep forgot would look quiet, not left)."""
+        return max(self.model.now, utcnow())
+
     @invariant()
     def nothing_past_its_deadline_survives_a_sweep_unless_held(self) -> None:
+        """Of every message a sweep deleted, and every one it should have: not the message,
+        its conversation (unless something that stays keeps it), raw copy or attachments
+        (unless shared with mail that stays)."""
         if self.model.last_sweep is None:
             return
         overdue = Identifiers()
-        for acked in self.model.messages.values():
-            if not acked.gone and self.overdue(acked):
-                overdue.message_ids.add(acked.id)
-        residue = self.run(scan(overdue, now=self.model.now, quiet_period=timedelta(0),
+        overdue.add(m for m in self.model.messages.values() if m.gone or self.overdue(m))
+        residue = self.run(scan(overdue, now=self.scan_clock(), quiet_period=timedelta(0),
                                 data_dir=self.data_dir))  # fmt: skip
         assert residue.clean, residue.lines()
 
@@ -402,7 +452,10 @@ class RetentionMachine(RuleBasedStateMachine):
                 identifiers = Identifiers(account_id=account,
                                           emails={address(account)} if known else set(),
                                           names={account} if known else set())  # fmt: skip
-                residue = self.run(scan(identifiers, now=self.model.now,
+                life = len(lives) - 1
+                identifiers.add(m for m in self.model.messages.values()
+                                if m.account_id == account and m.life == life)  # fmt: skip
+                residue = self.run(scan(identifiers, now=self.scan_clock(),
                                         quiet_period=timedelta(0), data_dir=self.data_dir,
                                         captured_at=lives[-1].purged_at))  # fmt: skip
                 assert residue.clean, (account, residue.lines())
@@ -420,6 +473,22 @@ class RetentionMachine(RuleBasedStateMachine):
             if found is not None and found.status is AccountStatus.DELETED:
                 visible = {"account_id": account, "restricted": False}
                 assert self.run(Message.find(visible).count()) == 0, account
+                assert self.run(self.searched_as_agent(account)) == [], account
+
+    async def searched_as_agent(self, account: str) -> list[str]:
+        """What an agent's search finds of the account, asked as plainly as can be."""
+        await self.index.sync()
+        found = []
+        for q in (f"account:{account}", "hi", ""):
+            results = await search(index=self.index, query=parse_query(q), order=Order.NEWEST,
+                                   filters=Filters(account_id=account, hide_restricted=True),
+                                   limit=50, after=None)  # fmt: skip
+            found += [str(h.message.id) for h in results.hits]
+        return found
+
+
+def _disk_full() -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
 
 
 async def _chat_from(customer: str, conversation: str) -> Message:

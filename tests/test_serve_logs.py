@@ -102,8 +102,12 @@ async def work_through_a_customers_life(session: Session, serve: Serve) -> None:
         return await Message.find({"account_id": ACCOUNT}).count() == 3
 
     await eventually(filed, timeout=60)
-    found = await call("GET", "/api/v1/search", Role.AGENT, 200, params={"q": QUERY})
-    assert found["hits"]
+
+    async def searchable() -> bool:  # the index follows MongoDB a moment behind
+        found = await call("GET", "/api/v1/search", Role.AGENT, 200, params={"q": QUERY})
+        return bool(found["hits"])
+
+    await eventually(searchable, timeout=30)
     for params in ({"participant": ADDRESS}, {"q": f'from:{ADDRESS} "{SUBJECT}"'},
                    {"q": f"{NAME} -invoice", "account_id": ACCOUNT}):  # fmt: skip
         await call("GET", "/api/v1/search", Role.AGENT, 200, params=params)

@@ -78,12 +78,16 @@ async def test_two_serve_processes_ingest_both_and_purge_once(
     database: Database, mongo: EmbeddedMongo, tmp_path: Path
 ) -> None:
     await a_large_account("shared")
-    env = serve_env(mongo.uri, database.db.name, tmp_path, purge_interval="1s",
-                    secret_key="fault-secret-key-0123456789abcdef012345",
-                    blob_quiet_period="0s")  # fmt: skip
+    # Each process keeps its own files (journal, search index) in its own data directory.
+    env = {
+        name: serve_env(mongo.uri, database.db.name, tmp_path / name, purge_interval="1s",
+                        secret_key="fault-secret-key-0123456789abcdef012345",
+                        blob_quiet_period="0s")
+        for name in ("one", "two")
+    }  # fmt: skip
     async with (
-        serving(env, tmp_path / "one.log") as one,
-        serving(env, tmp_path / "two.log") as two,
+        serving(env["one"], tmp_path / "one.log") as one,
+        serving(env["two"], tmp_path / "two.log") as two,
     ):
         for n in range(10):
             port = (one if n % 2 else two).smtp_port
