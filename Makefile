@@ -5,11 +5,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install tools bench-tools run test lint format lock clean bench bench-quick
+.PHONY: install tools ui-tools bench-tools run test lint format lock clean bench bench-quick screenshots
 
-# Debian packages the MTA tests use (a real SMTP client). Installed when missing and possible
-# (root or passwordless sudo); otherwise the tests that need them say so and are skipped.
-APT_TOOLS := swaks
+# Debian packages the tests use: a real SMTP client for the MTA tests, Chromium for the web
+# interface's (driven by Playwright for Python, never `playwright install`). Installed when
+# missing and possible (root or passwordless sudo); otherwise the tests that need them say so
+# and are skipped.
+APT_TOOLS := swaks chromium
+# axe-core (npm), which the web tests inject into pages to check their accessibility.
+UI_TOOLS := .ui-tools
+AXE_VERSION := 4.14.1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 
 $(STAMP): pyproject.toml constraints.txt
@@ -28,6 +33,15 @@ tools: ## install the Debian tools the tests drive (swaks)
 	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$tool >/dev/null 2>&1; } || \
 	  echo "warning: could not install $$tool; tests that need it will be skipped"; \
 	done
+
+ui-tools: ## install axe-core (npm) into .ui-tools for the web interface's accessibility tests
+	@test -f $(UI_TOOLS)/node_modules/axe-core/axe.min.js || { \
+	  command -v npm >/dev/null || $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq >/dev/null 2>&1 && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null 2>&1; }; \
+	  mkdir -p $(UI_TOOLS) && npm install --prefix $(UI_TOOLS) --no-audit --no-fund --silent \
+	    axe-core@$(AXE_VERSION) >/dev/null 2>&1 || \
+	  echo "warning: could not install axe-core; the accessibility tests will be skipped"; }
 
 # Postfix for its load tools (smtp-source, smtp-sink), configured as "No configuration" so
 # that no mail system starts; wrk for HTTP load.
@@ -48,8 +62,11 @@ bench-quick: install bench-tools ## the same in about a minute, on small data
 run: install ## start embedded MongoDB and the service (HTTP :8080, SMTP :2525); Ctrl-C stops both
 	$(BIN)/support-archive serve
 
-test: install tools ## run the whole test suite against a real mongod
+test: install tools ui-tools ## run the whole test suite against a real mongod
 	$(BIN)/pytest
+
+screenshots: install tools ui-tools ## refresh the web interface's screenshots in docs/ui/
+	ARCHIVE_UI_SCREENSHOTS=docs/ui $(BIN)/pytest tests/test_web_browser.py -q -k screenshots
 
 lint: install ## ruff and mypy --strict
 	$(BIN)/ruff check .
@@ -64,4 +81,4 @@ lock: install ## refresh constraints.txt from what is installed
 	$(BIN)/python -m pip freeze --exclude-editable --disable-pip-version-check > constraints.txt
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(UI_TOOLS) .pytest_cache .mypy_cache .ruff_cache *.egg-info

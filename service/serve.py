@@ -41,7 +41,9 @@ from store.embedded import EmbeddedMongo, running_embedded_uri
 from store.errors import Conflict
 from store.journal import Journal
 from store.retention import RetentionPolicy
+from store.search_index import SearchIndex, following
 from store.spool import Spool
+from web.app import add_web
 
 log = logging.getLogger("archive.service")
 
@@ -161,7 +163,11 @@ async def ingesting(ingest: Ingest, database: Database) -> AsyncIterator[None]:
 
 
 def build_app(
-    settings: Settings, database: Database, *, ingest: Ingest | None = None
+    settings: Settings,
+    database: Database,
+    *,
+    ingest: Ingest | None = None,
+    index: SearchIndex | None = None,
 ) -> web.Application:
     """The API, plus the chat webhooks (ingest) on the same app and port.
 
@@ -173,9 +179,10 @@ def build_app(
         audit_max_age=settings.audit_max_age,
         retention=retention_policy(settings),
         export_dir=export_dir(settings),
+        search_dir=search_dir(settings),
         export_max_age=settings.export_max_age,
     )
-    app = create_app(database=database, config=config)
+    app = create_app(database=database, config=config, index=index)
     if ingest is None:
         own = ingest = make_ingest(settings)
         app.cleanup_ctx.append(lambda _: ingesting(own, database))
@@ -190,6 +197,7 @@ def build_app(
         public_because="signed by its source (HMAC of timestamp and body), checked by ingest",
     )  # fmt: skip
     app[OPENAPI_PATHS][WEBHOOK_PATH] = openapi_path_item()
+    add_web(app)  # the web interface, at /
     return app
 
 
@@ -213,6 +221,11 @@ async def http_server(app: web.Application, *, host: str, port: int) -> AsyncIte
     finally:
         await runner.cleanup()
         log.info("HTTP API stopped")
+
+
+def search_dir(settings: Settings) -> Path:
+    """Where this process keeps its search index (one folder per database)."""
+    return settings.data_dir / "search"
 
 
 def export_dir(settings: Settings) -> Path:
@@ -272,8 +285,13 @@ async def serve(settings: Settings, roles: Roles, *, stop: asyncio.Event | None 
                 # reversed): what they accepted while closing is filed before the process ends.
                 ingest = make_ingest(settings)
                 await stack.enter_async_context(ingesting(ingest, database))
+            index = None
             if roles.http:
-                app = build_app(settings, database, ingest=ingest)
+                # The index follows MongoDB from before HTTP answers until after it stops.
+                index = await stack.enter_async_context(
+                    following(SearchIndex(search_dir(settings), settings.db_name))
+                )
+                app = build_app(settings, database, ingest=ingest, index=index)
                 await stack.enter_async_context(
                     http_server(app, host=settings.http_host, port=settings.http_port)
                 )
@@ -295,7 +313,7 @@ async def serve(settings: Settings, roles: Roles, *, stop: asyncio.Event | None 
                 )
             if roles.scheduler:
                 jobs = Jobs(database=database, policy=retention_policy(settings),
-                            interval=settings.purge_interval)  # fmt: skip
+                            interval=settings.purge_interval, index=index)  # fmt: skip
                 await stack.enter_async_context(scheduler(jobs))
             log.info("ready; press Ctrl-C to stop")
             await stop.wait()

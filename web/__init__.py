@@ -1,0 +1,1 @@
+"""The web interface: server-rendered pages over the store for agents, compliance and admins."""

@@ -1,0 +1,95 @@
+"""Signing in with an API key (checked once, exchanged for a session) and out again."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from aiohttp import web
+
+from api.auth import AGENT_UP
+from api.state import DATABASE, PRINCIPAL, Principal
+from api.trail import audited
+from store import keys
+from store.documents import utcnow
+from web import sessions
+from web.pages import current_session, render, see_other, session_of
+from web.state import SESSION, WEB_CONFIG
+
+# The sign-in form has no session yet: its CSRF token is a cookie of its own that the form
+# repeats (a page of another site can make a browser post, but not read or set this cookie).
+SIGNIN_COOKIE = "sa_signin"
+
+
+def _cookie_options(request: web.Request) -> dict[str, Any]:
+    return {"httponly": True, "samesite": "Strict", "secure": request.secure, "path": "/"}
+
+
+def _next(request: web.Request, value: object) -> str:
+    """Where to go after signing in: a path of this site only (never ``//host`` nor
+    ``/\\host``, which a browser would take to another site)."""
+    target = value if isinstance(value, str) else ""
+    if not target.startswith("/") or target.startswith(("//", "/\\")) or len(target) > 2000:
+        return "/"
+    return target
+
+
+async def home(request: web.Request) -> web.StreamResponse:
+    if session_of(request).role in AGENT_UP:
+        return see_other("/search")
+    return render(request, "home.html", {"title": "Support Archive"})
+
+
+async def signin_page(request: web.Request) -> web.Response:
+    if await current_session(request) is not None:
+        return see_other(_next(request, request.query.get("next")))
+    return _signin_form(request, error=None, status=200)
+
+
+def _signin_form(request: web.Request, *, error: str | None, status: int) -> web.Response:
+    token = secrets.token_urlsafe(32)
+    response = render(request, "signin.html", {
+        "title": "Sign in", "error": error, "csrf": token,
+        "next": _next(request, request.query.get("next")),
+    }, status=status)  # fmt: skip
+    response.set_cookie(SIGNIN_COOKIE, token, max_age=3600, **_cookie_options(request))
+    return response
+
+
+async def signin(request: web.Request) -> web.Response:
+    """Check the key once; on success the browser holds only a session id (HttpOnly,
+    SameSite=Strict, Secure over TLS), never the key."""
+    form = await request.post()
+    cookie = request.cookies.get(SIGNIN_COOKIE, "")
+    posted = form.get("csrf")
+    if (
+        not cookie
+        or not isinstance(posted, str)
+        or not secrets.compare_digest(cookie.encode(), posted.encode())
+    ):
+        return render(request, "error.html", {"title": "Form refused", "message":
+                      "This sign-in form did not come from this site, or it expired: "
+                      "open the sign-in page again."}, status=403)  # fmt: skip
+    token = form.get("key")
+    key = await keys.key_for_token(token.strip()) if isinstance(token, str) else None
+    if key is None:
+        return _signin_form(request, error="This API key is not valid (or it was revoked).",
+                            status=401)  # fmt: skip
+    session_id, session = await sessions.start(request.app[DATABASE], key=key, now=utcnow(),
+                                               config=request.app[WEB_CONFIG])  # fmt: skip
+    request[SESSION] = session
+    request[PRINCIPAL] = Principal(key_name=session.key_name, role=session.role)
+    await audited(request, "session.start")
+    response = see_other(_next(request, form.get("next")))
+    response.set_cookie(sessions.COOKIE, session_id, **_cookie_options(request))
+    response.del_cookie(SIGNIN_COOKIE, path="/")
+    return response
+
+
+async def signout(request: web.Request) -> web.Response:
+    session = session_of(request)
+    await audited(request, "session.end")
+    await sessions.end(request.app[DATABASE], session)
+    response = see_other("/signin")
+    response.del_cookie(sessions.COOKIE, path="/")
+    return response
