@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -35,7 +36,7 @@ from service.settings import Environment, Settings
 from store import keys
 from store.chat import ChatBatch
 from store.chat_spool import ChatSpool
-from store.database import Database, open_database
+from store.database import Database, UnusableDatabase, open_database
 from store.documents import Role
 from store.embedded import EmbeddedMongo, running_embedded_uri
 from store.errors import Conflict
@@ -58,8 +59,14 @@ class Roles:
     scheduler: bool = True
 
 
+# While the configured MongoDB does not answer at start, serve tries again this often.
+DATABASE_RETRY_SECONDS = 5.0
+
+
 @asynccontextmanager
-async def database_from(settings: Settings, *, share: bool = False) -> AsyncIterator[Database]:
+async def database_from(
+    settings: Settings, *, share: bool = False, stop: asyncio.Event | None = None
+) -> AsyncIterator[Database]:
     """The configured MongoDB, or an embedded mongod under ``ARCHIVE_DATA_DIR``.
 
     With ``share`` (CLI commands), the embedded mongod that a running ``serve`` owns is used,
@@ -89,8 +96,37 @@ async def database_from(settings: Settings, *, share: bool = False) -> AsyncIter
             await stack.enter_async_context(mongo)
             uri = mongo.uri
         database = await stack.enter_async_context(
-            open_database(uri, name=settings.db_name, timeout=settings.db_timeout)
-        )
+            _first_answer(uri, settings, wait=not share and settings.mongodb_uri is not None,
+                          stop=stop)
+        )  # fmt: skip
+        yield database
+
+
+@asynccontextmanager
+async def _first_answer(
+    uri: str, settings: Settings, *, wait: bool, stop: asyncio.Event | None
+) -> AsyncIterator[Database]:
+    """The database at ``uri``; with ``wait`` (serve on a configured MongoDB), one that does
+    not answer yet is asked again until it does (a service started before its database, or
+    restarted while it is away, then replays its webhook journal) or ``stop`` is set."""
+    async with AsyncExitStack() as stack:
+        while True:
+            try:
+                opened = open_database(uri, name=settings.db_name, timeout=settings.db_timeout)
+                database = await stack.enter_async_context(opened)
+                break
+            except UnusableDatabase as exc:
+                if not (wait and exc.unreachable):
+                    raise
+            log.warning("MongoDB does not answer (ARCHIVE_MONGODB_URI); trying again every "
+                        "%.0fs", DATABASE_RETRY_SECONDS)  # fmt: skip
+            if stop is None:
+                await asyncio.sleep(DATABASE_RETRY_SECONDS)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), DATABASE_RETRY_SECONDS)
+            if stop.is_set():
+                raise NoDatabase("stopped while waiting for MongoDB to answer")
         yield database
 
 
@@ -278,7 +314,7 @@ async def serve(settings: Settings, roles: Roles, *, stop: asyncio.Event | None 
         loop.add_signal_handler(signum, stop.set)
     try:
         async with AsyncExitStack() as stack:
-            database = await stack.enter_async_context(database_from(settings))
+            database = await stack.enter_async_context(database_from(settings, stop=stop))
             await first_admin_key(settings)
             if roles.http or roles.smtp:
                 # The filer and the journal replay stop after HTTP and SMTP (exit order is

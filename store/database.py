@@ -26,6 +26,11 @@ class UnusableDatabase(StoreError):
     """The database cannot serve the archive at all (unreachable at start, not a replica set);
     the message says what to do."""
 
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        # Nothing answered: it may be starting, or coming back (not a wrong kind of server).
+        self.unreachable = unreachable
+
 
 @dataclass(frozen=True)
 class Database:
@@ -91,7 +96,8 @@ async def _require_replica_set(client: AsyncMongoClient[RawDocument]) -> None:
         hello = await client.admin.command("hello")
     except ConnectionFailure as exc:
         raise UnusableDatabase(
-            "MongoDB did not answer (ARCHIVE_MONGODB_URI): check its address and that it runs"
+            "MongoDB did not answer (ARCHIVE_MONGODB_URI): check its address and that it runs",
+            unreachable=True,
         ) from exc
     if "setName" not in hello and hello.get("msg") != "isdbgrid":
         raise UnusableDatabase(

@@ -4,6 +4,7 @@ exactly once."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -54,10 +55,21 @@ async def test_calls_taken_while_mongod_is_down_survive_a_killed_serve(tmp_path:
             first.kill()  # SIGKILL: no shutdown, nothing flushed but what was fsync'd
             await first.process.wait()
 
+        # The serve is restarted first, while mongod is still away: it waits for it.
         restarted = EmbeddedMongo(tmp_path / "mongo", port=mongo.port)
-        await restarted.start()
+        second_log = tmp_path / "restarted.log"
+
+        async def mongod_comes_back() -> None:
+            async def waiting() -> bool:
+                return second_log.exists() and "MongoDB does not answer" in second_log.read_text()
+
+            await eventually(waiting, timeout=60)
+            await restarted.start()
+
+        back = asyncio.create_task(mongod_comes_back())
         try:
-            async with serving(env, log, "--no-smtp", "--no-scheduler"):
+            async with serving(env, second_log, "--no-smtp", "--no-scheduler"):
+                await back
                 client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(restarted.uri)
                 db = client["journal_faults"]
 
@@ -75,7 +87,8 @@ async def test_calls_taken_while_mongod_is_down_survive_a_killed_serve(tmp_path:
             await restarted.stop()
         answered = dict(Counter(statuses))
         report(f"webhook journal: {CALLS} Chatwoot calls with mongod down, answered {answered}; "
-               f"serve SIGKILLed and restarted; stored {sum(stored.values())}")  # fmt: skip
+               f"serve SIGKILLed and restarted before mongod came back; stored "
+               f"{sum(stored.values())}")  # fmt: skip
         assert stored == Counter({f"1/{1000 + n}": 1 for n in range(CALLS)})
     finally:
         await mongo.stop()
