@@ -40,37 +40,53 @@ class ExportBody(params.BodyModel):
 async def create_export(request: web.Request) -> web.Response:
     """Start an export (202); poll ``GET /api/v1/exports/{id}`` until it is ready."""
     body = await params.body(request, ExportBody)
-    now = utcnow()
-    config = request.app[CONFIG]
     who = principal_of(request).key_name
     if (body.account_id is None) == (body.hold_id is None):
         raise params.field_error("account_id", "give account_id or hold_id (one)")
+    if body.hold_id is not None and not (body.authority and body.legal_basis):
+        raise params.field_error("authority", "a disclosure names the authority and legal basis")
+    export = await begin_export(request, who=who, account_id=body.account_id,
+                                hold_id=body.hold_id, authority=body.authority,
+                                legal_basis=body.legal_basis)  # fmt: skip
+    return web.json_response(_view(export), status=202)
+
+
+async def begin_export(
+    request: web.Request,
+    *,
+    who: str,
+    account_id: str | None,
+    hold_id: str | None,
+    authority: str | None,
+    legal_basis: str | None,
+) -> Export:
+    """Start an export of an account (subject access) or of a hold's scope (a disclosure to
+    an authority, entered in the register), audited, built in the background. The API and
+    the web interface both start theirs here."""
+    now = utcnow()
+    config = request.app[CONFIG]
     hold = None
-    if body.hold_id is not None:
-        if not (body.authority and body.legal_basis):
-            raise params.field_error(
-                "authority", "a disclosure names the authority and legal basis"
-            )
-        hold, scope = await exports.scope_of_hold(PydanticObjectId(body.hold_id))
+    if hold_id is not None:
+        hold, scope = await exports.scope_of_hold(PydanticObjectId(hold_id))
     else:
-        assert body.account_id is not None
-        await account_summary(account_id=body.account_id, now=now)  # NotFound when unknown
-        scope = exports.Scope(account_id=body.account_id)
+        assert account_id is not None
+        await account_summary(account_id=account_id, now=now)  # NotFound when unknown
+        scope = exports.Scope(account_id=account_id)
     export = await exports.start_export(
-        scope=scope, account_id=body.account_id, hold_id=hold.id if hold else None,
+        scope=scope, account_id=account_id, hold_id=hold.id if hold else None,
         created_by=who, now=now, max_age=config.export_max_age, directory=config.export_dir,
     )  # fmt: skip
     target = {"export_id": str(export.id), "account_id": scope.account_id or ""}
     if hold is not None:
-        assert body.authority and body.legal_basis
-        await exports.register_disclosure(export=export, hold=hold, authority=body.authority,
-                                          legal_basis=body.legal_basis, disclosed_by=who,
+        assert authority and legal_basis
+        await exports.register_disclosure(export=export, hold=hold, authority=authority,
+                                          legal_basis=legal_basis, disclosed_by=who,
                                           now=now)  # fmt: skip
         target["hold_id"] = str(hold.id)
     await audited(request, "export.create", target=target)
     _in_background(request.app, exports.build_export(export, scope, directory=config.export_dir,
                                                      now=now))  # fmt: skip
-    return web.json_response(_view(export), status=202)
+    return export
 
 
 def _in_background(app: web.Application, work: Coroutine[object, object, object]) -> None:

@@ -81,7 +81,7 @@ async def create_hold(request: web.Request) -> web.Response:
         kind=body.kind, reason=body.reason, case_ref=body.case_ref, expires_at=body.expires_at,
         created_by=principal_of(request).key_name,
     )  # fmt: skip
-    await audited(request, "hold.create", target=_hold_target(hold))
+    await audited(request, "hold.create", target=hold_target(hold))
     return web.json_response(views.hold(hold), status=201)
 
 
@@ -111,11 +111,12 @@ async def release_hold(request: web.Request) -> web.Response:
         hold_id=hold_id, released_by=principal_of(request).key_name, reason=body.reason,
         now=utcnow(),
     )  # fmt: skip
-    await audited(request, "hold.release", target=_hold_target(hold))
+    await audited(request, "hold.release", target=hold_target(hold))
     return web.json_response(views.hold(hold))
 
 
-def _hold_target(hold: Hold) -> dict[str, str]:
+def hold_target(hold: Hold) -> dict[str, str]:
+    """What a hold's audit event names (the API's and the web interface's)."""
     target = {"hold_id": str(hold.id)}
     if hold.account_id:
         target["account_id"] = hold.account_id

@@ -50,8 +50,8 @@ async def search_messages(request: web.Request) -> web.Response:
         error = {"field": "q", "message": exc.reason, "position": exc.position}
         return problem(400, str(exc), title="the query cannot be run as written", errors=[error])
     order = p.sort or (Order.RELEVANCE if query.has_text else Order.NEWEST)
-    fingerprint = _fingerprint(p, order)
-    after = _position(p.cursor, fingerprint) if p.cursor else None
+    tied = _fingerprint(p, order)
+    after = position(p.cursor, tied) if p.cursor else None
     filters = Filters(
         account_id=p.account_id,
         channel=p.channel,
@@ -68,7 +68,7 @@ async def search_messages(request: web.Request) -> web.Response:
     if results.next is not None:
         n = results.next
         next_cursor = params.encode_cursor(
-            {"o": order.value, "k": n.key, "n": n.offset, "q": fingerprint, "p": n.pinned,
+            {"o": order.value, "k": n.key, "n": n.offset, "q": tied, "p": n.pinned,
              "s": n.snapshot.isoformat() if n.snapshot else None}
         )  # fmt: skip
     return web.json_response(
@@ -78,14 +78,19 @@ async def search_messages(request: web.Request) -> web.Response:
 
 
 def _fingerprint(p: SearchParams, order: Order) -> str:
+    return fingerprint(p.model_dump(exclude={"cursor", "limit"}, mode="json"), order)
+
+
+def fingerprint(parts: dict[str, object], order: Order) -> str:
     """Ties a cursor to its query: a cursor used with other parameters is refused."""
-    parts = p.model_dump(exclude={"cursor", "limit"}, mode="json") | {"sort": order.value}
-    return hashlib.sha256(repr(sorted(parts.items())).encode()).hexdigest()[:16]
+    named = parts | {"sort": order.value}
+    return hashlib.sha256(repr(sorted(named.items())).encode()).hexdigest()[:16]
 
 
-def _position(cursor: str, fingerprint: str) -> Position:
+def position(cursor: str, tied: str) -> Position:
+    """The position a cursor names, if it belongs to the query whose fingerprint is ``tied``."""
     data = params.decode_cursor(cursor, CursorData)
-    if data.q != fingerprint:
+    if data.q != tied:
         raise params.field_error("cursor", "this cursor belongs to another query")
     return Position(order=data.o, key=data.k, offset=data.n, snapshot=data.s, pinned=data.p)
 

@@ -20,14 +20,7 @@ from store.retention import RetentionPolicy
 from store.search_index import SearchIndex, deleted_documents, following, open_index
 from tests.conftest import Api
 from tests.factories import T0, chat, email
-
-
-async def search(api: Api, role: Role = Role.AGENT, **params: Any) -> dict[str, Any]:
-    await api.indexed()
-    response = await api.get(f"/api/v1/search?{urlencode(params)}", role)
-    assert response.status == 200, await response.text()
-    result: dict[str, Any] = await response.json()
-    return result
+from tests.test_search import search
 
 
 async def ids(api: Api, q: str, role: Role = Role.AGENT, **params: Any) -> set[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -13,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api import params, views
 from api import reading as api_reading
-from api.search import CursorData
+from api.search import fingerprint, position
 from api.state import SEARCH
 from api.trail import audited
 from store import reading
@@ -66,9 +65,9 @@ async def search_page(request: web.Request) -> web.Response:
         errors["q"] = f"{exc.reason} (at character {exc.position + 1})"
         return render(request, "search.html", context, status=400)
     order = form.sort or (Order.RELEVANCE if query.has_text else Order.NEWEST)
-    fingerprint = _fingerprint(form, order)
+    tied = _fingerprint(form, order)
     try:
-        after = _position(form.cursor, fingerprint) if form.cursor else None
+        after = position(form.cursor, tied) if form.cursor else None
     except ValidationError:
         errors["cursor"] = "this page link belongs to another search: search again"
         return render(request, "search.html", context, status=400)
@@ -80,7 +79,7 @@ async def search_page(request: web.Request) -> web.Response:
         "total": results.total,
         "order": order.value,
         "hits": [{"message": h.message, "snippet": Markup(h.snippet)} for h in results.hits],  # noqa: S704 - the store's snippet is escaped text with <mark> only
-        "next_url": _next_url(form, order, fingerprint, results.next),
+        "next_url": _next_url(form, order, tied, results.next),
         "first_url": _page_url(form, cursor=None) if form.cursor else None,
     }
     return render(request, "search.html", context)
@@ -101,23 +100,14 @@ def _day(day: date | None) -> datetime | None:
 
 
 def _fingerprint(form: SearchForm, order: Order) -> str:
-    """Ties a page link to its search: a cursor used with other parameters is refused."""
-    parts = form.model_dump(exclude={"cursor"}, mode="json") | {"sort": order.value}
-    return hashlib.sha256(repr(sorted(parts.items())).encode()).hexdigest()[:16]
+    return fingerprint(form.model_dump(exclude={"cursor"}, mode="json"), order)
 
 
-def _position(cursor: str, fingerprint: str) -> Position:
-    data = params.decode_cursor(cursor, CursorData)
-    if data.q != fingerprint:
-        raise params.field_error("cursor", "this cursor belongs to another query")
-    return Position(order=data.o, key=data.k, offset=data.n, snapshot=data.s, pinned=data.p)
-
-
-def _next_url(form: SearchForm, order: Order, fingerprint: str, n: Position | None) -> str | None:
+def _next_url(form: SearchForm, order: Order, tied: str, n: Position | None) -> str | None:
     if n is None:
         return None
     cursor = params.encode_cursor(
-        {"o": order.value, "k": n.key, "n": n.offset, "q": fingerprint, "p": n.pinned,
+        {"o": order.value, "k": n.key, "n": n.offset, "q": tied, "p": n.pinned,
          "s": n.snapshot.isoformat() if n.snapshot else None}
     )  # fmt: skip
     return _page_url(form, cursor=cursor)

@@ -3,8 +3,6 @@ purge records with their deletion certificate, and verify-purge for an account."
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any
 
@@ -14,11 +12,11 @@ from pydantic import BaseModel, Field
 
 from api import exports as api_exports
 from api import params, views
-from api.state import CONFIG, DATABASE, TASKS
+from api.retention import hold_target
+from api.state import CONFIG, DATABASE
 from api.trail import audited
 from store import exports, holds, retention
-from store.accounts import account_summary
-from store.documents import Account, Disclosure, Hold, HoldKind, utcnow
+from store.documents import Account, Disclosure, HoldKind, utcnow
 from store.residue import describe
 from web.pages import parse, render, see_other, session_of, values_of
 
@@ -82,7 +80,7 @@ async def place_hold(request: web.Request) -> web.Response:
         kind=form.kind, reason=form.reason, case_ref=form.case_ref,
         expires_at=_end_of(form.expires_on), created_by=session_of(request).key_name,
     )  # fmt: skip
-    await audited(request, "hold.create", target=_hold_target(hold))
+    await audited(request, "hold.create", target=hold_target(hold))
     return see_other(f"/holds?placed={hold.id}")
 
 
@@ -106,17 +104,8 @@ async def release_hold(request: web.Request) -> web.Response:
         return await _holds(request, form={}, errors=errors, status=422)
     hold = await holds.release_hold(hold_id=hold_id, released_by=session_of(request).key_name,
                                     reason=form.reason, now=utcnow())  # fmt: skip
-    await audited(request, "hold.release", target=_hold_target(hold))
+    await audited(request, "hold.release", target=hold_target(hold))
     return see_other(f"/holds?released={hold.id}")
-
-
-def _hold_target(hold: Hold) -> dict[str, str]:
-    target = {"hold_id": str(hold.id)}
-    if hold.account_id:
-        target["account_id"] = hold.account_id
-    if hold.conversation_id:
-        target["conversation_id"] = str(hold.conversation_id)
-    return target
 
 
 # --- the forecast ---------------------------------------------------------------------------
@@ -161,30 +150,10 @@ async def start_export(request: web.Request) -> web.Response:
     if form is None or errors:
         return await _exports(request, form=values_of(posted, ExportForm), errors=errors,
                               status=422)  # fmt: skip
-    now = utcnow()
-    config = request.app[CONFIG]
-    who = session_of(request).key_name
-    hold = None
-    if form.hold_id is not None:
-        hold, scope = await exports.scope_of_hold(PydanticObjectId(form.hold_id))
-    else:
-        assert form.account_id is not None
-        await account_summary(account_id=form.account_id, now=now)  # NotFound when unknown
-        scope = exports.Scope(account_id=form.account_id)
-    export = await exports.start_export(
-        scope=scope, account_id=form.account_id, hold_id=hold.id if hold else None,
-        created_by=who, now=now, max_age=config.export_max_age, directory=config.export_dir,
+    export = await api_exports.begin_export(
+        request, who=session_of(request).key_name, account_id=form.account_id,
+        hold_id=form.hold_id, authority=form.authority, legal_basis=form.legal_basis,
     )  # fmt: skip
-    target = {"export_id": str(export.id), "account_id": scope.account_id or ""}
-    if hold is not None:
-        assert form.authority and form.legal_basis
-        await exports.register_disclosure(export=export, hold=hold, authority=form.authority,
-                                          legal_basis=form.legal_basis, disclosed_by=who,
-                                          now=now)  # fmt: skip
-        target["hold_id"] = str(hold.id)
-    await audited(request, "export.create", target=target)
-    _in_background(request.app, exports.build_export(export, scope, directory=config.export_dir,
-                                                     now=now))  # fmt: skip
     return see_other(f"/exports/{export.id}")
 
 
@@ -196,12 +165,6 @@ def _export_errors(form: ExportForm) -> dict[str, str]:
     if form.hold_id is not None and not form.legal_basis:
         return {"legal_basis": "a disclosure names its legal basis"}
     return {}
-
-
-def _in_background(app: web.Application, work: Coroutine[object, object, object]) -> None:
-    task: asyncio.Task[object] = asyncio.create_task(work)
-    app[TASKS].add(task)
-    task.add_done_callback(app[TASKS].discard)
 
 
 async def export_page(request: web.Request) -> web.Response:
