@@ -49,6 +49,7 @@ WRITER_HEAP_BYTES = 64_000_000
 COMMIT_EVERY = 5000  # events; and at least every time the stream is idle
 REBUILD_BATCH = 2000
 STREAM_AWAIT_MS = 100
+TOKEN_SAVE_SECONDS = 60.0
 SORT_SHIFT = 20  # sort key = sent_at in ms << 20 | the low 20 bits of the ObjectId counter
 
 INDEX_DOCUMENTS = Gauge("archive_search_documents", "Messages in this process's search index")
@@ -422,6 +423,7 @@ class SearchIndex:
     _requests: list[_Request] = field(default_factory=list, init=False)
     _progress: Callable[[int, int], None] | None = field(default=None, init=False)
     _pending: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list, init=False)
+    _saved_at: float = field(default=float("-inf"), init=False)
 
     def __post_init__(self) -> None:
         self.path = self.directory / self.database
@@ -584,9 +586,13 @@ class SearchIndex:
             await self._locked(self._write, pending)
             for kind, doc in pending:
                 INDEX_EVENTS.labels("delete" if doc is None or doc.get("gone") else kind).inc()
-        if token is not None and (pending or token != self.state.token):
+        # An idle stream's token moves on with every read: saved once a minute (so that a
+        # restart does not resume from before the oplog's window), and after every commit.
+        idle_save_due = self.clock() - self._saved_at > TOKEN_SAVE_SECONDS
+        if token is not None and (pending or (token != self.state.token and idle_save_due)):
             self.state.token = dict(token)
             self.state.save(self.path / "state.json")
+            self._saved_at = self.clock()
         INDEX_BEHIND.set(0)
 
     def _write(self, pending: list[tuple[str, dict[str, Any] | None]]) -> None:
