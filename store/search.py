@@ -185,12 +185,14 @@ async def _by_relevance(
     snapshot = after.snapshot if after is not None and after.snapshot else utcnow()
     searcher = SNAPSHOTS.get(after.pinned) if after is not None else None
     pinned = after.pinned if searcher is not None and after is not None else None
+    bounded = engine.all_of(must, must_not)
     if searcher is None:
-        # A new search, or its snapshot is gone (expired, another process): the current index,
-        # without what arrived after the first page.
         searcher = index.searcher()
         pinned = SNAPSHOTS.pin(searcher)
-    bounded = engine.all_of([*must, engine.arrived_by(snapshot)], must_not)
+        if after is not None:
+            # A later page whose snapshot is gone (expired, another process): the current
+            # index, without what arrived after the first page.
+            bounded = engine.all_of([*must, engine.arrived_by(snapshot)], must_not)
     offset = after.offset if after is not None else 0
     page = await asyncio.to_thread(engine.run_search, searcher, bounded, limit=limit,
                                    offset=offset, newest=False)  # fmt: skip
