@@ -50,6 +50,7 @@ COMMIT_EVERY = 5000  # events; and at least every time the stream is idle
 REBUILD_BATCH = 2000
 STREAM_AWAIT_MS = 100
 TOKEN_SAVE_SECONDS = 60.0
+STOP_SECONDS = 5.0
 SORT_SHIFT = 20  # sort key = sent_at in ms << 20 | the low 20 bits of the ObjectId counter
 
 INDEX_DOCUMENTS = Gauge("archive_search_documents", "Messages in this process's search index")
@@ -424,6 +425,7 @@ class SearchIndex:
     _progress: Callable[[int, int], None] | None = field(default=None, init=False)
     _pending: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list, init=False)
     _saved_at: float = field(default=float("-inf"), init=False)
+    stopping: bool = field(default=False, init=False)  # set on the way out: follow no more
 
     def __post_init__(self) -> None:
         self.path = self.directory / self.database
@@ -511,7 +513,7 @@ class SearchIndex:
         from, then apply the change stream; reconnect after database errors. Nothing stops
         it but cancellation: any other failure is logged and retried."""
         backoff = 0.5
-        while True:
+        while not self.stopping:
             try:
                 collection = Message.get_pymongo_collection()
                 if self.state.token is None:
@@ -545,7 +547,7 @@ class SearchIndex:
             backoff = min(backoff * 2, 10.0)
 
     async def _apply(self, stream: Any, collection: Any) -> None:
-        while True:
+        while not self.stopping:
             self._take_file_request()
             if await self._serve_requests(collection):
                 return  # rebuilt: follow on from the rebuild's own token
@@ -763,9 +765,23 @@ async def following(index: SearchIndex) -> AsyncIterator[SearchIndex]:
     try:
         yield index
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        index.stopping = True
+        await _stopped(task)
         await asyncio.to_thread(index.close)
         index.ready = False
         INDEX_READY.set(0)
+
+
+async def _stopped(task: asyncio.Task[None]) -> None:
+    """Cancel the follower and wait for it, a bounded time: a change stream's clean-up after a
+    cancelled read can wait on the server, and is cancelled in turn."""
+    for _ in range(3):
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=STOP_SECONDS)
+        if done:
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("search index: its follower ended with %s",
+                            type(task.exception()).__name__)  # fmt: skip
+            return
+    log.warning("search index: its follower did not stop within %.0fs; leaving it",
+                3 * STOP_SECONDS)  # fmt: skip
