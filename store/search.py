@@ -9,25 +9,32 @@ agent, not restricted, whatever the index says at that moment.
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
+import re
 import secrets
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any, ParamSpec, TypeVar
 
 import tantivy
 from beanie import PydanticObjectId
 
 from store import search_index as engine
-from store.documents import Channel, Message, utcnow
+from store.documents import Author, Channel, Message, utcnow
 from store.query import WORD, Query, QueryError, normalise, parse_query, words_of
 from store.search_index import SearchIndex
 
 __all__ = [
-    "Filters", "Hit", "Order", "Position", "Query", "QueryError", "Results", "normalise",
-    "parse_query", "search", "snippet", "words_of",
+    "HIT_FIELDS", "Filters", "Hit", "Order", "Position", "Query", "QueryError", "Results",
+    "Summary", "normalise", "parse_query", "search", "snippet", "spans", "words_of",
 ]  # fmt: skip
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 SNIPPET_CHARS = 200
 # A relevance cursor reads its later pages from the index snapshot of its first page, kept
@@ -65,9 +72,30 @@ class Position:
     pinned: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What a hit shows of its message. Built from a projection without validating a whole
+    ``Message`` (that was a third of an account-scoped search)."""
+
+    id: PydanticObjectId
+    conversation_id: PydanticObjectId
+    account_id: str | None
+    channel: Channel
+    subject: str | None
+    author: Author
+    sent_at: datetime
+
+    @classmethod
+    def of(cls, doc: Mapping[str, Any]) -> Summary:
+        return cls(id=doc["_id"], conversation_id=doc["conversation_id"],
+                   account_id=doc.get("account_id"), channel=Channel(doc["channel"]),
+                   subject=doc.get("subject"), author=Author.model_validate(doc["author"]),
+                   sent_at=doc["sent_at"])  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Hit:
-    message: Message
+    message: Summary
     snippet: str
 
 
@@ -79,10 +107,10 @@ class Results:
 
 
 # What hits and snippets need; the rest of a message (HTML, history) stays in the database.
-_HIT_FIELDS = {
+HIT_FIELDS = {
     name: 1
-    for name in ("conversation_id", "account_id", "channel", "direction", "dedup_key",
-                 "subject", "author", "sent_at", "text", "restricted")
+    for name in ("conversation_id", "account_id", "channel", "subject", "author", "sent_at",
+                 "text", "restricted")
 }  # fmt: skip
 
 
@@ -94,9 +122,11 @@ class Snapshots:
 
     def pin(self, searcher: tantivy.Searcher) -> str:
         now = time.monotonic()
-        for token, (at, _) in list(self.pinned.items()):
-            if now - at > SNAPSHOT_SECONDS or len(self.pinned) >= MAX_SNAPSHOTS:
-                del self.pinned[token]
+        while self.pinned:  # oldest first, as pinned: drop what expired or is over the cap
+            oldest, (at, _) = next(iter(self.pinned.items()))
+            if now - at <= SNAPSHOT_SECONDS and len(self.pinned) < MAX_SNAPSHOTS:
+                break
+            del self.pinned[oldest]
         token = secrets.token_hex(8)
         self.pinned[token] = (now, searcher)
         return token
@@ -164,8 +194,8 @@ async def _newest(
     if after is not None and after.key is not None:
         paged = engine.all_of([*must, engine.key_below(after.key)], must_not)
     searcher = index.searcher()
-    page, total = await asyncio.to_thread(_page_and_total, searcher, paged, total_query,
-                                          limit=limit, newest=True)  # fmt: skip
+    page, total = await _run(filters, _page_and_total, searcher, paged, total_query,
+                             limit=limit, newest=True)  # fmt: skip
     results = Results(total=total, hits=await _hits(page.ids, query, filters))
     if page.total > limit:
         results.next = Position(Order.NEWEST, key=page.keys[-1])
@@ -194,13 +224,22 @@ async def _by_relevance(
             # index, without what arrived after the first page.
             bounded = engine.all_of([*must, engine.arrived_by(snapshot)], must_not)
     offset = after.offset if after is not None else 0
-    page = await asyncio.to_thread(engine.run_search, searcher, bounded, limit=limit,
-                                   offset=offset, newest=False)  # fmt: skip
+    page = await _run(filters, engine.run_search, searcher, bounded, limit=limit,
+                      offset=offset, newest=False)  # fmt: skip
     results = Results(total=page.total, hits=await _hits(page.ids, query, filters))
     if offset + limit < min(page.total, MAX_OFFSET):
         results.next = Position(Order.RELEVANCE, offset=offset + limit, snapshot=snapshot,
                                 pinned=pinned)  # fmt: skip
     return results
+
+
+async def _run(filters: Filters, work: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    """The engine's part of a search. Within one account it is small (a quarter of a
+    millisecond at 1M messages), less than a thread's hand-off costs, so it runs in the event
+    loop; across accounts (up to tens of milliseconds) in a thread, leaving the loop free."""
+    if filters.account_id is not None:
+        return work(*args, **kwargs)
+    return await asyncio.to_thread(work, *args, **kwargs)
 
 
 def _page_and_total(
@@ -226,27 +265,26 @@ async def _hits(ids: list[str], query: Query, filters: Filters) -> list[Hit]:
     found = {
         doc["_id"]: doc
         async for doc in Message.get_pymongo_collection().find({"_id": {"$in": wanted}},
-                                                               _HIT_FIELDS)
+                                                               HIT_FIELDS)
     }  # fmt: skip
     hits = []
     for ident in wanted:
         doc = found.get(ident)
         if doc is None or (filters.hide_restricted and doc.get("restricted")):
             continue
-        message = Message.model_validate(doc)
-        hits.append(Hit(message, snippet(message, query.highlighted)))
+        body = doc.get("text") or doc.get("subject") or ""
+        hits.append(Hit(Summary.of(doc), snippet(body, query.highlighted)))
     return hits
 
 
 # --- snippets -------------------------------------------------------------------------------
 
 
-def snippet(message: Message, wanted: frozenset[str], *, width: int = SNIPPET_CHARS) -> str:
+def snippet(body: str, wanted: frozenset[str], *, width: int = SNIPPET_CHARS) -> str:
     """HTML-escaped text around the first match, matches wrapped in ``<mark>``: safe to show
     in a page as it is. Without a match in the body, the start of the body."""
-    body = message.text or message.subject or ""
-    first = next((m for m in WORD.finditer(body) if normalise(m[0]) in wanted), None)
-    start = max(0, first.start() - width // 3) if first else 0
+    first = next(spans(body, wanted), None)
+    start = max(0, first[0] - width // 3) if first else 0
     if start:
         space = body.rfind(" ", 0, start)
         start = space + 1 if space >= start - 20 else start
@@ -254,11 +292,31 @@ def snippet(message: Message, wanted: frozenset[str], *, width: int = SNIPPET_CH
     piece = body[start:end]
     out = ["…" if start else ""]
     position = 0
-    for match in WORD.finditer(piece):
-        if normalise(match[0]) in wanted:
-            out.append(html.escape(piece[position : match.start()]))
-            out.append(f"<mark>{html.escape(match[0])}</mark>")
-            position = match.end()
+    for begins, ends in spans(piece, wanted):
+        out.append(html.escape(piece[position:begins]))
+        out.append(f"<mark>{html.escape(piece[begins:ends])}</mark>")
+        position = ends
     out.append(html.escape(piece[position:]))
     out.append("…" if end < len(body) else "")
     return " ".join("".join(out).split())
+
+
+def spans(text: str, wanted: frozenset[str]) -> Iterator[tuple[int, int]]:
+    """Where the words of ``text`` that the search matched are, as (start, end): the words
+    whose normal form is wanted. ASCII text (the common case) is matched by one regular
+    expression over its lowercase form, about ten times faster than normalising each word."""
+    if not text.isascii():
+        yield from (m.span() for m in WORD.finditer(text) if normalise(m[0]) in wanted)
+        return
+    pattern = _ascii_pattern(wanted)
+    if pattern is not None:
+        yield from (m.span() for m in pattern.finditer(text.lower()))
+
+
+@functools.lru_cache(maxsize=256)
+def _ascii_pattern(wanted: frozenset[str]) -> re.Pattern[str] | None:
+    """Whole words only: no word character on either side, as ``WORD`` splits them."""
+    terms = sorted((w for w in wanted if w.isascii()), key=len, reverse=True)
+    if not terms:
+        return None
+    return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, terms)) + r")(?!\w)")

@@ -10,13 +10,17 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from api.state import DATABASE, SEARCH
 from scheduler.jobs import Jobs
 from store.accounts import mark_deleted, register_account
 from store.chat import ChatBatch, NewChatMessage, file_chat
 from store.documents import Author, AuthorRole, Direction, Message, PurgeRecord, Role, utcnow
+from store.query import WORD, normalise
 from store.retention import RetentionPolicy
+from store.search import spans
 from store.search_index import SearchIndex, deleted_documents, following, open_index
 from tests.conftest import Api
 from tests.factories import T0, chat, email
@@ -369,3 +373,22 @@ async def test_metrics_and_readiness_report_the_index(api: Api) -> None:
                  "archive_search_documents", "archive_search_ready 1.0"):  # fmt: skip
         assert name in text, name
     assert 'archive_search_events_total{kind="upsert"}' in text
+
+
+# Words as WORD splits them, and what sits between: cases, digits, underscores, punctuation,
+# accents (non-ASCII text takes the normalising path, ASCII text the regular expression).
+_TEXT = st.lists(
+    st.sampled_from(["Refund", "refund", "REFUNDS", "re", "fund", "kettle_2", "2", "ünd", "und",
+                     " ", ", ", ".", "-", "'", "\n", "_"]),
+    max_size=30,
+).map("".join)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=_TEXT, wanted=st.frozensets(st.sampled_from(["refund", "re", "fund", "kettle_2", "2",
+                                                         "und", "refunds"])))  # fmt: skip
+def test_marked_spans_are_exactly_the_words_whose_normal_form_was_searched(
+    text: str, wanted: frozenset[str]
+) -> None:
+    by_word = [m.span() for m in WORD.finditer(text) if normalise(m[0]) in wanted]
+    assert list(spans(text, wanted)) == by_word
