@@ -9,6 +9,7 @@ from typing import Any
 
 from beanie import PydanticObjectId
 from pydantic import BaseModel, Field
+from pymongo import UpdateMany
 
 from store.documents import Account, AccountStatus, Conversation, Hold, Message, utcnow
 from store.errors import Conflict, NotFound
@@ -223,36 +224,76 @@ async def settle_links(messages: Sequence[Message]) -> None:
         await Account.get_pymongo_collection().update_one({"_id": account_id}, _due_by(when))
 
 
+@dataclass(frozen=True)
+class _Stamp:
+    """Content of ``account_id`` not yet due by ``due`` is to be due then. With ``version``,
+    only while the account is still deleted at that version (a restore since wins)."""
+
+    account_id: str
+    due: datetime
+    version: int | None = None
+
+
 async def _stamp_content(account: Account, *, due: datetime, version: int | None = None) -> None:
-    """The account's content not yet due by ``due`` is due then, and hidden from agents. With
-    ``version``, only while the account is still deleted at that version (a restore since
-    wins: its content is not stamped again behind it)."""
-    not_sooner = {"$or": [{"purge_due_at": None}, {"purge_due_at": {"$gt": due}}]}
+    """The account's content not yet due by ``due`` is due then, and hidden from agents."""
+    await _stamp_contents([_Stamp(account.id, due, version)])
+
+
+async def _stamp_contents(stamps: list[_Stamp]) -> None:
+    """Each stamp applied, in round trips per slice of messages rather than per account (the
+    sweep stamps hundreds of accounts together); an account of 100,000 messages is stamped in
+    slices that each stay well inside the database timeout."""
     messages = Message.get_pymongo_collection()
-    unchanged = {"_id": account.id, "links": version, "status": AccountStatus.DELETED.value}
-    while True:
-        if version is not None and await Account.find_one(unchanged) is None:
-            return
-        # In slices: an account of 100,000 messages is stamped in round trips that each stay
-        # well inside the database timeout.
-        found = messages.find({"account_id": account.id, **not_sooner}, {"_id": 1})
-        ids = [m["_id"] async for m in found.limit(STAMP_SLICE)]
+    while stamps := await _still_at_version(stamps):
+        not_sooner = [
+            {"account_id": s.account_id, "$or": [{"purge_due_at": None},
+                                                 {"purge_due_at": {"$gt": s.due}}]}
+            for s in stamps
+        ]  # fmt: skip
+        found = messages.find({"$or": not_sooner}, {"account_id": 1}).limit(STAMP_SLICE)
+        ids: dict[str, list[Any]] = {}
+        async for m in found:
+            ids.setdefault(m["account_id"], []).append(m["_id"])
         if not ids:
             break
-        await messages.update_many(
-            {"_id": {"$in": ids}}, {"$set": {"purge_due_at": due, "restricted": True}}
+        due = {s.account_id: s.due for s in stamps}
+        await messages.bulk_write([
+            UpdateMany({"_id": {"$in": some}},
+                       {"$set": {"purge_due_at": due[account], "restricted": True}})
+            for account, some in ids.items()
+        ], ordered=False)  # fmt: skip
+    if stamps:
+        await Conversation.get_pymongo_collection().update_many(
+            {"account_id": {"$in": [s.account_id for s in stamps]}}, {"$set": {"restricted": True}}
         )
-    await Conversation.get_pymongo_collection().update_many(
-        {"account_id": account.id}, {"$set": {"restricted": True}}
-    )
+
+
+async def _still_at_version(stamps: list[_Stamp]) -> list[_Stamp]:
+    """The stamps that still apply: without a version, or whose account is still deleted at
+    it."""
+    versioned = [s for s in stamps if s.version is not None]
+    if not versioned:
+        return stamps
+    unchanged = [{"_id": s.account_id, "links": s.version, "status": AccountStatus.DELETED.value}
+                 for s in versioned]  # fmt: skip
+    found = Account.get_pymongo_collection().find({"$or": unchanged}, {"links": 1})
+    current = {(a["_id"], a.get("links")) async for a in found}
+    return [s for s in stamps if s.version is None or (s.account_id, s.version) in current]
 
 
 async def stamp_deleted_content(account: Account) -> None:
     """Content of a deleted account that missed its deadline (it was linked while the account
     was being deleted) gets it now; the sweep calls this before purging the account, with the
     account as it read it: nothing is stamped once the account changed since."""
-    if account.status is AccountStatus.DELETED and account.purge_due_at is not None:
-        await _stamp_content(account, due=account.purge_due_at, version=account.links)
+    await stamp_deleted_contents([account])
+
+
+async def stamp_deleted_contents(accounts: Iterable[Account]) -> None:
+    """``stamp_deleted_content`` for many accounts at once."""
+    await _stamp_contents([
+        _Stamp(a.id, a.purge_due_at, a.links) for a in accounts
+        if a.status is AccountStatus.DELETED and a.purge_due_at is not None
+    ])  # fmt: skip
 
 
 async def mark_deleted(*, account_id: str, deleted_at: datetime, grace: timedelta) -> Account:

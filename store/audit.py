@@ -135,23 +135,28 @@ class Subject:
 
 def naming_query(subject: Subject) -> dict[str, Any]:
     """The events whose free text may name the account, by the ``mentions`` index."""
-    clauses: list[dict[str, Any]] = [{"mentions": {"$in": sorted(subject.exact)}}]
-    if subject.name_words:
-        clauses.append({"mentions": {"$all": subject.name_words}})
-    return {"$or": clauses}
+    return naming_any([subject])
 
 
 async def redact_account(*, account_id: str, emails: list[str], name: str | None) -> int:
     """Replace, in every audit event, the free-text values that name the account (its id, one
     of its emails, or every word of its name) with ``REDACTED``; who, what, when, outcome and
     the ids stay. Returns how many events changed. Idempotent."""
-    subject = Subject(account_id=account_id, emails=emails, name=name)
+    return await redact_accounts([Subject(account_id=account_id, emails=emails, name=name)])
+
+
+async def redact_accounts(subjects: list[Subject]) -> int:
+    """``redact_account`` for many accounts at once (a purge forgets hundreds together): one
+    walk of the events that may name any of them."""
+    if not subjects:
+        return 0
     collection = AuditEvent.get_pymongo_collection()
     changed: set[Any] = set()
     updates: list[UpdateOne] = []
-    async for event in collection.find(naming_query(subject), {"query": 1}):
+    async for event in collection.find(naming_any(subjects), {"query": 1}):
         query = dict(event.get("query") or {})
-        redacted = {k: REDACTED if k in free_text(query) and subject.named_in(v) else v
+        named = free_text(query)
+        redacted = {k: REDACTED if k in named and any(s.named_in(v) for s in subjects) else v
                     for k, v in query.items()}  # fmt: skip
         if redacted == query:
             continue
@@ -183,3 +188,13 @@ async def index_audit_mentions() -> int:
     if updates:
         done += (await collection.bulk_write(updates, ordered=False)).modified_count
     return done
+
+
+def naming_any(subjects: Iterable[Subject]) -> dict[str, Any]:
+    """The events whose free text may name any of these accounts: one ``$in`` of their exact
+    terms, and one ``$all`` per name."""
+    subjects = list(subjects)
+    exact = sorted({term for s in subjects for term in s.exact})
+    clauses: list[dict[str, Any]] = [{"mentions": {"$in": exact}}]
+    clauses += [{"mentions": {"$all": s.name_words}} for s in subjects if s.name_words]
+    return {"$or": clauses}

@@ -6,6 +6,9 @@ certificate.
 Each probe is a query or a file walk the product itself can run at any time; what it finds is
 either explained (held, shared with content that stays, a blob in its quiet period, a record
 kept by design) or residue, which is a failure of the purge.
+
+A purge closes hundreds of accounts together: ``scan_many`` runs each probe once for all of
+them and gives each exactly what a scan of it alone finds.
 """
 
 from __future__ import annotations
@@ -13,15 +16,17 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from beanie import PydanticObjectId
 from bson import ObjectId
+from pymongo.asynchronous.collection import AsyncCollection
 
 from store.audit import Subject, free_text, naming_query
 from store.blobs import referenced
@@ -40,12 +45,15 @@ from store.documents import (
 )
 from store.exports import unowned_export_files
 from store.holds import held_scopes
-from store.search_index import index_path, presence
+from store.search_index import Presence, index_path, matches, open_index, term
 
 # How long the residue scan waits for a search index that still finds purged messages.
 INDEX_CATCH_UP_SECONDS = 10.0
 # $in lists are sent in slices of this many ids (a 16 MB query limit is far above this).
 SLICE = 10_000
+# Queries sent together as the ``$unionWith`` branches of one aggregation (mongod refuses a
+# pipeline of more than 1000 stages).
+UNIONS = 500
 
 
 @dataclass
@@ -150,19 +158,43 @@ async def scan(
 ) -> Residue:
     """Everything that remains of ``identifiers``, and why. Content created after
     ``captured_at`` (default: now) that only shares an address is not the purged content."""
-    residue = Residue(checked_at=now)
-    before = ObjectId.from_datetime(captured_at or now)
-    await _messages(identifiers, residue, now=now, before=before)
-    await _conversations(identifiers, residue, now=now, before=before)
-    await _blobs(identifiers, residue, now=now, quiet_period=quiet_period)
-    await _spool(identifiers, residue)
-    await _exports(identifiers, residue)
-    await _audit(identifiers, residue)
-    await _account(identifiers, residue)
-    if data_dir is not None:
-        await _files(identifiers, residue, data_dir=data_dir)
-        await _search_index(identifiers, residue, data_dir=data_dir)
+    [residue] = await scan_many([identifiers], now=now, quiet_period=quiet_period,
+                                data_dir=data_dir, captured_at=captured_at)  # fmt: skip
     return residue
+
+
+async def scan_many(
+    identifiers: Sequence[Identifiers],
+    *,
+    now: datetime,
+    quiet_period: timedelta,
+    data_dir: Path | None = None,
+    captured_at: datetime | None = None,
+) -> list[Residue]:
+    """``scan`` of each of ``identifiers``, in their order, each exactly as if scanned alone
+    (they may share an address), for the cost of one: a purge closes hundreds of accounts
+    together, so each probe asks MongoDB once for all of them, the spool is walked once, each
+    file is read once and the search index is waited for once."""
+    scans = [(each, Residue(checked_at=now)) for each in identifiers]
+    before = ObjectId.from_datetime(captured_at or now)
+    await _messages(scans, now=now, before=before)
+    await _conversations(scans, now=now, before=before)
+    await _blobs(scans, now=now, quiet_period=quiet_period)
+    await _spool(scans)
+    await _exports(scans)
+    await _audit(scans)
+    await _accounts(scans)
+    if data_dir is not None:
+        await _files(scans, data_dir=data_dir)
+        await _search_index(scans, data_dir=data_dir)
+    return [residue for _, residue in scans]
+
+
+# Each probe takes every scan of the batch: what it asked for, and the residue it adds to.
+_Scans = Sequence[tuple[Identifiers, Residue]]
+_Doc = dict[str, Any]
+_Collection = AsyncCollection[Any]
+_T = TypeVar("_T")
 
 
 def _slices(values: Iterable[Any]) -> Iterator[list[Any]]:
@@ -171,212 +203,441 @@ def _slices(values: Iterable[Any]) -> Iterator[list[Any]]:
         yield ordered[start : start + SLICE]
 
 
-async def _held(
-    messages: list[dict[str, Any]], *, now: datetime
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """``messages`` split into (held, not held) by the holds active at ``now``."""
+def _owners(groups: Iterable[Iterable[_T]]) -> dict[_T, set[int]]:
+    """Each value of ``groups``, and the places (in the batch) of the groups that hold it: what
+    a batched query finds by a value goes to every scan that asked for it."""
+    owners: dict[_T, set[int]] = defaultdict(set)
+    for place, group in enumerate(groups):
+        for value in group:
+            owners[value].add(place)
+    return dict(owners)
+
+
+async def _by_id(collection: _Collection, ids: Iterable[Any], projection: _Doc) -> dict[Any, _Doc]:
+    """The documents of ``ids`` that still exist."""
+    found: dict[Any, _Doc] = {}
+    for part in _slices(set(ids)):
+        async for doc in collection.find({"_id": {"$in": part}}, projection):
+            found[doc["_id"]] = doc
+    return found
+
+
+async def _counts(collection: _Collection, name: str, values: Iterable[Any]) -> Counter[Any]:
+    """How many documents have each of ``values`` in the field ``name``: one aggregation for
+    all of them, rather than a count each."""
+    counts: Counter[Any] = Counter()
+    for part in _slices(set(values)):
+        pipeline: list[_Doc] = [{"$match": {name: {"$in": part}}},
+                                {"$group": {"_id": f"${name}", "n": {"$sum": 1}}}]  # fmt: skip
+        async for group in await collection.aggregate(pipeline):
+            counts[group["_id"]] += group["n"]
+    return counts
+
+
+_WHICH = "_residue_filter"
+
+
+async def _found_each(
+    collection: _Collection,
+    filters: Sequence[_Doc],
+    *,
+    projection: _Doc,
+    limit: int | None = None,
+) -> list[list[_Doc]]:
+    """What each of ``filters`` finds, exactly as a find of it alone would (a document two of
+    them find is found by both), in one aggregation: each filter is a pipeline of its own,
+    which uses its indexes, and ``$unionWith`` joins them. For queries that are not ours to
+    merge (the audit trail's), or that each stop at their first match."""
+    found: list[list[_Doc]] = [[] for _ in filters]
+    for start in range(0, len(filters), UNIONS):
+        part = filters[start : start + UNIONS]
+        first, *others = [_branch(f, start + n, projection, limit) for n, f in enumerate(part)]
+        unions = [{"$unionWith": {"coll": collection.name, "pipeline": p}} for p in others]
+        pipeline: list[_Doc] = [*first, *unions]
+        async for doc in await collection.aggregate(pipeline):
+            found[doc.pop(_WHICH)].append(doc)
+    return found
+
+
+def _branch(query: _Doc, which: int, projection: _Doc, limit: int | None) -> list[_Doc]:
+    """One filter's pipeline: its documents, marked with its place among the filters."""
+    stages: list[_Doc] = [{"$match": query}]
+    if limit is not None:
+        stages.append({"$limit": limit})
+    return [*stages, {"$project": projection}, {"$set": {_WHICH: which}}]
+
+
+async def _held(docs: Iterable[_Doc], *, conversation: str, now: datetime) -> set[Any]:
+    """The ids of ``docs`` an active hold covers, by their account or by their conversation
+    (the field ``conversation`` names): one query for all of them. Asking about more accounts
+    and conversations than one scan's changes nothing for its own."""
+    docs = list(docs)
     accounts, conversations = await held_scopes(
-        account_ids=sorted({m["account_id"] for m in messages if m.get("account_id")}),
-        conversation_ids=sorted({m["conversation_id"] for m in messages}),
+        account_ids=sorted({d["account_id"] for d in docs if d.get("account_id")}),
+        conversation_ids=sorted({d[conversation] for d in docs}),
         now=now,
     )
+    return {d["_id"] for d in docs
+            if d.get("account_id") in accounts or d[conversation] in conversations}  # fmt: skip
 
-    def is_held(m: dict[str, Any]) -> bool:
-        return m.get("account_id") in accounts or m["conversation_id"] in conversations
 
-    return [m for m in messages if is_held(m)], [m for m in messages if not is_held(m)]
-
+# --- messages and conversations -------------------------------------------------------------
 
 _IDS = {"account_id": 1, "conversation_id": 1}
+_NAMING = {**_IDS, "participants": 1, "author.email": 1}
 
 
-async def _messages(
-    identifiers: Identifiers, residue: Residue, *, now: datetime, before: ObjectId
-) -> None:
+async def _messages(scans: _Scans, *, now: datetime, before: ObjectId) -> None:
     collection = Message.get_pymongo_collection()
-    left: dict[Any, dict[str, Any]] = {}
-    for ids in _slices(identifiers.message_ids):
-        async for m in collection.find({"_id": {"$in": ids}}, _IDS):
-            left[m["_id"]] = m
-    if identifiers.account_id:
-        due = {"account_id": identifiers.account_id, "purge_due_at": {"$lte": now}}
-        async for m in collection.find(due, _IDS):
-            left[m["_id"]] = m
-    if identifiers.emails:
-        # Unlinked mail the customer wrote before the purge (what arrives later from the same
-        # address is a new contact, not the purged content).
-        emails = sorted(identifiers.emails)  # participants is indexed; the author is among them
-        naming = {"account_id": None, "participants": {"$in": emails},
-                  "author.email": {"$in": emails}, "_id": {"$lt": before}}  # fmt: skip
-        async for m in collection.find(naming, _IDS):
-            left[m["_id"]] = m
-    held, loose = await _held(list(left.values()), now=now)
-    residue.found("messages", len(held), "kept by an active hold", Kind.HELD)
-    residue.found("messages", len(loose), "past their deadline and not held")
+    by_id = await _by_id(collection, {m for i, _ in scans for m in i.message_ids}, _IDS)
+    due = await _due(scans, now=now)
+    unlinked = await _unlinked({e for i, _ in scans for e in i.emails}, before=before)
+    found = _messages_found(scans, by_id, due, unlinked)
+    held = await _held([m for each in found for m in each.values()],
+                       conversation="conversation_id", now=now)  # fmt: skip
+    for (_, residue), each in zip(scans, found, strict=True):
+        kept = sum(1 for ident in each if ident in held)
+        residue.found("messages", kept, "kept by an active hold", Kind.HELD)
+        residue.found("messages", len(each) - kept, "past their deadline and not held")
 
 
-async def _conversations(
-    identifiers: Identifiers, residue: Residue, *, now: datetime, before: ObjectId
-) -> None:
+async def _due(scans: _Scans, *, now: datetime) -> dict[str, dict[Any, _Doc]]:
+    """The messages of the scans' accounts whose deadline has passed, by account."""
+    due: dict[str, dict[Any, _Doc]] = defaultdict(dict)
+    for part in _slices({i.account_id for i, _ in scans if i.account_id}):
+        query = {"account_id": {"$in": part}, "purge_due_at": {"$lte": now}}
+        async for m in Message.get_pymongo_collection().find(query, _IDS):
+            due[m["account_id"]][m["_id"]] = m
+    return due
+
+
+async def _unlinked(emails: set[str], *, before: ObjectId) -> list[_Doc]:
+    """Unlinked mail the customers wrote before the purge (what arrives later from the same
+    address is a new contact, not the purged content), whoever of them wrote it: a slice of
+    the addresses at a time on ``participants``, which is indexed (the author is among them)."""
+    authors = sorted(emails)
+    found: dict[Any, _Doc] = {}
+    for part in _slices(emails):
+        naming = {"account_id": None, "participants": {"$in": part},
+                  "author.email": {"$in": authors}, "_id": {"$lt": before}}  # fmt: skip
+        async for m in Message.get_pymongo_collection().find(naming, _NAMING):
+            found[m["_id"]] = m
+    return list(found.values())
+
+
+def _messages_found(
+    scans: _Scans,
+    by_id: dict[Any, _Doc],
+    due: dict[str, dict[Any, _Doc]],
+    unlinked: list[_Doc],
+) -> list[dict[Any, _Doc]]:
+    """What each scan finds of the messages: those of its ids, those due of its account, and
+    the unlinked mail of which one of its addresses is the author and one a participant."""
+    found = [{m: by_id[m] for m in i.message_ids if m in by_id} for i, _ in scans]
+    for (i, _), each in zip(scans, found, strict=True):
+        if i.account_id:
+            each.update(due.get(i.account_id, {}))
+    owners = _owners(i.emails for i, _ in scans)
+    for m in unlinked:
+        author = (m.get("author") or {}).get("email")
+        if not isinstance(author, str):
+            continue
+        for place in owners.get(author, ()):
+            if scans[place][0].emails.intersection(m.get("participants") or ()):
+                found[place][m["_id"]] = m
+    return found
+
+
+async def _conversations(scans: _Scans, *, now: datetime, before: ObjectId) -> None:
+    found = await _conversations_found(scans, before=before)
+    for (_, residue), kinds in zip(scans, await _why_kept(scans, found, now=now), strict=True):
+        residue.found("conversations", kinds.count(Kind.HELD), "held", Kind.HELD)
+        residue.found("conversations", kinds.count(Kind.SHARED), "still hold messages that "
+                      "stay (another account's, or of a new life of the account)",
+                      Kind.SHARED)  # fmt: skip
+        residue.found("conversations", kinds.count(Kind.RESIDUE),
+                      "left with nothing that keeps them")  # fmt: skip
+
+
+async def _conversations_found(scans: _Scans, *, before: ObjectId) -> list[dict[Any, _Doc]]:
+    """What each scan finds of the conversations: those of its ids, and those created before
+    the purge whose customers include one of its addresses."""
     collection = Conversation.get_pymongo_collection()
-    found: dict[Any, dict[str, Any]] = {}
-    for ids in _slices(identifiers.conversation_ids):
-        async for c in collection.find({"_id": {"$in": ids}}, {"account_id": 1}):
-            found[c["_id"]] = c
-    if identifiers.emails:
-        emails = sorted(identifiers.emails)
-        naming = {"customer_emails": {"$in": emails}, "_id": {"$lt": before}}
-        async for c in collection.find(naming, {"account_id": 1}):
-            found[c["_id"]] = c
-    kinds = [await _why_kept(c, identifiers, now=now) for c in found.values()]
-    residue.found("conversations", kinds.count(Kind.HELD), "held", Kind.HELD)
-    residue.found("conversations", kinds.count(Kind.SHARED), "still hold messages that stay "
-                  "(another account's, or of a new life of the account)", Kind.SHARED)  # fmt: skip
-    residue.found("conversations", kinds.count(Kind.RESIDUE), "left with nothing that keeps them")
+    ids = {c for i, _ in scans for c in i.conversation_ids}
+    by_id = await _by_id(collection, ids, {"account_id": 1})
+    found = [{c: by_id[c] for c in i.conversation_ids if c in by_id} for i, _ in scans]
+    owners = _owners(i.emails for i, _ in scans)
+    for part in _slices(owners):
+        naming = {"customer_emails": {"$in": part}, "_id": {"$lt": before}}
+        async for c in collection.find(naming, {"account_id": 1, "customer_emails": 1}):
+            for place in {p for e in c.get("customer_emails") or () for p in owners.get(e, ())}:
+                found[place][c["_id"]] = c
+    return found
 
 
 async def _why_kept(
-    conversation: dict[str, Any], identifiers: Identifiers, *, now: datetime
-) -> Kind:
-    """A conversation may stay if a hold covers it, or if a message that stays is in it (and,
-    when it names the account's addresses, names them too)."""
-    ident = conversation["_id"]
-    accounts = [conversation["account_id"]] if conversation.get("account_id") else []
-    held_accounts, held_conversations = await held_scopes(
-        account_ids=accounts, conversation_ids=[ident], now=now
-    )
-    if held_accounts or held_conversations:
-        return Kind.HELD
-    staying: dict[str, Any] = {"conversation_id": ident}
+    scans: _Scans, found: list[dict[Any, _Doc]], *, now: datetime
+) -> list[list[Kind]]:
+    """Why each conversation each scan found may stay: a hold covers it, or a message that
+    stays is in it (and, when the scan has the account's addresses, names them), or nothing
+    does (residue). The holds of all are one query, the messages that stay one aggregation."""
+    held = await _held([c for each in found for c in each.values()], conversation="_id", now=now)
+    kinds: list[list[Kind]] = [[Kind.HELD for c in each if c in held] for each in found]
+    loose = [(place, c) for place, each in enumerate(found) for c in each if c not in held]
+    staying = [_staying(c, scans[place][0], now=now) for place, c in loose]
+    stays = await _found_each(Message.get_pymongo_collection(), staying,
+                              projection={"_id": 1}, limit=1)  # fmt: skip
+    for (place, _), first in zip(loose, stays, strict=True):
+        kinds[place].append(Kind.SHARED if first else Kind.RESIDUE)
+    return kinds
+
+
+def _staying(conversation: Any, identifiers: Identifiers, *, now: datetime) -> _Doc:
+    """The messages of ``conversation`` that stay after this purge."""
+    staying: _Doc = {"conversation_id": conversation}
     if identifiers.account_id:
         staying["$nor"] = [{"account_id": identifiers.account_id, "purge_due_at": {"$lte": now}}]
     if identifiers.emails:
         staying["$or"] = [{"participants": {"$in": sorted(identifiers.emails)}},
                           {"author.email": {"$in": sorted(identifiers.emails)}}]  # fmt: skip
-    stays = await Message.get_pymongo_collection().find_one(staying, {"_id": 1}) is not None
-    return Kind.SHARED if stays else Kind.RESIDUE
+    return staying
 
 
-async def _blobs(
-    identifiers: Identifiers, residue: Residue, *, now: datetime, quiet_period: timedelta
-) -> None:
-    shared = quiet = loose = chunks = 0
+# --- blobs, spool, exports, audit trail, accounts -------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """What is stored of the blobs of the batch: which are still referenced, when each that is
+    there was last referenced, and how many chunks each that is gone left behind."""
+
+    referenced: set[str]
+    last_referenced: dict[str, datetime]
+    chunks: Counter[str]
+
+
+async def _blobs(scans: _Scans, *, now: datetime, quiet_period: timedelta) -> None:
+    stored = await _stored_blobs({b for i, _ in scans for b in i.blobs})
     quiet_since = now - quiet_period
-    for shas in _slices(identifiers.blobs):
-        still = await referenced(shas)
+    for i, residue in scans:
+        there = [b for b in i.blobs if b in stored.last_referenced]
+        shared = sum(1 for b in there if b in stored.referenced)
+        quiet = sum(1 for b in there if b not in stored.referenced
+                    and stored.last_referenced[b] >= quiet_since)  # fmt: skip
+        chunks = sum(stored.chunks[b] for b in i.blobs if b not in stored.last_referenced)
+        residue.found("blobs", shared, "the same bytes belong to content that stays", Kind.SHARED)
+        residue.found("blobs", quiet, "referenced within the quiet period; the next sweep "
+                      "removes them", Kind.PENDING)  # fmt: skip
+        residue.found("blobs", len(there) - shared - quiet, "no longer referenced and not removed")
+        residue.found("blob_chunks", chunks, "chunks of blobs that are gone")
+
+
+async def _stored_blobs(shas: set[str]) -> _Stored:
+    still: set[str] = set()
+    there: dict[str, datetime] = {}
+    for part in _slices(shas):
+        still |= await referenced(part)
         async for blob in Blob.get_pymongo_collection().find(
-            {"_id": {"$in": shas}}, {"last_referenced_at": 1}
+            {"_id": {"$in": part}}, {"last_referenced_at": 1}
         ):
-            if blob["_id"] in still:
-                shared += 1
-            elif blob["last_referenced_at"] >= quiet_since:
-                quiet += 1
-            else:
-                loose += 1
-        present = set(await Blob.get_pymongo_collection().distinct("_id", {"_id": {"$in": shas}}))
-        orphans = {"blob_id": {"$in": sorted(set(shas) - present)}}
-        chunks += await BlobChunk.get_pymongo_collection().count_documents(orphans)
-    residue.found("blobs", shared, "the same bytes belong to content that stays", Kind.SHARED)
-    residue.found("blobs", quiet, "referenced within the quiet period; the next sweep removes "
-                  "them", Kind.PENDING)  # fmt: skip
-    residue.found("blobs", loose, "no longer referenced and not removed")
-    residue.found("blob_chunks", chunks, "chunks of blobs that are gone")
+            there[blob["_id"]] = blob["last_referenced_at"]
+    gone = shas - there.keys()
+    return _Stored(still, there, await _counts(BlobChunk.get_pymongo_collection(), "blob_id", gone))
 
 
-async def _spool(identifiers: Identifiers, residue: Residue) -> None:
-    if not identifiers.emails and not identifiers.account_id:
+async def _spool(scans: _Scans) -> None:
+    """The spool, walked once: an entry counts for every scan whose addresses its envelope
+    names, or whose words its bytes hold. A scan without an account id or addresses has
+    nothing to look for here (its names alone would name other people too)."""
+    asked = [bool(i.emails or i.account_id) for i, _ in scans]
+    if not any(asked):
         return
-    needles = _needles(identifiers)
-    waiting = 0
+    needles = _Needles([i.words() if a else () for (i, _), a in zip(scans, asked, strict=True)])
+    addressed = _owners(i.emails if a else () for (i, _), a in zip(scans, asked, strict=True))
+    waiting: Counter[int] = Counter()
     async for entry in SpoolEntry.get_pymongo_collection().find({}, {"raw": 1, "envelope": 1}):
-        envelope = entry.get("envelope") or {}
-        addresses = {envelope.get("mail_from") or "", *(envelope.get("rcpt_tos") or [])}
-        if identifiers.emails & {a.lower() for a in addresses} or (
-            entry.get("raw") and needles.search(bytes(entry["raw"]))
-        ):
-            waiting += 1
-    residue.found("spool", waiting, "deliveries naming the account wait to be filed (filed, "
-                  "they fall under its deadline)")  # fmt: skip
+        waiting.update(_naming_scans(entry, needles, addressed))
+    for place, (_, residue) in enumerate(scans):
+        residue.found("spool", waiting[place], "deliveries naming the account wait to be filed "
+                      "(filed, they fall under its deadline)")  # fmt: skip
 
 
-async def _exports(identifiers: Identifiers, residue: Residue) -> None:
-    if identifiers.account_id is None:
-        return
-    records = await Export.find({"account_id": identifiers.account_id}).count()
-    residue.found("exports", records, "export records of the account")
+def _naming_scans(entry: _Doc, needles: _Needles, addressed: dict[str, set[int]]) -> set[int]:
+    """The places of the scans a spooled delivery names."""
+    envelope = entry.get("envelope") or {}
+    addresses = {envelope.get("mail_from") or "", *(envelope.get("rcpt_tos") or [])}
+    named = {place for a in addresses for place in addressed.get(a.lower(), ())}
+    if entry.get("raw"):
+        named |= needles.owners(needles.found_in(bytes(entry["raw"])))
+    return named
 
 
-async def _audit(identifiers: Identifiers, residue: Residue) -> None:
-    if identifiers.account_id is None and not identifiers.emails:
-        return
-    subject = Subject(account_id=identifiers.account_id or "", emails=identifiers.emails,
-                      name=" ".join(sorted(identifiers.names)) or None)  # fmt: skip
-    naming = 0
-    events = AuditEvent.get_pymongo_collection().find(naming_query(subject), {"query": 1})
-    async for event in events:
-        if any(subject.named_in(str(v)) for v in free_text(event.get("query") or {}).values()):
-            naming += 1
-    residue.found("audit_events", naming, "free text (search terms, filters) naming the account")
-    if identifiers.account_id:
-        by_id = await AuditEvent.find({"target.account_id": identifiers.account_id}).count()
-        residue.found("audit_events", by_id, "name the account by its id only (who read or "
-                      "changed what, kept for the audit period)", Kind.KEPT)  # fmt: skip
+async def _exports(scans: _Scans) -> None:
+    ids = {i.account_id for i, _ in scans if i.account_id is not None}
+    records = await _counts(Export.get_pymongo_collection(), "account_id", ids)
+    for i, residue in scans:
+        if i.account_id is not None:
+            residue.found("exports", records[i.account_id], "export records of the account")
 
 
-async def _account(identifiers: Identifiers, residue: Residue) -> None:
-    if identifiers.account_id is None:
-        return
-    account = await Account.get(identifiers.account_id)
-    if account is None:
-        return
+async def _audit(scans: _Scans) -> None:
+    asked = [(i, r) for i, r in scans if i.account_id is not None or i.emails]
+    subjects = [Subject(account_id=i.account_id or "", emails=i.emails,
+                        name=" ".join(sorted(i.names)) or None) for i, _ in asked]  # fmt: skip
+    collection = AuditEvent.get_pymongo_collection()
+    found = await _found_each(collection, [naming_query(s) for s in subjects],
+                              projection={"query": 1})  # fmt: skip
+    by_id = await _counts(collection, "target.account_id", {i.account_id for i, _ in asked
+                                                            if i.account_id})  # fmt: skip
+    for (i, residue), subject, events in zip(asked, subjects, found, strict=True):
+        naming = sum(1 for event in events if _names(subject, event))
+        residue.found("audit_events", naming, "free text (search terms, filters) naming the "
+                      "account")  # fmt: skip
+        if i.account_id:
+            residue.found("audit_events", by_id[i.account_id], "name the account by its id only "
+                          "(who read or changed what, kept for the audit period)",
+                          Kind.KEPT)  # fmt: skip
+
+
+def _names(subject: Subject, event: _Doc) -> bool:
+    return any(subject.named_in(str(v)) for v in free_text(event.get("query") or {}).values())
+
+
+async def _accounts(scans: _Scans) -> None:
+    accounts: dict[str, Account] = {}
+    for part in _slices({i.account_id for i, _ in scans if i.account_id is not None}):
+        async for account in Account.find({"_id": {"$in": part}}):
+            accounts[account.id] = account
+    holds = await _counts(Hold.get_pymongo_collection(), "account_id", accounts)
+    for i, residue in scans:
+        account = accounts.get(i.account_id) if i.account_id is not None else None
+        if account is not None:
+            _account_found(account, residue)
+            residue.found("holds", holds[account.id], "hold records (who, when, why) are kept "
+                          "as the legal trail", Kind.KEPT)  # fmt: skip
+
+
+def _account_found(account: Account, residue: Residue) -> None:
     if account.status is AccountStatus.DELETED and account.purged_at is not None:
         personal = bool(account.emails or account.name)
         residue.found("accounts", int(personal), "the purged account still has emails or a name")
         residue.found("accounts", int(not personal), "tombstone: the id, dates and status, so "
                       "that what links to the id later is purged too", Kind.KEPT)  # fmt: skip
-    holds = await Hold.find({"account_id": identifiers.account_id}).count()
-    residue.found("holds", holds, "hold records (who, when, why) are kept as the legal trail",
-                  Kind.KEPT)  # fmt: skip
 
 
-def _needles(identifiers: Identifiers) -> re.Pattern[bytes]:
-    words = [re.escape(w.encode()) for w in identifiers.words()]
-    return re.compile(b"|".join(words) or b"(?!)", re.IGNORECASE)
+# --- files under ARCHIVE_DATA_DIR -----------------------------------------------------------
 
 
-async def _files(identifiers: Identifiers, residue: Residue, *, data_dir: Path) -> None:
+async def _files(scans: _Scans, *, data_dir: Path) -> None:
     """Files the service writes under ARCHIVE_DATA_DIR: export files no live record owns (any
     account's: their records went, so they should have too), and every other file searched
-    for the account's id, addresses and names."""
+    for the account's id, addresses and names. In mongod's log, which names databases,
+    collections and indexes (``channel``), and ids are what logs may carry, only the addresses
+    and names count, as whole words. Each file is read once for the whole batch."""
     exports = data_dir / "exports"
-    if exports.is_dir():
-        unowned = await unowned_export_files(directory=exports)
+    unowned = await unowned_export_files(directory=exports) if exports.is_dir() else []
+    named = _files_naming(_service_files(data_dir), _Needles([i.words() for i, _ in scans]))
+    logged = _files_naming(_mongod_logs(data_dir), _Needles(
+        [sorted(i.emails | i.names) for i, _ in scans], whole_words=True))  # fmt: skip
+    for place, (_, residue) in enumerate(scans):
         residue.found("exports folder", len(unowned), "export files no record owns")
-    needles = _needles(identifiers)
-    hits = sum(1 for path in _service_files(data_dir) if _mentions(path, needles))
-    residue.found("data folder", hits, "files naming the account")
-    addresses = _addresses(identifiers)
-    logged = sum(1 for path in _mongod_logs(data_dir) if _mentions(path, addresses))
-    residue.found("mongod log", logged, "MongoDB's own log files name the account's addresses "
-                  "or names (an operation logged with its values)")  # fmt: skip
+        residue.found("data folder", named[place], "files naming the account")
+        residue.found("mongod log", logged[place], "MongoDB's own log files name the account's "
+                      "addresses or names (an operation logged with its values)")  # fmt: skip
 
 
-def _mentions(path: Path, needles: re.Pattern[bytes], chunk: int = 1 << 20) -> bool:
-    """Whether the file contains a needle, read a chunk at a time (a journal may be large)."""
+def _files_naming(paths: Iterable[Path], needles: _Needles) -> Counter[int]:
+    """How many of ``paths`` name each scan (by its place)."""
+    named: Counter[int] = Counter()
+    if needles:  # otherwise nobody is looked for: nothing to read
+        for path in paths:
+            named.update(needles.owners(_mentions(path, needles)))
+    return named
+
+
+def _mentions(path: Path, needles: _Needles, chunk: int = 1 << 20) -> set[bytes]:
+    """The needles the file contains, read a chunk at a time (a journal may be large)."""
+    found: set[bytes] = set()
     overlap = b""
     with path.open("rb") as source:
         while block := source.read(chunk):
-            if needles.search(overlap + block):
-                return True
+            found |= needles.found_in(overlap + block)
             overlap = block[-512:]
-    return False
+    return found
 
 
-def _addresses(identifiers: Identifiers) -> re.Pattern[bytes]:
-    """The addresses and names, as whole words: in mongod's log, which names databases,
-    collections and indexes (``channel``), and ids are what logs may carry."""
-    words = [re.escape(w.encode()) for w in sorted(identifiers.emails | identifiers.names) if w]
-    return re.compile(rb"\b(?:" + b"|".join(words) + rb")\b" if words else b"(?!)", re.IGNORECASE)
+_BOUNDARY = re.compile(rb"\b")
+_END = -1  # in a node of the trie of the needles: a needle ends here
+
+
+class _Needles:
+    """The words of all the scans of a batch as one pattern, so that a text is read once for
+    all of them, and each scan still learns exactly which of its own words the text holds: at
+    each place the pattern finds, every word that starts there counts (one may begin another,
+    ``ann`` and ``ann@example.com``), and the search goes on from the next byte (one may lie
+    inside another). Case-insensitive as a bytes pattern is (ASCII letters): the text is
+    lowercased once and searched for the lowercased words."""
+
+    def __init__(self, words: Iterable[Iterable[str]], *, whole_words: bool = False) -> None:
+        self.whole_words = whole_words
+        self.scans = _owners([w.encode().lower() for w in each if w] for each in words)
+        self.starting: dict[int, list[bytes]] = defaultdict(list)
+        for word in self.scans:
+            self.starting[word[0]].append(word)
+        either = _trie(self.scans) if self.scans else b"(?!)"
+        self.pattern = re.compile(rb"\b(?:" + either + rb")\b" if whole_words else either)
+
+    def __bool__(self) -> bool:
+        return bool(self.scans)
+
+    def found_in(self, text: bytes) -> set[bytes]:
+        """The words ``text`` contains."""
+        lowered = text.lower()
+        found: set[bytes] = set()
+        hit = self.pattern.search(lowered)
+        while hit is not None and len(found) < len(self.scans):
+            at = hit.start()
+            found.update(w for w in self.starting.get(lowered[at], ()) if self._at(lowered, w, at))
+            hit = self.pattern.search(lowered, at + 1)
+        return found
+
+    def _at(self, lowered: bytes, word: bytes, at: int) -> bool:
+        if not lowered.startswith(word, at):
+            return False
+        ends = at + len(word)
+        return not self.whole_words or bool(_BOUNDARY.match(lowered, at)
+                                             and _BOUNDARY.match(lowered, ends))  # fmt: skip
+
+    def owners(self, words: Iterable[bytes]) -> set[int]:
+        """The places of the scans that look for any of ``words``."""
+        return {place for word in words for place in self.scans[word]}
+
+
+def _trie(words: Iterable[bytes]) -> bytes:
+    """``words`` as one alternation shaped as their trie (``ann|anna|bob`` as
+    ``(?:ann(?:a)?|bob)``): the engine tries every alternative at every byte, so that a flat
+    alternation of the words of a few hundred accounts is some twenty times slower."""
+    root: dict[int, Any] = {}
+    for word in words:
+        node = root
+        for byte in word:
+            node = node.setdefault(byte, {})
+        node[_END] = {}
+    return _alternation(root)
+
+
+def _alternation(node: dict[int, Any]) -> bytes:
+    """What may follow ``node``; a run of single bytes needs no group (and no recursion)."""
+    run = b""
+    while len(node) == 1 and _END not in node:
+        [(byte, node)] = node.items()
+        run += re.escape(bytes([byte]))
+    branches = [re.escape(bytes([byte])) + _alternation(child)
+                for byte, child in sorted(node.items()) if byte != _END]  # fmt: skip
+    if not branches:
+        return run
+    either = branches[0] if len(branches) == 1 else b"(?:" + b"|".join(branches) + b")"
+    return run + (b"(?:" + either + b")?" if _END in node else either)
 
 
 def _mongod_logs(data_dir: Path) -> list[Path]:
@@ -394,25 +655,46 @@ def _service_files(data_dir: Path) -> Iterator[Path]:
             yield path
 
 
-async def _search_index(identifiers: Identifiers, residue: Residue, *, data_dir: Path) -> None:
+# --- the search index -----------------------------------------------------------------------
+
+
+async def _search_index(scans: _Scans, *, data_dir: Path) -> None:
     """The search index under ``data_dir``, read from its files: no purged message may be
     found, and one deleted but still in the files is pending until housekeeping compacts them.
     The serve that follows the index may be a moment behind the purge (another process ran
-    it): it is given a few seconds to catch up before what it still finds counts."""
+    it): it is given a few seconds to catch up before what it still finds counts, once for
+    the whole batch."""
     database = Message.get_pymongo_collection().database.name
     path = index_path(data_dir, database)
-    ids = sorted(str(i) for i in identifiers.message_ids)
+    ids = sorted({str(m) for i, _ in scans for m in i.message_ids})
     deadline = time.monotonic() + INDEX_CATCH_UP_SECONDS
-    found = await asyncio.to_thread(presence, path, ids)
-    while found.searchable and time.monotonic() < deadline:
+    found = await asyncio.to_thread(_presence_of_each, path, ids)
+    while any(p.searchable for p in found.values()) and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
-        found = await asyncio.to_thread(presence, path, ids)
-    residue.found("search index", found.searchable,
-                  "purged messages still found by search (an index no running serve follows "
-                  "catches up when its serve starts)")  # fmt: skip
-    residue.found("search index files", found.deleted,
-                  "purged messages deleted from search, in files compacted at the next "
-                  "housekeeping", Kind.PENDING)  # fmt: skip
+        found = await asyncio.to_thread(_presence_of_each, path, ids)
+    for i, residue in scans:
+        each = [found[str(m)] for m in i.message_ids if str(m) in found]
+        residue.found("search index", sum(p.searchable for p in each),
+                      "purged messages still found by search (an index no running serve "
+                      "follows catches up when its serve starts)")  # fmt: skip
+        residue.found("search index files", sum(p.deleted for p in each),
+                      "purged messages deleted from search, in files compacted at the next "
+                      "housekeeping", Kind.PENDING)  # fmt: skip
+
+
+def _presence_of_each(path: Path, ids: Sequence[str]) -> dict[str, Presence]:
+    """``presence`` of each id that the index holds, the index opened once for them all
+    (``presence`` gives only their sum, and opening the index is what costs). Blocking."""
+    if not ids or not (path / "meta.json").exists():
+        return {}
+    searcher = open_index(path).searcher()
+    found: dict[str, Presence] = {}
+    for ident in ids:
+        alive = matches(searcher.search(term("id", ident), 1, count=True))
+        deleted = max(0, searcher.doc_freq("id", ident) - alive)
+        if alive or deleted:
+            found[ident] = Presence(alive, deleted)
+    return found
 
 
 def describe(residue: Residue) -> str:

@@ -6,9 +6,11 @@ a lease held by the caller): every step is idempotent or resumed from its purge 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from beanie import PydanticObjectId
+from pymongo import UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from store.accounts import earliest_deadline, stamp_deleted_content
-from store.audit import redact_account
+from store.accounts import stamp_deleted_contents
+from store.audit import Subject, redact_accounts
 from store.blobs import referenced
 from store.database import Database
 from store.documents import (
@@ -32,11 +35,12 @@ from store.documents import (
     Message,
     PurgeRecord,
     PurgeRule,
+    SpoolEntry,
     utcnow,
 )
 from store.exports import remove_exports
 from store.holds import active_holds_query, held_scopes
-from store.residue import Identifiers, Kind, Residue, scan
+from store.residue import Identifiers, Kind, Residue, scan, scan_many
 from store.rules import deletion_deadline as deletion_deadline
 from store.rules import max_age_cutoff as max_age_cutoff
 from store.rules import subject_hmac as subject_hmac
@@ -50,6 +54,9 @@ class RetentionPolicy:
     max_age: timedelta
     secret_key: bytes
     batch_size: int = 500
+    # How many due accounts the sweep purges together: their holds, records, conclusions and
+    # residue scans cost round trips per group, not per account (each keeps its own record).
+    account_group: int = 200
     # A blob referenced this recently may be about to gain a message (ingest writes the blob,
     # then the message): it is left for a later sweep rather than deleted under that message.
     blob_quiet_period: timedelta = timedelta(minutes=5)
@@ -160,6 +167,10 @@ class SweepReport:
 
 
 Hook = Callable[[], Awaitable[None]]
+# The longest the sweep rests between two batches while ingest has work waiting.
+MAX_REST_SECONDS = 1.0
+# A long sweep says how far it is this often (counts only).
+PROGRESS_SECONDS = 10.0
 BeforeBatch = Hook
 
 
@@ -183,6 +194,16 @@ class _Run:
     # not complete before: the residue scan then checks the index files).
     index_synced: Hook = _nothing
     started: float = field(default_factory=time.perf_counter)
+    worked_since: float = field(default_factory=time.perf_counter)
+
+    async def pace(self) -> None:
+        """Ingest keeps its share: while deliveries wait to be filed (in any process's spool),
+        the sweep rests as long as it has just worked, so that filing gets at least half of
+        the database between two of its batches. An idle archive is swept at full speed."""
+        worked = time.perf_counter() - self.worked_since
+        if await SpoolEntry.get_pymongo_collection().estimated_document_count():
+            await asyncio.sleep(min(worked, MAX_REST_SECONDS))
+        self.worked_since = time.perf_counter()
 
     def clock(self) -> datetime:
         """The sweep's ``now`` advanced by the time it has run (records say when they ended)."""
@@ -204,10 +225,16 @@ async def sweep(
     report = SweepReport(lateness_seconds=await lateness(now=now, policy=policy))
     run = _Run(database, now, policy, report, before_batch, in_transaction, index_synced)
     await _finish_pending(policy, report, now)
-    for account_id in await _due_accounts(now):
-        account = await Account.get(account_id)
-        if account is not None and account.next_purge_at and account.next_purge_at <= now:
-            await _purge_account(run, account)
+    due = await _due_accounts(now)
+    logged = time.perf_counter()
+    for start in range(0, len(due), policy.account_group):
+        await run.pace()
+        await _purge_accounts(run, due[start : start + policy.account_group])
+        if time.perf_counter() - logged > PROGRESS_SECONDS:
+            done = min(len(due), start + policy.account_group)
+            log.info("sweep: %d of %d due accounts looked at, %d messages purged so far",
+                     done, len(due), report.messages)  # fmt: skip
+            logged = time.perf_counter()
     await _purge_max_age(run)
     report.seconds = time.perf_counter() - run.started
     if report.messages or report.accounts_blocked or report.residue:
@@ -329,55 +356,123 @@ def _unheld(
     return query
 
 
-async def _purge_account(run: _Run, account: Account) -> None:
-    assert account.next_purge_at is not None
-    version = account.links
-    await stamp_deleted_content(account)
-    held_accounts, _ = await held_scopes(account_ids=[account.id], conversation_ids=[], now=run.now)
-    if held_accounts:
-        run.report.accounts_blocked += 1
+@dataclass
+class _Purge:
+    """One account's purge within a group: the account as the sweep read it, its record, and
+    what identified its content (for the residue scan)."""
+
+    account: Account
+    record: PurgeRecord
+    identifiers: Identifiers
+
+
+def _is_due(account: Account, now: datetime) -> bool:
+    return account.next_purge_at is not None and account.next_purge_at <= now
+
+
+async def _purge_accounts(run: _Run, ids: list[str]) -> None:
+    """Purge a group of due accounts together, each under its own record: the group's holds,
+    records, message batches, conclusions and residue scans are read and written together,
+    so that ten thousand small accounts cost round trips per group, not per account."""
+    read = {a.id: a async for a in Account.find({"_id": {"$in": ids}})}
+    accounts = [read[i] for i in ids if i in read and _is_due(read[i], run.now)]
+    if not accounts:
         return
-    identifiers = Identifiers.of_account(account)
-    record = await _open_record(rule_for(account), account.next_purge_at, policy=run.policy,
-                                account_id=account.id, now=run.now)  # fmt: skip
-    due = {"account_id": account.id, "purge_due_at": {"$lte": run.now}}
-    while True:
-        _, held_conversations = await held_scopes(
-            account_ids=[], conversation_ids=await _conversation_ids(account.id), now=run.now
+    await stamp_deleted_contents(accounts)
+    held, _ = await held_scopes(account_ids=[a.id for a in accounts], conversation_ids=[],
+                                now=run.now)  # fmt: skip
+    run.report.accounts_blocked += sum(a.id in held for a in accounts)
+    accounts = [a for a in accounts if a.id not in held]
+    if not accounts:
+        return
+    records = await _open_records(
+        [(rule_for(a), _deadline(a), a.id) for a in accounts], policy=run.policy, now=run.now
+    )
+    purges = {
+        a.id: _Purge(a, r, Identifiers.of_account(a))
+        for a, r in zip(accounts, records, strict=True)
+    }
+    await _delete_due_content(run, purges)
+    deleted = sorted(i for i, p in purges.items() if p.account.status is AccountStatus.DELETED)
+    if deleted:  # and conversations left empty by a crash
+        run.report.conversations += await _settle_conversations(
+            {"account_id": {"$in": deleted}}, lambda c: purges[c["account_id"]].record, run.now
         )
-        query = {**due, "conversation_id": {"$nin": sorted(held_conversations)}}
+    await _conclude(run, list(purges.values()))
+    await _close_records(run, [(p.record, p.identifiers) for p in purges.values()])
+
+
+def _deadline(account: Account) -> datetime:
+    assert account.next_purge_at is not None
+    return account.next_purge_at
+
+
+async def _delete_due_content(run: _Run, purges: dict[str, _Purge]) -> None:
+    """The group's due messages, in batches across its accounts, leaving out held
+    conversations. An account of which a batch deleted nothing is left alone from then on:
+    what remains of it is held (a hold arrived) or no longer due (it was restored)."""
+    due = {"purge_due_at": {"$lte": run.now}}
+    going = set(purges)
+    while going:
+        scope = sorted(going)
+        _, held_conversations = await held_scopes(
+            account_ids=[], conversation_ids=await _conversation_ids(scope), now=run.now
+        )
+        query = {"account_id": {"$in": scope}, **due,
+                 "conversation_id": {"$nin": sorted(held_conversations)}}  # fmt: skip
         batch = await _next_batch(query, run.policy.batch_size)
         if not batch:
             break
+        await run.pace()
         await run.before_batch()
-        identifiers.add(batch)
-        deleted = await _purge_batch(run, batch, record=record, still_due=due,
-                                     deletion_of=account.id)  # fmt: skip
-        if not deleted:
-            break  # what is left is held (a hold arrived) or no longer due (a restore)
-    if account.status is AccountStatus.DELETED:  # and conversations left empty by a crash
-        run.report.conversations += await _settle_conversations(
-            {"account_id": account.id}, record, run.now
-        )
-    await _conclude(run, account, version)
-    await _close_record(run, record, identifiers)
+        for message in batch:
+            purges[str(message.account_id)].identifiers.add([message])
+        went = await _purge_batch(run, batch, record_of=lambda m: purges[str(m.account_id)].record,
+                                  still_due=due, deletions=True)  # fmt: skip
+        going -= {str(m.account_id) for m in batch if not went[m.account_id]}
 
 
-async def _conclude(run: _Run, account: Account, version: int) -> None:
-    """Write what the purge concluded about the account, unless something linked content to
-    it, deleted, erased or restored it meanwhile (then the next sweep looks again)."""
-    remaining = await earliest_deadline(account.id)
-    unchanged = {"_id": account.id, "links": version}
-    accounts = Account.get_pymongo_collection()
-    empty = await Message.get_pymongo_collection().find_one({"account_id": account.id}) is None
-    forgotten = False
-    if account.status is AccountStatus.DELETED and empty:
-        forgotten = await _forget_account(account, unchanged, now=run.now)
-    await accounts.update_one(unchanged, {"$set": {"next_purge_at": remaining}})
-    if forgotten:
-        run.report.accounts_purged += 1
-    elif remaining is not None and remaining <= run.now:
-        run.report.accounts_blocked += 1
+async def _conclude(run: _Run, purges: list[_Purge]) -> None:
+    """Write what the purge concluded about each account, unless something linked content to
+    it, deleted, erased or restored it meanwhile (then the next sweep looks again): its next
+    deadline, and, once a deleted account has no content left, its tombstone."""
+    ids = [p.account.id for p in purges]
+    remaining = await _earliest_deadlines(ids)
+    holding = await _accounts_with_content(ids)
+    forgotten = await _forget_accounts(
+        [p.account for p in purges
+         if p.account.status is AccountStatus.DELETED and p.account.id not in holding],
+        now=run.now,
+    )  # fmt: skip
+    await Account.get_pymongo_collection().bulk_write([
+        UpdateOne({"_id": p.account.id, "links": p.account.links},
+                  {"$set": {"next_purge_at": remaining.get(p.account.id)}})
+        for p in purges
+    ], ordered=False)  # fmt: skip
+    for p in purges:
+        due = remaining.get(p.account.id)
+        if p.account.id in forgotten:
+            run.report.accounts_purged += 1
+        elif due is not None and due <= run.now:
+            run.report.accounts_blocked += 1
+
+
+async def _earliest_deadlines(account_ids: list[str]) -> dict[str, datetime]:
+    """The earliest deadline among each account's stored content (absent: nothing is due)."""
+    found = await Message.get_pymongo_collection().aggregate([
+        {"$match": {"account_id": {"$in": account_ids}, "purge_due_at": {"$type": "date"}}},
+        {"$sort": {"account_id": 1, "purge_due_at": 1}},
+        {"$group": {"_id": "$account_id", "due": {"$first": "$purge_due_at"}}},
+    ])  # fmt: skip
+    return {g["_id"]: g["due"] async for g in found}
+
+
+async def _accounts_with_content(account_ids: list[str]) -> set[str]:
+    found = await Message.get_pymongo_collection().aggregate([
+        {"$match": {"account_id": {"$in": account_ids}}},
+        {"$group": {"_id": "$account_id"}},
+    ])  # fmt: skip
+    return {g["_id"] async for g in found}
 
 
 async def _purge_max_age(run: _Run) -> None:
@@ -385,19 +480,20 @@ async def _purge_max_age(run: _Run) -> None:
     due = {"collected_at": {"$lt": cutoff}}
     if await Message.find(due).first_or_none() is None:
         return
-    record = await _open_record(PurgeRule.MAX_AGE, cutoff, policy=run.policy, account_id=None,
-                                now=run.now)  # fmt: skip
+    [record] = await _open_records([(PurgeRule.MAX_AGE, cutoff, None)], policy=run.policy,
+                                   now=run.now)  # fmt: skip
     identifiers = Identifiers()
     # Held content is left out by the scopes of the holds (a list as long as the holds, not as
     # the content they keep), and passed over once by walking in (collected_at, _id) order.
     scope = _unheld(due, *await _held_now(run.now))
     after: _Doomed | None = None
     while batch := await _next_batch(_after(scope, after), run.policy.batch_size, oldest=True):
+        await run.pace()
         await run.before_batch()
         identifiers.add(batch)
-        await _purge_batch(run, batch, record=record, still_due=due, subjects=True)
+        await _purge_batch(run, batch, record_of=lambda _: record, still_due=due, subjects=True)
         after = batch[-1]
-    await _close_record(run, record, identifiers)
+    await _close_records(run, [(record, identifiers)])
 
 
 def _after(query: dict[str, Any], last: _Doomed | None) -> dict[str, Any]:
@@ -408,13 +504,10 @@ def _after(query: dict[str, Any], last: _Doomed | None) -> dict[str, Any]:
     return {"$and": [query, later]}
 
 
-async def _conversation_ids(account_id: str) -> list[PydanticObjectId]:
-    return [
-        c["_id"]
-        async for c in Conversation.get_pymongo_collection().find(
-            {"account_id": account_id}, {"_id": 1}
-        )
-    ]
+async def _conversation_ids(account_ids: str | list[str]) -> list[PydanticObjectId]:
+    scope = account_ids if isinstance(account_ids, str) else {"$in": account_ids}
+    found = Conversation.get_pymongo_collection().find({"account_id": scope}, {"_id": 1})
+    return [c["_id"] async for c in found]
 
 
 @dataclass(frozen=True)
@@ -456,37 +549,48 @@ async def _purge_batch(
     run: _Run,
     batch: list[_Doomed],
     *,
-    record: PurgeRecord,
+    record_of: Callable[[_Doomed], PurgeRecord],
     still_due: dict[str, Any],
     subjects: bool = False,
-    deletion_of: str | None = None,
-) -> int:
+    deletions: bool = False,
+) -> Counter[str | None]:
     """Delete one batch of messages that are still due (``still_due``), that no hold covers
-    and, for the deletion of an account (``deletion_of``), whose account is still deleted
-    (a restore since wins), all checked inside the delete's transaction; then their blobs,
-    and their conversations are settled. Returns how many messages were deleted."""
-    blobs = sorted({ref for m in batch for ref in m.blobs})
+    and, for the deletion of accounts (``deletions``), whose account is still deleted (a
+    restore since wins), all checked inside the delete's transaction; then their blobs, and
+    their conversations are settled. Each message counts on its purge's record
+    (``record_of``). Returns how many messages of each account were deleted."""
+    records = {record_of(m).id: record_of(m) for m in batch}
+    mine: dict[Any, list[_Doomed]] = {}
+    for m in batch:
+        mine.setdefault(record_of(m).id, []).append(m)
     accounts = sorted({m.account_id for m in batch if m.account_id})
     conversations = sorted({m.conversation_id for m in batch})
-    await PurgeRecord.get_pymongo_collection().update_one(
-        {"_id": record.id},
-        {
-            "$addToSet": {
-                "pending_blobs": {"$each": blobs},
-                "pending_conversations": {"$each": conversations},
-            }
-        },
-    )  # before the delete: a crash after it leaves them listed for the next sweep
+    # Listed before the delete: a crash after it leaves them for the next sweep.
+    await PurgeRecord.get_pymongo_collection().bulk_write([
+        UpdateOne({"_id": key}, {"$addToSet": {
+            "pending_blobs": {"$each": sorted({b for m in messages for b in m.blobs})},
+            "pending_conversations": {"$each": sorted({m.conversation_id for m in messages})},
+        }})
+        for key, messages in mine.items()
+    ], ordered=False)  # fmt: skip
     ids = [m.id for m in batch]
+    record_of_message = {m.id: record_of(m).id for m in batch}
 
-    def counted(deleted: int) -> dict[str, Any]:
-        update: dict[str, Any] = {"$inc": {"counts.messages": deleted}}
-        if subjects and accounts and deleted:
-            hmacs = [subject_hmac(run.policy.secret_key, a) for a in accounts]
-            update["$addToSet"] = {"subjects": {"$each": hmacs}}
-        return update
+    def counted(gone: list[dict[str, Any]]) -> list[UpdateOne]:
+        per_record: dict[Any, list[dict[str, Any]]] = {}
+        for m in gone:
+            per_record.setdefault(record_of_message[m["_id"]], []).append(m)
+        updates = []
+        for record_id, messages in per_record.items():
+            update: dict[str, Any] = {"$inc": {"counts.messages": len(messages)}}
+            named = sorted({m["account_id"] for m in messages if m.get("account_id")})
+            if subjects and named:
+                hmacs = [subject_hmac(run.policy.secret_key, a) for a in named]
+                update["$addToSet"] = {"subjects": {"$each": hmacs}}
+            updates.append(UpdateOne({"_id": record_id}, update))
+        return updates
 
-    async def delete(session: AsyncClientSession) -> int:
+    async def delete(session: AsyncClientSession) -> list[dict[str, Any]]:
         # The holds are read first, which fixes the transaction's snapshot; then the guard
         # writes: a hold committed after that snapshot wrote the same guard, so this
         # transaction conflicts and is retried (and sees the hold); a hold placed later waits
@@ -495,11 +599,11 @@ async def _purge_batch(
             account_ids=accounts, conversation_ids=conversations, now=run.now, session=session
         )
         still: dict[str, Any] | None = still_due
-        if deletion_of is not None:
-            still = await _still_deleted(deletion_of, still_due, session)
+        if deletions:
+            still = await _still_deleted(accounts, still_due, session)
         await run.in_transaction()
         if still is None:
-            return 0  # restored (or registered again) since: nothing of it goes
+            return []  # restored (or registered again) since: nothing of them goes
         if accounts:
             await Account.get_pymongo_collection().update_many(
                 {"_id": {"$in": accounts}}, {"$inc": {"guard": 1}}, session=session
@@ -509,49 +613,72 @@ async def _purge_batch(
         )
         query = _unheld({"_id": {"$in": ids}, **still}, sorted(held_accounts),
                         sorted(held_conversations))  # fmt: skip
-        result = await Message.get_pymongo_collection().delete_many(query, session=session)
-        # Counted in the same transaction: the record and the deletion cannot disagree.
-        await PurgeRecord.get_pymongo_collection().update_one(
-            {"_id": record.id}, counted(result.deleted_count), session=session
-        )
-        return result.deleted_count
+        messages = Message.get_pymongo_collection()
+        # Read, then deleted by id, in one snapshot: what the records count is what went.
+        gone = await messages.find(query, {"account_id": 1}, session=session).to_list()
+        if not gone:
+            return []
+        await messages.delete_many({"_id": {"$in": [m["_id"] for m in gone]}}, session=session)
+        # Counted in the same transaction: the records and the deletion cannot disagree.
+        await PurgeRecord.get_pymongo_collection().bulk_write(counted(gone), session=session)
+        return gone
 
     async with run.database.client.start_session() as session:
-        deleted: int = await session.with_transaction(delete)
-    run.report.messages += deleted
-    count, size = await _collect_blobs(blobs, record=record, policy=run.policy)
-    run.report.blobs += count
-    run.report.bytes += size
-    run.report.conversations += await _settle_pending_conversations(record, conversations, run.now)
-    return deleted
+        gone: list[dict[str, Any]] = await session.with_transaction(delete)
+    run.report.messages += len(gone)
+    for key, messages in mine.items():
+        shas = sorted({b for m in messages for b in m.blobs})
+        if shas:
+            count, size = await _collect_blobs(shas, record=records[key], policy=run.policy)
+            run.report.blobs += count
+            run.report.bytes += size
+    conversation_record = {m.conversation_id: record_of(m) for m in batch}
+    run.report.conversations += await _settle_pending_conversations(conversation_record, run.now)
+    return Counter(m.get("account_id") for m in gone)
 
 
 async def _still_deleted(
-    account_id: str, still_due: dict[str, Any], session: AsyncClientSession
+    account_ids: list[str], still_due: dict[str, Any], session: AsyncClientSession
 ) -> dict[str, Any] | None:
-    """``still_due`` narrowed to what the account's deletion may take now, as the account is
-    in this transaction: all of it while deleted; once restored (or registered again), only
-    what linked to a previous life (due before this life began); else nothing (None)."""
-    account = await Account.get_pymongo_collection().find_one(
-        {"_id": account_id}, {"status": 1, "life_started_at": 1}, session=session
+    """``still_due`` narrowed to what the accounts' deletions may take now, as the accounts
+    are in this transaction: all of an account's while it is deleted; once restored (or
+    registered again), only what linked to a previous life (due before this life began);
+    else nothing of it. None: nothing of any of them."""
+    deleted: list[str] = []
+    earlier_lives: list[dict[str, Any]] = []
+    found = Account.get_pymongo_collection().find(
+        {"_id": {"$in": account_ids}}, {"status": 1, "life_started_at": 1}, session=session
     )
-    if account is not None and account["status"] == AccountStatus.DELETED.value:
-        return still_due
-    began = account.get("life_started_at") if account is not None else None
-    if began is None:
+    async for account in found:
+        if account["status"] == AccountStatus.DELETED.value:
+            deleted.append(account["_id"])
+        elif account.get("life_started_at") is not None:
+            earlier_lives.append({"account_id": account["_id"],
+                                  "purge_due_at": {"$lt": account["life_started_at"]}})  # fmt: skip
+    takes = ([{"account_id": {"$in": deleted}}] if deleted else []) + earlier_lives
+    if not takes:
         return None
-    return {"$and": [still_due, {"purge_due_at": {"$lt": began}}]}
+    return {"$and": [still_due, {"$or": takes}]}
 
 
 async def _settle_pending_conversations(
-    record: PurgeRecord, conversations: list[PydanticObjectId], now: datetime
+    conversations: dict[PydanticObjectId, PurgeRecord], now: datetime
 ) -> int:
-    """Settle the conversations a batch touched, then strike them from the record's pending
-    list (a crash in between leaves them for the next sweep)."""
-    dropped = await _settle_conversations({"_id": {"$in": conversations}}, record, now)
-    await PurgeRecord.get_pymongo_collection().update_one(
-        {"_id": record.id}, {"$pullAll": {"pending_conversations": conversations}}
+    """Settle the conversations a batch touched (each listed on the record of the purge that
+    touched it), then strike them from the records' pending lists (a crash in between leaves
+    them for the next sweep)."""
+    if not conversations:
+        return 0
+    dropped = await _settle_conversations(
+        {"_id": {"$in": sorted(conversations)}}, lambda c: conversations[c["_id"]], now
     )
+    listed: dict[Any, list[PydanticObjectId]] = {}
+    for ident, record in conversations.items():
+        listed.setdefault(record.id, []).append(ident)
+    await PurgeRecord.get_pymongo_collection().bulk_write([
+        UpdateOne({"_id": record_id}, {"$pullAll": {"pending_conversations": sorted(ids)}})
+        for record_id, ids in listed.items()
+    ], ordered=False)  # fmt: skip
     return dropped
 
 
@@ -598,7 +725,7 @@ async def _finish_pending(policy: RetentionPolicy, report: SweepReport, now: dat
         await _recheck_blobs(record, pending, policy=policy, now=now)
     async for record in PurgeRecord.find({"pending_conversations.0": {"$exists": True}}):
         report.conversations += await _settle_pending_conversations(
-            record, list(record.pending_conversations), now
+            dict.fromkeys(record.pending_conversations, record), now
         )
 
 
@@ -626,35 +753,48 @@ async def _recheck_blobs(
     }})  # fmt: skip
 
 
-async def _settle_conversations(scope: dict[str, Any], record: PurgeRecord, now: datetime) -> int:
+async def _settle_conversations(
+    scope: dict[str, Any], record_of: Callable[[dict[str, Any]], PurgeRecord], now: datetime
+) -> int:
     """After a purge: drop the conversations left empty (unless held), and give the others the
     metadata of the messages they still hold (the purged ones' addresses, counts and times go
-    with them). Returns how many were dropped."""
-    dropped = 0
-    async for conversation in Conversation.get_pymongo_collection().find(scope):
-        ident = conversation["_id"]
-        remaining = [m async for m in Message.get_pymongo_collection().find(
-            {"conversation_id": ident},
-            {"participants": 1, "author.email": 1, "sent_at": 1, "subject": 1},
-        ).sort("sent_at", 1)]  # fmt: skip
-        if remaining:
-            await _recount(conversation, remaining)
-            continue
-        _, held = await held_scopes(account_ids=[], conversation_ids=[ident], now=now)
-        if not held:
-            result = await Conversation.get_pymongo_collection().delete_one({"_id": ident})
-            dropped += result.deleted_count
-    if dropped:
-        await PurgeRecord.get_pymongo_collection().update_one(
-            {"_id": record.id}, {"$inc": {"counts.conversations": dropped}}
-        )
-    return dropped
+    with them); each dropped one counts on its purge's record (``record_of`` the
+    conversation). Returns how many were dropped."""
+    conversations = await Conversation.get_pymongo_collection().find(scope).to_list()
+    if not conversations:
+        return 0
+    ids = [c["_id"] for c in conversations]
+    remaining: dict[Any, list[dict[str, Any]]] = {ident: [] for ident in ids}
+    found = Message.get_pymongo_collection().find(
+        {"conversation_id": {"$in": ids}},
+        {"conversation_id": 1, "participants": 1, "author.email": 1, "sent_at": 1, "subject": 1},
+    ).sort([("conversation_id", 1), ("sent_at", 1)])  # fmt: skip
+    async for message in found:
+        remaining[message["conversation_id"]].append(message)
+    recounts = [_recount(c, remaining[c["_id"]]) for c in conversations if remaining[c["_id"]]]
+    if recounts:
+        await Conversation.get_pymongo_collection().bulk_write(recounts, ordered=False)
+    empty = [c for c in conversations if not remaining[c["_id"]]]
+    _, held = await held_scopes(account_ids=[], conversation_ids=[c["_id"] for c in empty],
+                                now=now)  # fmt: skip
+    going = [c for c in empty if c["_id"] not in held]
+    if not going:
+        return 0
+    result = await Conversation.get_pymongo_collection().delete_many(
+        {"_id": {"$in": [c["_id"] for c in going]}}
+    )
+    dropped: Counter[Any] = Counter(record_of(c).id for c in going)
+    await PurgeRecord.get_pymongo_collection().bulk_write([
+        UpdateOne({"_id": record_id}, {"$inc": {"counts.conversations": count}})
+        for record_id, count in dropped.items()
+    ], ordered=False)  # fmt: skip
+    return int(result.deleted_count)
 
 
-async def _recount(conversation: dict[str, Any], remaining: list[dict[str, Any]]) -> None:
+def _recount(conversation: dict[str, Any], remaining: list[dict[str, Any]]) -> UpdateOne:
     present = {p for m in remaining for p in m.get("participants") or []}
     present |= {m["author"]["email"] for m in remaining if (m.get("author") or {}).get("email")}
-    await Conversation.get_pymongo_collection().update_one(
+    return UpdateOne(
         {"_id": conversation["_id"]},
         {"$set": {
             "message_count": len(remaining),
@@ -667,58 +807,97 @@ async def _recount(conversation: dict[str, Any], remaining: list[dict[str, Any]]
     )  # fmt: skip
 
 
-async def _forget_account(account: Account, unchanged: dict[str, Any], *, now: datetime) -> bool:
-    """All content is gone: the account stays as a tombstone without its personal data (its
-    id stays a retention subject), its exports go, and the audit trail's free text that named
-    it (by id, address or name, as captured before the tombstone) is redacted. Only if
-    ``unchanged`` still matches it, and it is still deleted (a restore during the sweep
-    wins)."""
-    result = await Account.get_pymongo_collection().update_one(
-        {**unchanged, "status": AccountStatus.DELETED.value},
-        {"$set": {"purged_at": now, "emails": [], "name": None}},
-    )
-    if not result.modified_count:
-        return False
-    await remove_exports({"account_id": account.id})
-    await redact_account(account_id=account.id, emails=account.emails, name=account.name)
-    return True
+async def _forget_accounts(accounts: list[Account], *, now: datetime) -> set[str]:
+    """All content of these deleted accounts is gone: each stays as a tombstone without its
+    personal data (its id stays a retention subject), its exports go, and the audit trail's
+    free text that named it (by id, address or name, as captured before the tombstone) is
+    redacted. Only an account still as the sweep read it and still deleted (a restore during
+    the sweep wins). Returns the ids of those forgotten now."""
+    if not accounts:
+        return set()
+    unchanged = [{"_id": a.id, "links": a.links, "status": AccountStatus.DELETED.value}
+                 for a in accounts]  # fmt: skip
+    not_yet = {"$or": [{"purged_at": {"$ne": now}}, {"emails": {"$ne": []}},
+                       {"name": {"$ne": None}}]}  # fmt: skip
+    collection = Account.get_pymongo_collection()
+
+    async def tombstone(session: AsyncClientSession) -> list[str]:
+        # Read and written in one snapshot: exactly those read are the ones changed now.
+        found = collection.find({"$and": [{"$or": unchanged}, not_yet]}, {"_id": 1},
+                                session=session)  # fmt: skip
+        ids = [a["_id"] async for a in found]
+        if ids:
+            await collection.update_many(
+                {"_id": {"$in": ids}}, {"$set": {"purged_at": now, "emails": [], "name": None}},
+                session=session,
+            )  # fmt: skip
+        return ids
+
+    client = Account.get_pymongo_collection().database.client
+    async with client.start_session() as session:
+        forgotten = set(await session.with_transaction(tombstone))
+    if forgotten:
+        await remove_exports({"account_id": {"$in": sorted(forgotten)}})
+        await redact_accounts([Subject(account_id=a.id, emails=a.emails, name=a.name)
+                               for a in accounts if a.id in forgotten])  # fmt: skip
+    return forgotten
 
 
-async def _open_record(
-    rule: PurgeRule,
-    due_at: datetime,
+async def _open_records(
+    purges: list[tuple[PurgeRule, datetime, str | None]],
     *,
     policy: RetentionPolicy,
-    account_id: str | None,
     now: datetime,
-) -> PurgeRecord:
-    """The purge's record: an unfinished one for the same purge is resumed, never doubled."""
-    subject = subject_hmac(policy.secret_key, account_id) if account_id else None
-    prefix = f"{rule.value}:{subject or 'any'}:{due_at.isoformat()}"
-    unfinished = await PurgeRecord.find_one({"purge_key": {"$regex": f"^{re.escape(prefix)}:"},
-                                             "done_at": None})  # fmt: skip
-    if unfinished is not None:
-        return unfinished
-    earlier = await PurgeRecord.find({"purge_key": {"$regex": f"^{re.escape(prefix)}:"}}).count()
-    record = PurgeRecord(
-        subject_hmac=subject, subjects=[subject] if subject else [], rule=rule, due_at=due_at,
-        started_at=now, purge_key=f"{prefix}:{earlier + 1}",
-    )  # fmt: skip
-    await record.insert()
-    return record
+) -> list[PurgeRecord]:
+    """The records of these purges (rule, deadline, account), in their order: an unfinished
+    one for the same purge is resumed, never doubled; the new ones are inserted together."""
+    prefixes = []
+    for rule, due_at, account_id in purges:
+        subject = subject_hmac(policy.secret_key, account_id) if account_id else None
+        prefixes.append((f"{rule.value}:{subject or 'any'}:{due_at.isoformat()}", subject))
+    # Anchored prefixes: each is its own range of the unique purge_key index.
+    patterns = [re.compile(f"^{re.escape(prefix)}:") for prefix, _ in prefixes]
+    earlier: Counter[str] = Counter()
+    unfinished: dict[str, PurgeRecord] = {}
+    found_records = PurgeRecord.get_pymongo_collection().find({"purge_key": {"$in": patterns}})
+    async for doc in found_records:
+        found = PurgeRecord.model_validate(doc)
+        prefix = found.purge_key.rsplit(":", 1)[0]
+        earlier[prefix] += 1
+        if found.done_at is None:
+            unfinished[prefix] = found
+    records, new = [], []
+    for (rule, due_at, _), (prefix, subject) in zip(purges, prefixes, strict=True):
+        record = unfinished.get(prefix)
+        if record is None:
+            record = PurgeRecord(
+                id=PydanticObjectId(), subject_hmac=subject,
+                subjects=[subject] if subject else [], rule=rule, due_at=due_at,
+                started_at=now, purge_key=f"{prefix}:{earlier[prefix] + 1}",
+            )  # fmt: skip
+            new.append(record)
+        records.append(record)
+    if new:
+        await PurgeRecord.insert_many(new)
+    return records
 
 
-async def _close_record(run: _Run, record: PurgeRecord, identifiers: Identifiers) -> None:
-    """The record ends with when it ended and what the residue scan found right after."""
+async def _close_records(run: _Run, closing: list[tuple[PurgeRecord, Identifiers]]) -> None:
+    """Each record ends with when it ended and what the residue scan found right after (one
+    scan of the group's places for all of them)."""
     await run.index_synced()
-    residue = await scan(identifiers, now=run.now, quiet_period=run.policy.blob_quiet_period,
-                         data_dir=run.policy.data_dir)  # fmt: skip
-    run.report.residue += residue.unexplained
-    await PurgeRecord.get_pymongo_collection().update_one(
-        {"_id": record.id},
-        {"$set": {"done_at": run.clock(), "residue": residue.as_record()}},
-    )
-    run.report.records.append(record.purge_key)
+    residues = await scan_many([identifiers for _, identifiers in closing], now=run.now,
+                               quiet_period=run.policy.blob_quiet_period,
+                               data_dir=run.policy.data_dir)  # fmt: skip
+    done_at = run.clock()
+    await PurgeRecord.get_pymongo_collection().bulk_write([
+        UpdateOne({"_id": record.id},
+                  {"$set": {"done_at": done_at, "residue": residue.as_record()}})
+        for (record, _), residue in zip(closing, residues, strict=True)
+    ], ordered=False)  # fmt: skip
+    for (record, _), residue in zip(closing, residues, strict=True):
+        run.report.residue += residue.unexplained
+        run.report.records.append(record.purge_key)
 
 
 async def purge_records(*, secret_key: bytes, account_id: str) -> list[PurgeRecord]:

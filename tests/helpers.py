@@ -1,18 +1,24 @@
-"""Small helpers shared by tests: waiting on conditions, finding processes."""
+"""Small helpers shared by tests: waiting on conditions, finding processes, counting the
+commands MongoDB receives."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from store.documents import iso
-from store.embedded import free_port
+from beanie import init_beanie
+from pymongo import AsyncMongoClient, monitoring
 
-__all__ = ["eventually", "found", "free_port", "iso", "mongod_pids_using"]
+from store.database import Database
+from store.documents import ALL_DOCUMENTS, iso
+from store.embedded import EmbeddedMongo, free_port
+
+__all__ = ["Commands", "counting", "eventually", "found", "free_port", "iso", "mongod_pids_using"]
 
 
 async def eventually(
@@ -59,3 +65,38 @@ async def found(app: Any, q: str) -> set[str]:
     results = await search(index=index, query=parse_query(q), filters=everything,
                            order=Order.NEWEST, limit=100, after=None)  # fmt: skip
     return {str(h.message.id) for h in results.hits}
+
+
+class Commands(monitoring.CommandListener):
+    """The commands a client sends, by name."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.database: Database | None = None  # the counting client's, while counting
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.sent.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@asynccontextmanager
+async def counting(mongo: EmbeddedMongo, database: Database) -> AsyncIterator[Commands]:
+    """The test's database through a client that counts its commands: the documents are bound
+    to it while this lasts, and to the test's client again after."""
+    listener = Commands()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongo.uri, tz_aware=True, event_listeners=[listener]
+    )
+    try:
+        await init_beanie(database=client[database.db.name], document_models=ALL_DOCUMENTS)
+        listener.database = Database(client=client, db=client[database.db.name])
+        listener.sent.clear()
+        yield listener
+    finally:
+        await init_beanie(database=database.db, document_models=ALL_DOCUMENTS)
+        await client.close()

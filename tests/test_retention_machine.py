@@ -136,7 +136,8 @@ class RetentionMachine(RuleBasedStateMachine):
         self.data_dir = data_dir
         self.policy = RetentionPolicy(
             grace=GRACE, max_age=MAX_AGE, secret_key=b"m" * 32, batch_size=3,
-            blob_quiet_period=timedelta(0), data_dir=data_dir,
+            # Groups of two accounts: batches span accounts, and a sweep has several groups.
+            account_group=2, blob_quiet_period=timedelta(0), data_dir=data_dir,
         )  # fmt: skip
         self.model = Model(now=utcnow())
         # The search index, where the residue scan looks for it (ARCHIVE_DATA_DIR/search).

@@ -491,13 +491,13 @@ async def test_a_restore_between_the_sweeps_read_and_its_stamp_wins(
 ) -> None:
     await mark_deleted(account_id="ann", deleted_at=utcnow() - GRACE - timedelta(hours=1),
                        grace=GRACE)  # fmt: skip
-    real = retention.stamp_deleted_content
+    real = retention.stamp_deleted_contents
 
-    async def restored_first(account: Account) -> None:
+    async def restored_first(accounts: list[Account]) -> None:
         await restore(account_id="ann")  # the platform restores just after the sweep read it
-        await real(account)
+        await real(accounts)
 
-    monkeypatch.setattr(retention, "stamp_deleted_content", restored_first)
+    monkeypatch.setattr(retention, "stamp_deleted_contents", restored_first)
     await sweep(database, now=utcnow(), policy=POLICY)
     account = await Account.get("ann")
     assert account is not None and account.status is AccountStatus.ACTIVE

@@ -1,0 +1,111 @@
+"""The sweep purges due accounts in groups: each account keeps its own exact record and residue
+scan, a hold still protects exactly what it covers, and the database work of a sweep grows
+with the number of groups and batches, not with the number of accounts."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from store.accounts import register_account, request_erasure
+from store.database import Database
+from store.documents import Account, Conversation, HoldKind, Message, PurgeRecord, utcnow
+from store.embedded import EmbeddedMongo
+from store.holds import place_hold
+from store.retention import LATENESS_ACCOUNTS, RetentionPolicy, subject_hmac, sweep
+from tests.factories import chat
+from tests.helpers import counting
+
+POLICY = RetentionPolicy(
+    grace=timedelta(days=180), max_age=timedelta(days=1095), secret_key=b"g" * 32,
+    batch_size=4, account_group=3, blob_quiet_period=timedelta(0),
+)  # fmt: skip
+
+
+async def customers(n: int, *, messages: Any = lambda i: 2, prefix: str = "c") -> list[str]:
+    """``n`` erased accounts, the i-th with ``messages(i)`` chat messages in two chats."""
+    ids = []
+    for i in range(n):
+        account = f"{prefix}{i}"
+        await register_account(account_id=account, emails=[f"{account}@example.com"], name=None)
+        for m in range(messages(i)):
+            await chat(f"message {m}", account_id=account, conversation=f"{account}-{m % 2}")
+        ids.append(account)
+    for account in ids:
+        await request_erasure(account_id=account, now=utcnow())
+    return ids
+
+
+async def record_of(account: str) -> PurgeRecord:
+    [record] = await PurgeRecord.find(
+        {"subjects": subject_hmac(POLICY.secret_key, account)}
+    ).to_list()
+    return record
+
+
+async def test_accounts_purged_together_each_get_their_own_exact_record(
+    database: Database,
+) -> None:
+    # Seven accounts of 1 to 7 messages: groups of three, batches of four that span accounts.
+    accounts = await customers(7, messages=lambda i: i + 1)
+    held = accounts[3]
+    await place_hold(database, account_id=held, conversation_id=None, kind=HoldKind.DISPUTE,
+                     reason="chargeback", case_ref=None, expires_at=None,
+                     created_by="legal")  # fmt: skip
+
+    report = await sweep(database, now=utcnow(), policy=POLICY)
+
+    assert report.accounts_purged == 6 and report.accounts_blocked == 1
+    assert report.messages == sum(range(1, 8)) - 4 and report.residue == 0
+    for i, account in enumerate(accounts):
+        if account == held:
+            continue
+        record = await record_of(account)
+        assert record.counts.messages == i + 1, account
+        assert record.counts.conversations == min(i + 1, 2), account
+        assert record.done_at is not None and record.residue is not None
+        assert record.residue["clean"], (account, record.residue)
+        tombstone = await Account.get(account)
+        assert tombstone is not None and tombstone.purged_at is not None
+        assert tombstone.emails == []
+    assert await Message.find({"account_id": held}).count() == 4
+    assert await Conversation.find({"account_id": held}).count() == 2
+    assert await PurgeRecord.find({"subjects": subject_hmac(POLICY.secret_key, held)}).count() == 0
+
+
+async def test_a_second_sweep_finds_nothing_more_and_writes_no_new_record(
+    database: Database,
+) -> None:
+    await customers(5)
+    now = utcnow()
+    first = await sweep(database, now=now, policy=POLICY)
+    again = await sweep(database, now=now, policy=POLICY)
+    assert first.accounts_purged == 5 and first.messages == 10
+    assert again.messages == 0 and again.accounts_purged == 0 and again.records == []
+    assert await PurgeRecord.count() == 5
+
+
+async def sweep_cost(
+    database: Database, mongo: EmbeddedMongo, accounts: int, prefix: str
+) -> Counter[str]:
+    """The commands a sweep over ``accounts`` erased accounts of two messages each sends."""
+    await customers(accounts, prefix=prefix)
+    policy = replace(POLICY, batch_size=500, account_group=200)
+    async with counting(mongo, database) as listener:
+        assert listener.database is not None
+        report = await sweep(listener.database, now=utcnow(), policy=policy)
+        sent = Counter(listener.sent)
+    assert report.accounts_purged == accounts and report.residue == 0
+    return sent
+
+
+async def test_a_sweeps_database_work_does_not_grow_with_the_number_of_accounts(
+    database: Database, mongo: EmbeddedMongo
+) -> None:
+    # Both above the 20 accounts the lateness metric looks at (a fixed cost of the sweep).
+    few = await sweep_cost(database, mongo, LATENESS_ACCOUNTS + 5, "few")
+    many = await sweep_cost(database, mongo, LATENESS_ACCOUNTS + 65, "many")
+    # One account at a time cost some fifty commands each: 60 more would be 3,000 more.
+    assert many.total() <= few.total() + 10, f"85 accounts: {many}; 25 accounts: {few}"
