@@ -23,7 +23,8 @@ from beanie import PydanticObjectId
 from prometheus_client import Counter, Gauge, Histogram
 
 from ingest.chat.filing import ChatFiling
-from ingest.mime import SupportSide, parse_email, raw_only_email
+from ingest.mime import SupportSide, raw_only_email
+from ingest.parsing import ParserLost, Parsers
 from store.chat import file_unreadable_call
 from store.documents import SpoolEntry, SpoolKind, utcnow
 from store.errors import NotFound, is_transient
@@ -61,8 +62,10 @@ class Filer:
         max_attempts: int = MAX_ATTEMPTS,
         retry_base: timedelta = RETRY_BASE,
         chat: ChatFiling | None = None,
+        parsers: Parsers | None = None,
     ) -> None:
         self._spool = spool
+        self._parsers = parsers or Parsers(0)
         self._chat = chat
         self._support = support
         self._batch = batch
@@ -80,6 +83,12 @@ class Filer:
 
     async def run(self) -> None:
         """File until ``stop`` (or cancellation)."""
+        try:
+            await self._run()
+        finally:
+            self._parsers.close()
+
+    async def _run(self) -> None:
         backoff = 0.5
         next_take_over = 0.0
         while not self._stopping:
@@ -97,6 +106,8 @@ class Filer:
                 # the database (or whatever failed) is back.
                 if is_transient(exc):
                     log.warning("database unavailable, filing again in %.1fs: %s", backoff, exc)
+                elif isinstance(exc, ParserLost):
+                    pass  # said by the parsers; the batch is parsed again by new processes
                 else:
                     log.exception("filing failed, trying again in %.1fs", backoff)
                 await asyncio.sleep(backoff)
@@ -128,16 +139,14 @@ class Filer:
                 return len(chats)
         started = time.perf_counter()
         entries, emails = [], []
-        for entry in claimed:
-            try:
-                emails.append(await self._parse(entry))
-            except Exception as exc:
-                if is_transient(exc):
-                    raise
-                await self._failed(entry, exc)  # e.g. the blob of a large message is gone
-            else:
+        for entry, parsed in zip(claimed, await self._parse_all(claimed), strict=True):
+            if isinstance(parsed, NewEmail):
                 entries.append(entry)
-            await asyncio.sleep(0)  # let the SMTP sessions and HTTP requests in between
+                emails.append(parsed)
+            elif is_transient(parsed) or isinstance(parsed, ParserLost):
+                raise parsed
+            else:
+                await self._failed(entry, parsed)  # e.g. the blob of a large message is gone
         if not entries:
             return len(claimed)
         try:
@@ -163,8 +172,27 @@ class Filer:
             return
         await self._done([entry], [email], [filed])
 
+    async def _parse_all(self, claimed: list[SpoolEntry]) -> list[NewEmail | Exception]:
+        """Each entry parsed, or why not: all at once in the parsing processes, or here one
+        at a time, yielding to the event loop between messages (so that sessions being
+        answered are not kept waiting)."""
+        if self._parsers.workers:
+            found = await asyncio.gather(*(self._parse(e) for e in claimed), return_exceptions=True)
+            for result in found:
+                if isinstance(result, BaseException) and not isinstance(result, Exception):
+                    raise result  # cancelled
+            return [r for r in found if isinstance(r, NewEmail | Exception)]
+        results: list[NewEmail | Exception] = []
+        for entry in claimed:
+            try:
+                results.append(await self._parse(entry))
+            except Exception as exc:
+                results.append(exc)
+            await asyncio.sleep(0)
+        return results
+
     async def _parse(self, entry: SpoolEntry) -> NewEmail:
-        email = parse_email(
+        email = await self._parsers.parse(
             await raw_of(entry), support=self._support, received_at=entry.received_at,
             envelope=entry.envelope,
         )  # fmt: skip

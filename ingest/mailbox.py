@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import logging
 import mailbox
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from ingest.mime import SupportSide, parse_email
 from store.documents import utcnow
+from store.errors import is_transient
 from store.messages import Filed, NewEmail
 
 log = logging.getLogger("archive.import")
+
+# Messages parsed and filed together: large enough that round trips stop mattering, small
+# enough that a batch of large messages stays a few megabytes in memory.
+IMPORT_BATCH = 200
 
 
 class MailboxKind(StrEnum):
@@ -50,25 +55,50 @@ def raw_messages(box: mailbox.Mailbox[mailbox.Message]) -> Iterator[bytes]:
 async def import_messages(
     messages: Iterator[bytes],
     *,
-    file_email: Callable[[NewEmail], Awaitable[Filed]],
+    file_emails: Callable[[Sequence[NewEmail]], Awaitable[list[Filed]]],
     support: SupportSide,
     account_id: str | None = None,
-    on_progress: Callable[[], object] = lambda: None,
+    on_progress: Callable[[int], object] = lambda done: None,
+    batch: int = IMPORT_BATCH,
 ) -> ImportReport:
-    """File every message; safe to run again (what is already stored is skipped)."""
+    """File every message, a batch at a time (a handful of round trips per batch, as the
+    SMTP filer does); safe to run again (what is already stored is skipped). A batch that
+    cannot be filed is filed one message at a time, so that the failing message stops the
+    import with the ones before it stored."""
     report = ImportReport()
+    pending: list[NewEmail] = []
     for raw in messages:
         email = parse_email(raw, support=support, received_at=utcnow(), source="import")
-        if account_id is not None:
-            email = email.for_account(account_id)
-        filed = await file_email(email)
-        report.total += 1
-        report.duplicates += filed.duplicate
-        report.stored += not filed.duplicate
-        report.unparsed += email.parse_error is not None and not filed.duplicate
-        on_progress()
+        pending.append(email.for_account(account_id) if account_id is not None else email)
+        if len(pending) == batch:
+            await _file_batch(pending, file_emails, report, on_progress)
+            pending = []
+    if pending:
+        await _file_batch(pending, file_emails, report, on_progress)
     log.info(
         "imported %d messages: %d stored, %d already there, %d kept raw with a parse error",
         report.total, report.stored, report.duplicates, report.unparsed,
     )  # fmt: skip
     return report
+
+
+async def _file_batch(
+    emails: list[NewEmail],
+    file_emails: Callable[[Sequence[NewEmail]], Awaitable[list[Filed]]],
+    report: ImportReport,
+    on_progress: Callable[[int], object],
+) -> None:
+    try:
+        filed = await file_emails(emails)
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        filed = []
+        for email in emails:
+            filed += await file_emails([email])
+    for email, one in zip(emails, filed, strict=True):
+        report.total += 1
+        report.duplicates += one.duplicate
+        report.stored += not one.duplicate
+        report.unparsed += email.parse_error is not None and not one.duplicate
+    on_progress(len(emails))

@@ -28,7 +28,7 @@ from store.chat import file_chats
 from store.documents import Account, ApiKey, Export, PurgeRecord, Role, utcnow
 from store.documents import Message as StoredMessage
 from store.errors import NotFound
-from store.messages import file_email
+from store.messages import file_emails
 from store.residue import Residue
 from store.search_index import REBUILD_REQUEST, IndexBusy, SearchIndex, rebuild_here
 
@@ -103,7 +103,7 @@ async def _import_box(
         with tqdm(total=len(box), unit="msg", desc=f"importing {path.name}") as bar:
             report = await import_messages(
                 raw_messages(box),
-                file_email=file_email,
+                file_emails=file_emails,
                 support=SupportSide.parse(settings.support_addresses),
                 account_id=account_id,
                 on_progress=bar.update,

@@ -28,6 +28,7 @@ from ingest.chat.webhook import (
 )
 from ingest.filer import Filer, filing
 from ingest.mime import SupportSide
+from ingest.parsing import Parsers
 from ingest.smtp import ArchiveHandler, networks, smtp_server, tls_context
 from scheduler.jobs import Jobs
 from scheduler.runner import scheduler
@@ -175,7 +176,8 @@ def make_ingest(settings: Settings) -> Ingest:
         return list(await asyncio.gather(*(fetch_attachments(b, policy=policy) for b in batches)))
 
     chat = ChatFiling(sources=sources, prepare=fetched)
-    filer = Filer(spool, support=SupportSide.parse(settings.support_addresses), chat=chat)
+    filer = Filer(spool, support=SupportSide.parse(settings.support_addresses), chat=chat,
+                  parsers=Parsers(settings.parse_workers))  # fmt: skip
     journal = Journal(settings.data_dir, max_bytes=settings.journal_max_bytes)
     intake = ChatIntake(spool=ChatSpool(spool), journal=journal, sources=sources)
     return Ingest(spool=spool, filer=filer, journal=journal, intake=intake)

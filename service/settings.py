@@ -194,6 +194,10 @@ class Settings(BaseSettings):
     smtp_tls_cert: Path | None = None
     smtp_tls_key: Path | None = None
     support_addresses: CsvList = []
+    # Processes that parse mail beside serve's event loop (0: parse in serve's own process).
+    parse_workers: int = Field(
+        default_factory=lambda: max(1, (os.cpu_count() or 2) - 1), ge=0, le=64
+    )  # one per core beyond the event loop's
     webhook_sources: CsvList = []
     webhook_max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     # Origins (scheme://host[:port]) whose attachment URLs a webhook may make the archive fetch.

@@ -15,7 +15,7 @@ from ingest.mailbox import MailboxKind, import_messages, open_mailbox, raw_messa
 from ingest.mime import parse_email
 from store.database import Database
 from store.documents import Conversation, Message, utcnow
-from store.messages import file_email
+from store.messages import file_emails
 from store.retention import RetentionPolicy, sweep
 from store.spool import Spool
 from tests.mail import SUPPORT, make_email, send, stored
@@ -95,7 +95,7 @@ async def import_mbox(path: Path, raws: list[bytes]) -> None:
         box.add(raw)
     box.close()
     with closing(open_mailbox(MailboxKind.MBOX, path)) as opened:
-        await import_messages(raw_messages(opened), file_email=file_email, support=SUPPORT)
+        await import_messages(raw_messages(opened), file_emails=file_emails, support=SUPPORT)
 
 
 async def test_imported_mail_of_2023_is_purged_3_years_after_2023_not_after_its_import(

@@ -186,7 +186,7 @@ async def test_mail_archived_over_smtp_and_then_imported_from_a_mailbox_is_store
     box.add(b"Delivered-To: support@shop.example\n" + RAW.replace(b"\r\n", b"\n"))
     box.close()
     with closing(open_mailbox(MailboxKind.MBOX, tmp_path / "support.mbox")) as opened:
-        report = await import_messages(raw_messages(opened), file_email=file_email,
+        report = await import_messages(raw_messages(opened), file_emails=file_emails,
                                        support=SUPPORT)  # fmt: skip
     assert (report.stored, report.duplicates) == (0, 1)
     assert [m.id for m in await Message.find_all().to_list()] == [delivered.id]

@@ -18,7 +18,7 @@ from store.blobs import read_blob
 from store.database import Database, open_database
 from store.documents import Account, Conversation, Direction, Message
 from store.embedded import EmbeddedMongo
-from store.messages import file_email
+from store.messages import file_emails
 from tests.mail import make_email
 
 THREAD = [
@@ -50,7 +50,7 @@ async def run_import(path: Path, kind: MailboxKind, account_id: str | None = Non
     with closing(open_mailbox(kind, path)) as box:
         return await import_messages(
             raw_messages(box),
-            file_email=file_email,
+            file_emails=file_emails,
             support=SupportSide.parse(["@shop.example"]),
             account_id=account_id,
         )

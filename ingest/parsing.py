@@ -1,0 +1,82 @@
+"""Parsing mail in worker processes, beside the event loop that answers SMTP and HTTP.
+
+Parsing is the filer's CPU-heavy step (MIME, headers, HTML to text, attachments). In serve's
+own process it takes the core the SMTP sessions need; in a worker process it runs on the
+second core. A worker that dies (killed, or out of memory on a hostile message) loses
+nothing: the entries it was parsing are still in the spool, the pool is started again, and
+the filer parses them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from datetime import datetime
+
+from ingest.mime import SupportSide, parse_email
+from store.documents import Envelope
+from store.messages import NewEmail
+
+log = logging.getLogger("archive.filer")
+
+
+class ParserLost(Exception):
+    """A parsing process died; what it was parsing is still in the spool."""
+
+
+class Parsers:
+    """``parse_email`` in ``workers`` processes (0: in this process, for tools and tests)."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self.started = 0  # pools started: 1 after the first parse, one more per restart
+
+    async def parse(
+        self,
+        raw: bytes,
+        *,
+        support: SupportSide,
+        received_at: datetime,
+        envelope: Envelope | None,
+    ) -> NewEmail:
+        if self.workers == 0:
+            return parse_email(raw, support=support, received_at=received_at, envelope=envelope)
+        pool = self._pool or self._start()
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(pool, _parse, raw, support, received_at, envelope)
+        except BrokenProcessPool:
+            if self._pool is pool:
+                log.warning("a parsing process died; starting new ones (what it was parsing "
+                            "stays in the spool and is parsed again)")  # fmt: skip
+                pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+            raise ParserLost from None
+
+    def _start(self) -> ProcessPoolExecutor:
+        # Spawned, not forked: a fork of a process running threads (the MongoDB driver's)
+        # can inherit a lock held by a thread that does not exist in the child.
+        context = multiprocessing.get_context("spawn")
+        self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+        self.started += 1
+        return self._pool
+
+    def pids(self) -> list[int]:
+        """The worker processes' ids (none before the first parse)."""
+        processes = getattr(self._pool, "_processes", None) or {}
+        return sorted(processes)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def _parse(
+    raw: bytes, support: SupportSide, received_at: datetime, envelope: Envelope | None
+) -> NewEmail:
+    return parse_email(raw, support=support, received_at=received_at, envelope=envelope)
