@@ -44,8 +44,14 @@ ui-tools: ## install axe-core (npm) into .ui-tools for the web interface's acces
 	  echo "warning: could not install axe-core; the accessibility tests will be skipped"; }
 
 # Postfix for its load tools (smtp-source, smtp-sink), configured as "No configuration" so
-# that no mail system starts; wrk for HTTP load.
+# that no mail system starts; wrk for HTTP load; MailDev (npm), the peer of the SMTP figures.
+BENCH_TOOLS := .bench-tools
+MAILDEV_VERSION := 3.0.0
 bench-tools:
+	@test -x $(BENCH_TOOLS)/node_modules/.bin/maildev || { \
+	  mkdir -p $(BENCH_TOOLS) && npm install --prefix $(BENCH_TOOLS) --no-audit --no-fund --silent \
+	    maildev@$(MAILDEV_VERSION) >/dev/null 2>&1 || \
+	  echo "warning: could not install MailDev; the benchmark leaves its row out"; }
 	@command -v smtp-source >/dev/null && command -v wrk >/dev/null || { \
 	  echo "postfix postfix/main_mailer_type select No configuration" | $(SUDO) debconf-set-selections; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix wrk >/dev/null 2>&1 || \
