@@ -310,7 +310,8 @@ async def bench_purge(
     now = utcnow()
     await Account.get_pymongo_collection().insert_many([
         {"_id": f"purge-{a}", "emails": [], "status": "deleted", "deleted_at": now,
-         "purge_due_at": now, "created_at": now, "updated_at": now, "guard": 0}
+         "purge_due_at": now, "next_purge_at": now, "links": 0, "created_at": now,
+         "updated_at": now, "guard": 0}
         for a in range(accounts)])  # fmt: skip
     batch = []
     for a in range(accounts):
@@ -318,7 +319,8 @@ async def bench_purge(
             batch.append({"conversation_id": ObjectId(), "account_id": f"purge-{a}",
                           "channel": "chat", "direction": "inbound",
                           "dedup_key": f"purge:{a}:{m}", "author": {"role": "customer"},
-                          "sent_at": now, "collected_at": now, "text": "to be purged",
+                          "sent_at": now, "collected_at": now, "purge_due_at": now,
+                          "text": "to be purged",
                           "attachments": [],
                           "restricted": True})  # fmt: skip
         if len(batch) >= 10_000:
@@ -438,6 +440,9 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true", help="about a minute on small data")
     parser.add_argument("--only", default="smtp,chat,purge,import,search", metavar="PARTS",
                         help="comma-separated parts to run (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--serve-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for the serve under test, e.g. ARCHIVE_PARSE_WORKERS=0 "
+                             "(repeatable)")  # fmt: skip
     args = parser.parse_args()
     parts = set(args.only.split(","))
     sizes = (
@@ -461,7 +466,7 @@ async def main() -> None:
             "ARCHIVE_WEBHOOK_SOURCES": f"bench:generic:{SECRET.decode()}",
             "ARCHIVE_SMTP_MAX_CONNECTIONS_PER_CLIENT": "200",
             "ARCHIVE_SUPPORT_ADDRESSES": "@shop.example",
-        }  # fmt: skip
+        } | dict(setting.split("=", 1) for setting in args.serve_env)  # fmt: skip
         async with process(
             PY, "-m", "service.cli", "serve", "--no-scheduler", env=env, log=log
         ) as serve:
