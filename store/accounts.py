@@ -361,13 +361,18 @@ async def restore(*, account_id: str) -> Account:
 
 async def earliest_deadline(account_id: str) -> datetime | None:
     """The earliest deadline among the account's stored content (None: nothing is due)."""
-    first = await Message.get_pymongo_collection().find_one(
-        {"account_id": account_id, "purge_due_at": {"$type": "date"}},
-        {"purge_due_at": 1},
-        sort=[("purge_due_at", 1)],
-    )
-    due: datetime | None = first["purge_due_at"] if first else None
-    return due
+    return (await earliest_deadlines([account_id])).get(account_id)
+
+
+async def earliest_deadlines(account_ids: list[str]) -> dict[str, datetime]:
+    """The earliest deadline among each account's stored content, in one aggregation (an
+    account of which nothing is due is left out)."""
+    found = await Message.get_pymongo_collection().aggregate([
+        {"$match": {"account_id": {"$in": account_ids}, "purge_due_at": {"$type": "date"}}},
+        {"$sort": {"account_id": 1, "purge_due_at": 1}},
+        {"$group": {"_id": "$account_id", "due": {"$first": "$purge_due_at"}}},
+    ])  # fmt: skip
+    return {g["_id"]: g["due"] async for g in found}
 
 
 async def _get(account_id: str) -> Account:

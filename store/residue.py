@@ -45,7 +45,7 @@ from store.documents import (
 )
 from store.exports import unowned_export_files
 from store.holds import held_scopes
-from store.search_index import Presence, index_path, matches, open_index, term
+from store.search_index import index_path, presence_of_each
 
 # How long the residue scan waits for a search index that still finds purged messages.
 INDEX_CATCH_UP_SECONDS = 10.0
@@ -668,10 +668,10 @@ async def _search_index(scans: _Scans, *, data_dir: Path) -> None:
     path = index_path(data_dir, database)
     ids = sorted({str(m) for i, _ in scans for m in i.message_ids})
     deadline = time.monotonic() + INDEX_CATCH_UP_SECONDS
-    found = await asyncio.to_thread(_presence_of_each, path, ids)
+    found = await asyncio.to_thread(presence_of_each, path, ids)
     while any(p.searchable for p in found.values()) and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
-        found = await asyncio.to_thread(_presence_of_each, path, ids)
+        found = await asyncio.to_thread(presence_of_each, path, ids)
     for i, residue in scans:
         each = [found[str(m)] for m in i.message_ids if str(m) in found]
         residue.found("search index", sum(p.searchable for p in each),
@@ -680,21 +680,6 @@ async def _search_index(scans: _Scans, *, data_dir: Path) -> None:
         residue.found("search index files", sum(p.deleted for p in each),
                       "purged messages deleted from search, in files compacted at the next "
                       "housekeeping", Kind.PENDING)  # fmt: skip
-
-
-def _presence_of_each(path: Path, ids: Sequence[str]) -> dict[str, Presence]:
-    """``presence`` of each id that the index holds, the index opened once for them all
-    (``presence`` gives only their sum, and opening the index is what costs). Blocking."""
-    if not ids or not (path / "meta.json").exists():
-        return {}
-    searcher = open_index(path).searcher()
-    found: dict[str, Presence] = {}
-    for ident in ids:
-        alive = matches(searcher.search(term("id", ident), 1, count=True))
-        deleted = max(0, searcher.doc_freq("id", ident) - alive)
-        if alive or deleted:
-            found[ident] = Presence(alive, deleted)
-    return found
 
 
 def describe(residue: Residue) -> str:

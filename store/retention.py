@@ -21,7 +21,7 @@ from beanie import PydanticObjectId
 from pymongo import UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from store.accounts import stamp_deleted_contents
+from store.accounts import earliest_deadlines, stamp_deleted_contents
 from store.audit import Subject, redact_accounts
 from store.blobs import referenced
 from store.database import Database
@@ -102,7 +102,7 @@ async def _account_item(account: Account, *, now: datetime) -> ForecastItem:
     assert account.next_purge_at is not None
     due = {"account_id": account.id, "purge_due_at": {"$type": "date"}}
     held_accounts, held_conversations = await held_scopes(
-        account_ids=[account.id], conversation_ids=await _conversation_ids(account.id), now=now
+        account_ids=[account.id], conversation_ids=await _conversation_ids([account.id]), now=now
     )
     blocked = await _blocking_hold_ids(account.id, held_conversations, now=now)
     total = await Message.find(due).count()
@@ -199,15 +199,22 @@ class _Run:
     async def pace(self) -> None:
         """Ingest keeps its share: while deliveries wait to be filed (in any process's spool),
         the sweep rests as long as it has just worked, so that filing gets at least half of
-        the database between two of its batches. An idle archive is swept at full speed."""
+        the database between two of its batches. An idle archive is swept at full speed, and
+        a delivery that failed and waits for its retry does not slow the sweep down."""
         worked = time.perf_counter() - self.worked_since
-        if await SpoolEntry.get_pymongo_collection().estimated_document_count():
-            await asyncio.sleep(min(worked, MAX_REST_SECONDS))
+        waiting = SpoolEntry.get_pymongo_collection().find_one({"attempts": 0}, {"_id": 1})
+        if await waiting is not None:
+            await _rest(min(worked, MAX_REST_SECONDS))
         self.worked_since = time.perf_counter()
 
     def clock(self) -> datetime:
         """The sweep's ``now`` advanced by the time it has run (records say when they ended)."""
         return self.now + timedelta(seconds=time.perf_counter() - self.started)
+
+
+async def _rest(seconds: float) -> None:
+    """The sweep standing aside for ingest (a function of its own, so that tests see it)."""
+    await asyncio.sleep(seconds)
 
 
 async def sweep(
@@ -285,7 +292,7 @@ async def lateness(*, now: datetime, policy: RetentionPolicy) -> float:
 
 
 async def _account_purgeable_since(account_id: str, *, now: datetime) -> datetime | None:
-    conversations = await _conversation_ids(account_id)
+    conversations = await _conversation_ids([account_id])
     held_accounts, held_conversations = await held_scopes(
         account_ids=[account_id], conversation_ids=conversations, now=now
     )
@@ -437,9 +444,10 @@ async def _conclude(run: _Run, purges: list[_Purge]) -> None:
     it, deleted, erased or restored it meanwhile (then the next sweep looks again): its next
     deadline, and, once a deleted account has no content left, its tombstone."""
     ids = [p.account.id for p in purges]
-    remaining = await _earliest_deadlines(ids)
+    remaining = await earliest_deadlines(ids)
     holding = await _accounts_with_content(ids)
     forgotten = await _forget_accounts(
+        run.database,
         [p.account for p in purges
          if p.account.status is AccountStatus.DELETED and p.account.id not in holding],
         now=run.now,
@@ -455,16 +463,6 @@ async def _conclude(run: _Run, purges: list[_Purge]) -> None:
             run.report.accounts_purged += 1
         elif due is not None and due <= run.now:
             run.report.accounts_blocked += 1
-
-
-async def _earliest_deadlines(account_ids: list[str]) -> dict[str, datetime]:
-    """The earliest deadline among each account's stored content (absent: nothing is due)."""
-    found = await Message.get_pymongo_collection().aggregate([
-        {"$match": {"account_id": {"$in": account_ids}, "purge_due_at": {"$type": "date"}}},
-        {"$sort": {"account_id": 1, "purge_due_at": 1}},
-        {"$group": {"_id": "$account_id", "due": {"$first": "$purge_due_at"}}},
-    ])  # fmt: skip
-    return {g["_id"]: g["due"] async for g in found}
 
 
 async def _accounts_with_content(account_ids: list[str]) -> set[str]:
@@ -504,9 +502,10 @@ def _after(query: dict[str, Any], last: _Doomed | None) -> dict[str, Any]:
     return {"$and": [query, later]}
 
 
-async def _conversation_ids(account_ids: str | list[str]) -> list[PydanticObjectId]:
-    scope = account_ids if isinstance(account_ids, str) else {"$in": account_ids}
-    found = Conversation.get_pymongo_collection().find({"account_id": scope}, {"_id": 1})
+async def _conversation_ids(account_ids: list[str]) -> list[PydanticObjectId]:
+    found = Conversation.get_pymongo_collection().find(
+        {"account_id": {"$in": account_ids}}, {"_id": 1}
+    )
     return [c["_id"] async for c in found]
 
 
@@ -807,7 +806,9 @@ def _recount(conversation: dict[str, Any], remaining: list[dict[str, Any]]) -> U
     )  # fmt: skip
 
 
-async def _forget_accounts(accounts: list[Account], *, now: datetime) -> set[str]:
+async def _forget_accounts(
+    database: Database, accounts: list[Account], *, now: datetime
+) -> set[str]:
     """All content of these deleted accounts is gone: each stays as a tombstone without its
     personal data (its id stays a retention subject), its exports go, and the audit trail's
     free text that named it (by id, address or name, as captured before the tombstone) is
@@ -833,8 +834,7 @@ async def _forget_accounts(accounts: list[Account], *, now: datetime) -> set[str
             )  # fmt: skip
         return ids
 
-    client = Account.get_pymongo_collection().database.client
-    async with client.start_session() as session:
+    async with database.client.start_session() as session:
         forgotten = set(await session.with_transaction(tombstone))
     if forgotten:
         await remove_exports({"account_id": {"$in": sorted(forgotten)}})

@@ -379,15 +379,24 @@ class Presence:
 
 def presence(path: Path, message_ids: Iterable[str]) -> Presence:
     """How many of ``message_ids`` the index at ``path`` holds. Blocking."""
+    each = presence_of_each(path, message_ids).values()
+    return Presence(sum(p.searchable for p in each), sum(p.deleted for p in each))
+
+
+def presence_of_each(path: Path, message_ids: Iterable[str]) -> dict[str, Presence]:
+    """What the index at ``path`` holds of each of ``message_ids`` (those it holds nothing
+    of are left out), the index opened once for them all: opening it is what costs.
+    Blocking."""
     if not (path / "meta.json").exists():
-        return Presence()
+        return {}
     searcher = open_index(path).searcher()
-    searchable = deleted = 0
+    found: dict[str, Presence] = {}
     for ident in message_ids:
         alive = matches(searcher.search(term("id", ident), 1, count=True))
-        searchable += alive
-        deleted += max(0, searcher.doc_freq("id", ident) - alive)
-    return Presence(searchable, deleted)
+        deleted = max(0, searcher.doc_freq("id", ident) - alive)
+        if alive or deleted:
+            found[ident] = Presence(alive, deleted)
+    return found
 
 
 # --- the follower ---------------------------------------------------------------------------

@@ -9,12 +9,24 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
+from store import retention
 from store.accounts import register_account, request_erasure
 from store.database import Database
-from store.documents import Account, Conversation, HoldKind, Message, PurgeRecord, utcnow
+from store.documents import (
+    Account,
+    Conversation,
+    HoldKind,
+    Message,
+    PurgeRecord,
+    SpoolEntry,
+    utcnow,
+)
 from store.embedded import EmbeddedMongo
 from store.holds import place_hold
 from store.retention import LATENESS_ACCOUNTS, RetentionPolicy, subject_hmac, sweep
+from store.spool import Spool
 from tests.factories import chat
 from tests.helpers import counting
 
@@ -109,3 +121,33 @@ async def test_a_sweeps_database_work_does_not_grow_with_the_number_of_accounts(
     many = await sweep_cost(database, mongo, LATENESS_ACCOUNTS + 65, "many")
     # One account at a time cost some fifty commands each: 60 more would be 3,000 more.
     assert many.total() <= few.total() + 10, f"85 accounts: {many}; 25 accounts: {few}"
+
+
+async def rests_of_a_sweep(database: Database, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    rests: list[float] = []
+
+    async def rest(seconds: float) -> None:
+        rests.append(seconds)
+
+    monkeypatch.setattr(retention, "_rest", rest)
+    await customers(7)
+    await sweep(database, now=utcnow(), policy=POLICY)
+    return rests
+
+
+async def test_the_sweep_stands_aside_while_deliveries_wait_to_be_filed(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await Spool().put_email(b"Subject: waiting\r\n\r\nhello", envelope=None,
+                            received_at=utcnow())  # fmt: skip
+    assert len(await rests_of_a_sweep(database, monkeypatch)) >= 3  # groups and batches
+
+
+async def test_a_delivery_waiting_for_its_retry_does_not_slow_the_sweep(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool()
+    await spool.put_email(b"Subject: broken\r\n\r\nhello", envelope=None, received_at=utcnow())
+    [entry] = await SpoolEntry.find_all().to_list()
+    await spool.failed(entry, "ValueError: cannot be filed")
+    assert await rests_of_a_sweep(database, monkeypatch) == []

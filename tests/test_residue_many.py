@@ -327,13 +327,13 @@ async def test_the_search_index_is_looked_at_once_and_each_account_gets_its_own_
         batch = [captured(Identifiers(account_id="ann"), gone),
                  captured(Identifiers(account_id="bob"), missed)]  # fmt: skip
         opened: list[int] = []
-        real = residue._presence_of_each
+        real = residue.presence_of_each
 
         def counting(path: Path, ids: Any) -> Any:
             opened.append(len(ids))
             return real(path, ids)
 
-        monkeypatch.setattr(residue, "_presence_of_each", counting)
+        monkeypatch.setattr(residue, "presence_of_each", counting)
         kw: dict[str, Any] = {"now": utcnow(), "quiet_period": QUIET, "data_dir": tmp_path}
         many = await scan_many(batch, **kw)
         looks = list(opened)
