@@ -44,10 +44,14 @@ ui-tools: ## install axe-core (npm) into .ui-tools for the web interface's acces
 	  echo "warning: could not install axe-core; the accessibility tests will be skipped"; }
 
 # Postfix for its load tools (smtp-source, smtp-sink), configured as "No configuration" so
-# that no mail system starts; wrk for HTTP load; MailDev (npm), the peer of the SMTP figures.
+# that no mail system starts; wrk for HTTP load; MailDev (npm), the peer of the SMTP figures;
+# py-spy (pip) for `python -m bench.run --profile`.
 BENCH_TOOLS := .bench-tools
 MAILDEV_VERSION := 3.0.0
-bench-tools:
+PY_SPY_VERSION := 0.4.1
+bench-tools: install
+	@test -x $(BIN)/py-spy || $(BIN)/python -m pip install --quiet --disable-pip-version-check \
+	  py-spy==$(PY_SPY_VERSION) || echo "warning: could not install py-spy; bench --profile needs it"
 	@test -x $(BENCH_TOOLS)/node_modules/.bin/maildev || { \
 	  mkdir -p $(BENCH_TOOLS) && npm install --prefix $(BENCH_TOOLS) --no-audit --no-fund --silent \
 	    maildev@$(MAILDEV_VERSION) >/dev/null 2>&1 || \

@@ -16,6 +16,7 @@ import json
 import mailbox
 import os
 import shutil
+import signal
 import statistics
 import sys
 import time
@@ -99,6 +100,46 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+PROFILE = OUT / "profile-serve.txt"
+
+
+async def profiling(pid: int) -> asyncio.subprocess.Process:
+    """py-spy sampling ``pid`` and its children (the parsing processes) until stopped."""
+    spy = Path(PY).parent / "py-spy"
+    if not spy.exists():
+        raise SystemExit("bench: --profile needs py-spy (make bench-tools)")
+    return await asyncio.create_subprocess_exec(
+        str(spy), "record", "--pid", str(pid), "--subprocesses", "--rate", "200",
+        "--format", "raw", "--output", str(PROFILE), stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def stop_profiling(sampler: asyncio.subprocess.Process) -> None:
+    """py-spy writes its samples when interrupted; then the top lines go to stdout."""
+    sampler.send_signal(signal.SIGINT)
+    await sampler.wait()
+    print(f"bench: profile in {PROFILE}; top own time:")
+    for line in top_frames(PROFILE):
+        print("   ", line)
+
+
+def top_frames(path: Path, *, count: int = 15) -> list[str]:
+    """The functions with the most samples of their own (the leaf of each folded stack),
+    with their share of all samples."""
+    own: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        if not samples.isdigit():
+            continue
+        leaf = stack.rsplit(";", 1)[-1]
+        own[leaf] = own.get(leaf, 0) + int(samples)
+        total += int(samples)
+    ranked = sorted(own.items(), key=lambda kv: -kv[1])[:count]
+    return [f"{100 * n / max(total, 1):5.1f}%  {frame}" for frame, n in ranked]
 
 
 # --- load generators ------------------------------------------------------------------------
@@ -440,6 +481,10 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true", help="about a minute on small data")
     parser.add_argument("--only", default="smtp,chat,purge,import,search", metavar="PARTS",
                         help="comma-separated parts to run (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--profile", action="store_true",
+                        help="sample serve and its parsing processes with py-spy (make "
+                             "bench-tools) for the whole run: bench/out/profile-serve.txt, "
+                             "one folded stack per line")  # fmt: skip
     parser.add_argument("--serve-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for the serve under test, e.g. ARCHIVE_PARSE_WORKERS=0 "
                              "(repeatable)")  # fmt: skip
@@ -472,6 +517,7 @@ async def main() -> None:
         ) as serve:
             await wait_for_port(http_port)
             await wait_for_port(smtp_port)
+            sampler = await profiling(serve.pid) if args.profile else None
             steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
                 ("smtp", lambda: bench_smtp(smtp_port, sizes, rows, log)),
                 ("chat", lambda: bench_chat(http_port, sizes, rows, log)),
@@ -480,13 +526,19 @@ async def main() -> None:
             ]
             async with open_database(mongo.uri, name="bench",
                                      timeout=timedelta(seconds=120)) as database:  # fmt: skip
+                peaks: list[tuple[str, float]] = [("start", peak_rss_mb(serve.pid))]
                 for name, step in steps:
                     if name not in parts:
                         continue
                     print(f"bench: {name} ...", flush=True)
                     await step()
+                    peaks.append((name, peak_rss_mb(serve.pid)))
             rss = peak_rss_mb(serve.pid)
-            rows.append(Row("serve peak RSS over the run", rss, "MB", None, "<300 MB", rss < 300))
+            if sampler is not None:
+                await stop_profiling(sampler)
+            growth = ", ".join(f"{name} {mb:,.0f}" for name, mb in peaks)
+            rows.append(Row("serve peak RSS over the run", rss, "MB", None, "<300 MB", rss < 300,
+                            f"peak after each step (MB): {growth}"))  # fmt: skip
     if "search" in parts:
         print("bench: search ...", flush=True)
         await bench_search(sizes, rows, quick=args.quick)

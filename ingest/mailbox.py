@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import mailbox
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -9,7 +10,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from ingest.mime import SupportSide, parse_email
+from ingest.mime import SupportSide
+from ingest.parsing import Parsers
 from store.documents import utcnow
 from store.errors import is_transient
 from store.messages import Filed, NewEmail
@@ -60,26 +62,54 @@ async def import_messages(
     account_id: str | None = None,
     on_progress: Callable[[int], object] = lambda done: None,
     batch: int = IMPORT_BATCH,
+    parsers: Parsers | None = None,
 ) -> ImportReport:
     """File every message, a batch at a time (a handful of round trips per batch, as the
     SMTP filer does); safe to run again (what is already stored is skipped). A batch that
     cannot be filed is filed one message at a time, so that the failing message stops the
-    import with the ones before it stored."""
+    import with the ones before it stored.
+
+    With ``parsers`` running worker processes, the next batch is parsed there while this one
+    is filed: reading, parsing and filing overlap on two cores."""
+    parsers = parsers or Parsers(0)
     report = ImportReport()
-    pending: list[NewEmail] = []
-    for raw in messages:
-        email = parse_email(raw, support=support, received_at=utcnow(), source="import")
-        pending.append(email.for_account(account_id) if account_id is not None else email)
-        if len(pending) == batch:
-            await _file_batch(pending, file_emails, report, on_progress)
-            pending = []
-    if pending:
-        await _file_batch(pending, file_emails, report, on_progress)
+    chunks = _chunks(messages, batch)
+    filing: list[NewEmail] = []
+    while True:
+        chunk = next(chunks, None)
+        parsing = (
+            asyncio.ensure_future(parsers.parse_many(chunk, support=support,
+                                                     received_at=utcnow(), source="import"))
+            if chunk else None
+        )  # fmt: skip
+        try:
+            if filing:
+                await _file_batch(filing, file_emails, report, on_progress)
+        except BaseException:
+            if parsing is not None:
+                parsing.cancel()
+                await asyncio.wait([parsing])
+            raise
+        if parsing is None:
+            break
+        parsed = await parsing
+        filing = [e.for_account(account_id) for e in parsed] if account_id is not None else parsed
     log.info(
         "imported %d messages: %d stored, %d already there, %d kept raw with a parse error",
         report.total, report.stored, report.duplicates, report.unparsed,
     )  # fmt: skip
     return report
+
+
+def _chunks(messages: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
+    chunk: list[bytes] = []
+    for raw in messages:
+        chunk.append(raw)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 async def _file_batch(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
@@ -57,6 +58,29 @@ class Parsers:
                 self._pool = None
             raise ParserLost from None
 
+    async def parse_many(
+        self, raws: Sequence[bytes], *, support: SupportSide, received_at: datetime, source: str
+    ) -> list[NewEmail]:
+        """Each of ``raws`` parsed (``parse_email`` never raises), in one call per worker: a
+        mailbox import sends its batch in slices rather than message by message."""
+        if self.workers == 0 or not raws:
+            return _parse_many(raws, support, received_at, source)
+        pool = self._pool or self._start()
+        loop = asyncio.get_running_loop()
+        size = -(-len(raws) // self.workers)
+        slices = [raws[i : i + size] for i in range(0, len(raws), size)]
+        try:
+            parsed = await asyncio.gather(*(
+                loop.run_in_executor(pool, _parse_many, part, support, received_at, source)
+                for part in slices
+            ))  # fmt: skip
+        except BrokenProcessPool:
+            if self._pool is pool:
+                pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+            raise ParserLost from None
+        return [email for part in parsed for email in part]
+
     def _start(self) -> ProcessPoolExecutor:
         # Spawned, not forked: a fork of a process running threads (the MongoDB driver's)
         # can inherit a lock held by a thread that does not exist in the child.
@@ -80,3 +104,9 @@ def _parse(
     raw: bytes, support: SupportSide, received_at: datetime, envelope: Envelope | None
 ) -> NewEmail:
     return parse_email(raw, support=support, received_at=received_at, envelope=envelope)
+
+
+def _parse_many(
+    raws: Sequence[bytes], support: SupportSide, received_at: datetime, source: str
+) -> list[NewEmail]:
+    return [parse_email(r, support=support, received_at=received_at, source=source) for r in raws]

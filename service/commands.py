@@ -20,6 +20,7 @@ from tqdm import tqdm
 from ingest.chat.backfill import Backfill, BackfillReport, ChatwootClient, ChatwootEndpoint
 from ingest.mailbox import ImportReport, MailboxKind, import_messages, open_mailbox, raw_messages
 from ingest.mime import SupportSide
+from ingest.parsing import Parsers
 from scheduler.jobs import Jobs
 from service.serve import database_from, export_dir, fetch_policy, retention_policy, search_dir
 from service.settings import Settings, WebhookSource
@@ -101,13 +102,18 @@ async def _import_box(
             warn(NO_SUPPORT_ADDRESSES)
         await _audited(settings, "mailbox.import", target={"account_id": account_id or ""})
         with tqdm(total=len(box), unit="msg", desc=f"importing {path.name}") as bar:
-            report = await import_messages(
-                raw_messages(box),
-                file_emails=file_emails,
-                support=SupportSide.parse(settings.support_addresses),
-                account_id=account_id,
-                on_progress=bar.update,
-            )
+            parsers = Parsers(settings.parse_workers)
+            try:
+                report = await import_messages(
+                    raw_messages(box),
+                    file_emails=file_emails,
+                    support=SupportSide.parse(settings.support_addresses),
+                    account_id=account_id,
+                    on_progress=bar.update,
+                    parsers=parsers,
+                )
+            finally:
+                parsers.close()
     return report
 
 

@@ -53,7 +53,9 @@ class RetentionPolicy:
     grace: timedelta
     max_age: timedelta
     secret_key: bytes
-    batch_size: int = 500
+    # Messages deleted per transaction: MongoDB's cost per deleted message (its eleven index
+    # entries and the oplog) dominates beyond this; 500 swept 2,008 msg/s, 2,000 swept 2,468.
+    batch_size: int = 2000
     # How many due accounts the sweep purges together: their holds, records, conclusions and
     # residue scans cost round trips per group, not per account (each keeps its own record).
     account_group: int = 200
@@ -62,6 +64,9 @@ class RetentionPolicy:
     blob_quiet_period: timedelta = timedelta(minutes=5)
     # Where the service writes files (exports, journal): the residue scan searches them too.
     data_dir: Path | None = None
+    # While deliveries wait to be filed, the sweep rests this long per second it worked:
+    # 1.0 gives ingest half of the database between two batches, 0.5 a third.
+    rest_per_work: float = 1.0
 
 
 # --- rules (the pure ones are in store/rules.py) ---------------------------------------
@@ -198,13 +203,13 @@ class _Run:
 
     async def pace(self) -> None:
         """Ingest keeps its share: while deliveries wait to be filed (in any process's spool),
-        the sweep rests as long as it has just worked, so that filing gets at least half of
+        the sweep rests ``rest_per_work`` of the time it has just worked, so that filing gets
         the database between two of its batches. An idle archive is swept at full speed, and
         a delivery that failed and waits for its retry does not slow the sweep down."""
         worked = time.perf_counter() - self.worked_since
         waiting = SpoolEntry.get_pymongo_collection().find_one({"attempts": 0}, {"_id": 1})
         if await waiting is not None:
-            await _rest(min(worked, MAX_REST_SECONDS))
+            await _rest(min(worked * self.policy.rest_per_work, MAX_REST_SECONDS))
         self.worked_since = time.perf_counter()
 
     def clock(self) -> datetime:

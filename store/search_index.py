@@ -46,7 +46,7 @@ ANALYZER = "archive"
 # Per message, attachment text and body words beyond these are not indexed (MongoDB keeps all).
 MAX_INDEXED_CHARS = 1_000_000
 WRITER_HEAP_BYTES = 64_000_000
-COMMIT_EVERY = 5000  # events; and at least every time the stream is idle
+COMMIT_EVERY = 1000  # events (each holds its document until committed); and whenever idle
 REBUILD_BATCH = 2000
 STREAM_AWAIT_MS = 100
 TOKEN_SAVE_SECONDS = 60.0

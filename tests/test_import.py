@@ -12,8 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from ingest.mailbox import ImportReport, MailboxKind, import_messages, open_mailbox, raw_messages
+from ingest.mailbox import (
+    IMPORT_BATCH,
+    ImportReport,
+    MailboxKind,
+    import_messages,
+    open_mailbox,
+    raw_messages,
+)
 from ingest.mime import SupportSide
+from ingest.parsing import Parsers
 from store.blobs import read_blob
 from store.database import Database, open_database
 from store.documents import Account, Conversation, Direction, Message
@@ -46,13 +54,22 @@ def write_maildir(path: Path) -> Path:
     return path
 
 
-async def run_import(path: Path, kind: MailboxKind, account_id: str | None = None) -> ImportReport:
+async def run_import(
+    path: Path,
+    kind: MailboxKind,
+    account_id: str | None = None,
+    *,
+    parsers: Parsers | None = None,
+    batch: int = IMPORT_BATCH,
+) -> ImportReport:
     with closing(open_mailbox(kind, path)) as box:
         return await import_messages(
             raw_messages(box),
             file_emails=file_emails,
             support=SupportSide.parse(["@shop.example"]),
             account_id=account_id,
+            parsers=parsers,
+            batch=batch,
         )
 
 
@@ -69,6 +86,28 @@ async def test_an_mbox_is_imported_threaded_and_byte_exact(
     assert first.raw is not None
     assert await read_blob(first.raw.sha256) == THREAD[0]
     assert first.source == "import"
+
+
+async def test_an_import_parsed_in_a_worker_process_while_filing_threads_across_batches(
+    database: Database, tmp_path: Path
+) -> None:
+    # One message per batch: the reply is parsed in the worker while its question is filed,
+    # and still finds it (batches are filed in order).
+    parsers = Parsers(1)
+    try:
+        report = await run_import(write_mbox(tmp_path / "support.mbox"), MailboxKind.MBOX,
+                                  "acct-9", parsers=parsers, batch=1)  # fmt: skip
+    finally:
+        parsers.close()
+    assert parsers.started == 1
+    assert (report.total, report.stored, report.duplicates) == (3, 3, 0)
+    first = await Message.find_one(Message.message_id_header == "m1@example.com")
+    reply = await Message.find_one(Message.message_id_header == "m2@shop.example")
+    assert first is not None and reply is not None
+    assert reply.conversation_id == first.conversation_id
+    assert reply.direction is Direction.OUTBOUND
+    assert {m.account_id async for m in Message.find()} == {"acct-9"}
+    assert first.raw is not None and await read_blob(first.raw.sha256) == THREAD[0]
 
 
 async def test_a_maildir_imported_twice_is_stored_once(database: Database, tmp_path: Path) -> None:

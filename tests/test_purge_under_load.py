@@ -60,12 +60,17 @@ async def test_a_100000_message_purge_keeps_smtp_answering(database: Database) -
         purge = asyncio.create_task(sweep(database, now=now, policy=policy))
         latencies = []
         n = 0
-        while not purge.done():
-            sent = time.perf_counter()
-            code, _ = await send(port, make_email(message_id=f"<during-{n}@example.com>"))
-            latencies.append(time.perf_counter() - sent)
-            assert code == 250
-            n += 1
+        try:
+            while not purge.done():
+                sent = time.perf_counter()
+                code, _ = await send(port, make_email(message_id=f"<during-{n}@example.com>"))
+                latencies.append(time.perf_counter() - sent)
+                assert code == 250
+                n += 1
+        finally:
+            # A failure here must not leave the sweep running into the next test's database.
+            if not purge.done():
+                purge.cancel()
         swept = await purge
         took = time.perf_counter() - started
         assert await spool.empty(within=30)
