@@ -78,7 +78,9 @@ class Parsers:
             if self._pool is pool:
                 pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
-            raise ParserLost from None
+            raise ParserLost(
+                "a parsing process died: run the import again (what is stored is skipped)"
+            ) from None
         return [email for part in parsed for email in part]
 
     def _start(self) -> ProcessPoolExecutor:
