@@ -45,6 +45,10 @@ RAW_ONLY = Counter(
     "archive_filed_raw_only_total",
     "Deliveries filed raw-only (bytes and envelope, the error noted) after their attempts failed",
 )
+# A batch holds at most this many bytes of mail (and at least one delivery): its bytes are
+# held several times over while it is filed (the spool documents, the copies to the parsing
+# process and back, the parsed messages), and 200 large messages made serve's peak memory.
+BATCH_BYTES = 4 * 1024 * 1024
 # Filing a delivery is tried this many times (with backoff from RETRY_BASE) before it is
 # filed raw-only.
 MAX_ATTEMPTS = 5
@@ -128,7 +132,7 @@ class Filer:
         """File one batch; how many entries it held (0: nothing to do right now)."""
         now = time.monotonic()
         waiting = [i for i, at in self._retry_at.items() if at > now]
-        claimed = await self._spool.claim(self._batch, skip=waiting)
+        claimed = await self._spool.claim(self._batch, skip=waiting, max_bytes=BATCH_BYTES)
         if not claimed:
             return 0
         chats = [e for e in claimed if e.kind is SpoolKind.CHAT]

@@ -204,13 +204,26 @@ class Spool:
         return [None] * len(entries)
 
     async def claim(
-        self, limit: int, *, skip: Collection[PydanticObjectId] = ()
+        self,
+        limit: int,
+        *,
+        skip: Collection[PydanticObjectId] = (),
+        max_bytes: int | None = None,
     ) -> list[SpoolEntry]:
-        """The oldest entries this instance owns, at most ``limit``, except ``skip``."""
+        """The oldest entries this instance owns, at most ``limit``, except ``skip``; with
+        ``max_bytes``, only as many of them as hold that many bytes together (always one)."""
         query: dict[str, Any] = {"owner": self.owner}
         if skip:
             query["_id"] = {"$nin": list(skip)}
-        return await SpoolEntry.find(query).sort("+_id").limit(limit).to_list()
+        entries = await SpoolEntry.find(query).sort("+_id").limit(limit).to_list()
+        if max_bytes is None:
+            return entries
+        total = 0
+        for n, entry in enumerate(entries):
+            total += entry.size
+            if total > max_bytes and n > 0:
+                return entries[:n]
+        return entries
 
     async def take_over(self, *, now: datetime | None = None) -> int:
         """Own the entries whose owner's lease ran out (an instance that died), and renew

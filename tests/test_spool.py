@@ -170,6 +170,7 @@ async def test_an_entry_that_cannot_be_filed_stays_and_does_not_block_the_others
     await Blob.find_all().delete()  # its large raw copy is gone (an operator's mistake)
     fine = await spool.put_email(make_email(), envelope=None, received_at=utcnow())
     filer = Filer(spool, support=SUPPORT)
+    await filer.file_once()  # the 5 MB delivery fills a batch of its own (BATCH_BYTES)
     await filer.file_once()
     assert await Message.get(fine) is not None
     left = await SpoolEntry.get(lost)
@@ -186,3 +187,13 @@ async def test_serve_files_what_it_accepted_before_it_stops(spool: Spool) -> Non
     assert await SpoolEntry.count() == 0
     ids = {PydanticObjectId(r.split()[-1]) for _, r in replies}
     assert {m.id for m in await Message.find_all().to_list()} == ids
+
+
+async def test_a_claim_bounded_in_bytes_takes_the_oldest_that_fit_and_always_one(
+    spool: Spool,
+) -> None:
+    for n in range(4):
+        await spool.put_email(b"x" * 1000 + str(n).encode(), envelope=None, received_at=utcnow())
+    assert [e.size for e in await spool.claim(10, max_bytes=2500)] == [1001, 1001]
+    assert len(await spool.claim(10, max_bytes=10)) == 1  # a large delivery is still filed
+    assert len(await spool.claim(10)) == 4
