@@ -51,11 +51,9 @@ class Parsers:
         try:
             return await loop.run_in_executor(pool, _parse, raw, support, received_at, envelope)
         except BrokenProcessPool:
-            if self._pool is pool:
+            if self._lost(pool):
                 log.warning("a parsing process died; starting new ones (what it was parsing "
                             "stays in the spool and is parsed again)")  # fmt: skip
-                pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
             raise ParserLost from None
 
     async def parse_many(
@@ -75,13 +73,20 @@ class Parsers:
                 for part in slices
             ))  # fmt: skip
         except BrokenProcessPool:
-            if self._pool is pool:
-                pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
+            self._lost(pool)
             raise ParserLost(
                 "a parsing process died: run the import again (what is stored is skipped)"
             ) from None
         return [email for part in parsed for email in part]
+
+    def _lost(self, pool: ProcessPoolExecutor) -> bool:
+        """Drop ``pool``, broken (the next parse starts another); False if it was dropped
+        already (another parse saw it break first)."""
+        if self._pool is not pool:
+            return False
+        pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = None
+        return True
 
     def _start(self) -> ProcessPoolExecutor:
         # Spawned, not forked: a fork of a process running threads (the MongoDB driver's)

@@ -215,15 +215,21 @@ class Spool:
         query: dict[str, Any] = {"owner": self.owner}
         if skip:
             query["_id"] = {"$nin": list(skip)}
-        entries = await SpoolEntry.find(query).sort("+_id").limit(limit).to_list()
         if max_bytes is None:
-            return entries
-        total = 0
-        for n, entry in enumerate(entries):
-            total += entry.size
-            if total > max_bytes and n > 0:
-                return entries[:n]
-        return entries
+            return await SpoolEntry.find(query).sort("+_id").limit(limit).to_list()
+        # The server cuts the batch: entries beyond the bytes are not sent only to be dropped.
+        pipeline: list[dict[str, Any]] = [
+            {"$match": query}, {"$sort": {"_id": 1}}, {"$limit": limit},
+            {"$setWindowFields": {"sortBy": {"_id": 1}, "output": {"_before": {
+                "$sum": "$size", "window": {"documents": ["unbounded", -1]}}}}},
+            {"$match": {"$or": [
+                {"_before": 0},  # the first entry, whatever its size
+                {"$expr": {"$lte": [{"$add": ["$_before", "$size"]}, max_bytes]}},
+            ]}},
+            {"$unset": "_before"},
+        ]  # fmt: skip
+        cursor = await SpoolEntry.get_pymongo_collection().aggregate(pipeline)
+        return [SpoolEntry.model_validate(doc) async for doc in cursor]
 
     async def take_over(self, *, now: datetime | None = None) -> int:
         """Own the entries whose owner's lease ran out (an instance that died), and renew
