@@ -220,13 +220,15 @@ class Spool:
         # The server cuts the batch: entries beyond the bytes are not sent only to be dropped.
         pipeline: list[dict[str, Any]] = [
             {"$match": query}, {"$sort": {"_id": 1}}, {"$limit": limit},
-            {"$setWindowFields": {"sortBy": {"_id": 1}, "output": {"_before": {
-                "$sum": "$size", "window": {"documents": ["unbounded", -1]}}}}},
+            {"$setWindowFields": {"sortBy": {"_id": 1}, "output": {
+                "_rank": {"$documentNumber": {}},
+                "_before": {"$sum": "$size", "window": {"documents": ["unbounded", -1]}},
+            }}},
             {"$match": {"$or": [
-                {"_before": 0},  # the first entry, whatever its size
+                {"_rank": 1},  # the first entry, whatever its size
                 {"$expr": {"$lte": [{"$add": ["$_before", "$size"]}, max_bytes]}},
             ]}},
-            {"$unset": "_before"},
+            {"$unset": ["_rank", "_before"]},
         ]  # fmt: skip
         cursor = await SpoolEntry.get_pymongo_collection().aggregate(pipeline)
         return [SpoolEntry.model_validate(doc) async for doc in cursor]

@@ -197,3 +197,11 @@ async def test_a_claim_bounded_in_bytes_takes_the_oldest_that_fit_and_always_one
     assert [e.size for e in await spool.claim(10, max_bytes=2500)] == [1001, 1001]
     assert len(await spool.claim(10, max_bytes=10)) == 1  # a large delivery is still filed
     assert len(await spool.claim(10)) == 4
+
+
+async def test_a_claim_bounded_in_bytes_exempts_only_the_first_entry_after_empty_ones(
+    spool: Spool,
+) -> None:
+    for body in (b"", b"", b"x" * 1000, b"y" * 1000):
+        await spool.put_email(body, envelope=None, received_at=utcnow())
+    assert [e.size for e in await spool.claim(10, max_bytes=10)] == [0, 0]
