@@ -24,7 +24,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from ingest.chat.filing import ChatFiling
 from ingest.mime import SupportSide, raw_only_email
-from ingest.parsing import ParserLost, Parsers
+from ingest.parsing import ParserLost, Parsers, ToParse
 from store.chat import file_unreadable_call
 from store.documents import SpoolEntry, SpoolKind, utcnow
 from store.errors import NotFound, is_transient
@@ -111,7 +111,8 @@ class Filer:
                 if is_transient(exc):
                     log.warning("database unavailable, filing again in %.1fs: %s", backoff, exc)
                 elif isinstance(exc, ParserLost):
-                    pass  # said by the parsers; the batch is parsed again by new processes
+                    log.warning("a parsing process died; starting new ones (what it was parsing "
+                                "stays in the spool and is parsed again)")  # fmt: skip
                 else:
                     log.exception("filing failed, trying again in %.1fs", backoff)
                 await asyncio.sleep(backoff)
@@ -147,10 +148,8 @@ class Filer:
             if isinstance(parsed, NewEmail):
                 entries.append(entry)
                 emails.append(parsed)
-            elif is_transient(parsed) or isinstance(parsed, ParserLost):
-                raise parsed
             else:
-                await self._failed(entry, parsed)  # e.g. the blob of a large message is gone
+                await self._failed(entry, parsed)
         if not entries:
             return len(claimed)
         try:
@@ -177,30 +176,24 @@ class Filer:
         await self._done([entry], [email], [filed])
 
     async def _parse_all(self, claimed: list[SpoolEntry]) -> list[NewEmail | Exception]:
-        """Each entry parsed, or why not: all at once in the parsing processes, or here one
-        at a time, yielding to the event loop between messages (so that sessions being
-        answered are not kept waiting)."""
-        if self._parsers.workers:
-            found = await asyncio.gather(*(self._parse(e) for e in claimed), return_exceptions=True)
-            for result in found:
-                if isinstance(result, BaseException) and not isinstance(result, Exception):
-                    raise result  # cancelled
-            return [r for r in found if isinstance(r, NewEmail | Exception)]
-        results: list[NewEmail | Exception] = []
+        """Each entry parsed, or why not (the blob of a large message is gone): the batch at
+        once, in the parsing processes."""
+        raws: list[bytes | Exception] = []
         for entry in claimed:
             try:
-                results.append(await self._parse(entry))
-            except Exception as exc:
-                results.append(exc)
-            await asyncio.sleep(0)
-        return results
-
-    async def _parse(self, entry: SpoolEntry) -> NewEmail:
-        email = await self._parsers.parse(
-            await raw_of(entry), support=self._support, received_at=entry.received_at,
-            envelope=entry.envelope,
-        )  # fmt: skip
-        return email.with_id(entry.id) if entry.id is not None else email
+                raws.append(await raw_of(entry))
+            except NotFound as exc:
+                raws.append(exc)
+        items = [
+            ToParse(raw, entry.received_at, entry.envelope)
+            for entry, raw in zip(claimed, raws, strict=True)
+            if isinstance(raw, bytes)
+        ]
+        parsed = iter(await self._parsers.parse_many(items, support=self._support))
+        return [
+            raw if isinstance(raw, Exception) else _with_id(next(parsed), entry)
+            for entry, raw in zip(claimed, raws, strict=True)
+        ]
 
     async def _done(
         self, entries: list[SpoolEntry], emails: list[NewEmail], filed: list[Filed]
@@ -311,6 +304,11 @@ class Filer:
                     entry.attempts + 1)  # fmt: skip
         await self._done([entry], [email], [filed])
         return True
+
+
+def _with_id(email: NewEmail, entry: SpoolEntry) -> NewEmail:
+    """The stored message takes the spool entry's id: the one the SMTP reply named."""
+    return email.with_id(entry.id) if entry.id is not None else email
 
 
 @asynccontextmanager

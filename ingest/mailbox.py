@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from ingest.mime import SupportSide
-from ingest.parsing import Parsers
+from ingest.parsing import ParserLost, Parsers, ToParse
 from store.documents import utcnow
 from store.errors import is_transient
 from store.messages import Filed, NewEmail
@@ -78,9 +78,7 @@ async def import_messages(
     while True:
         chunk = next(chunks, None)
         parsing = (
-            asyncio.ensure_future(parsers.parse_many(chunk, support=support,
-                                                     received_at=utcnow(), source="import"))
-            if chunk else None
+            asyncio.ensure_future(_parse(parsers, chunk, support=support)) if chunk else None
         )  # fmt: skip
         try:
             if filing:
@@ -99,6 +97,17 @@ async def import_messages(
         report.total, report.stored, report.duplicates, report.unparsed,
     )  # fmt: skip
     return report
+
+
+async def _parse(parsers: Parsers, chunk: list[bytes], *, support: SupportSide) -> list[NewEmail]:
+    received_at = utcnow()
+    try:
+        return await parsers.parse_many([ToParse(raw, received_at) for raw in chunk],
+                                        support=support, source="import")  # fmt: skip
+    except ParserLost:
+        raise ParserLost(
+            "a parsing process died: run the import again (what is stored is skipped)"
+        ) from None
 
 
 def _chunks(messages: Iterator[bytes], size: int) -> Iterator[list[bytes]]:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
+from typing import NamedTuple
 
 from ingest.mime import SupportSide, parse_email
 from store.documents import Envelope
@@ -25,7 +26,16 @@ log = logging.getLogger("archive.filer")
 
 
 class ParserLost(Exception):
-    """A parsing process died; what it was parsing is still in the spool."""
+    """A parsing process died; nothing it was parsing was filed (a spooled delivery is
+    parsed again, a mailbox import is run again)."""
+
+
+class ToParse(NamedTuple):
+    """One delivery to parse: its bytes, when the archive received it, how it came."""
+
+    raw: bytes
+    received_at: datetime
+    envelope: Envelope | None = None
 
 
 class Parsers:
@@ -36,57 +46,39 @@ class Parsers:
         self._pool: ProcessPoolExecutor | None = None
         self.started = 0  # pools started: 1 after the first parse, one more per restart
 
-    async def parse(
-        self,
-        raw: bytes,
-        *,
-        support: SupportSide,
-        received_at: datetime,
-        envelope: Envelope | None,
-    ) -> NewEmail:
-        if self.workers == 0:
-            return parse_email(raw, support=support, received_at=received_at, envelope=envelope)
-        pool = self._pool or self._start()
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(pool, _parse, raw, support, received_at, envelope)
-        except BrokenProcessPool:
-            if self._lost(pool):
-                log.warning("a parsing process died; starting new ones (what it was parsing "
-                            "stays in the spool and is parsed again)")  # fmt: skip
-            raise ParserLost from None
-
     async def parse_many(
-        self, raws: Sequence[bytes], *, support: SupportSide, received_at: datetime, source: str
+        self, items: Sequence[ToParse], *, support: SupportSide, source: str = "smtp"
     ) -> list[NewEmail]:
-        """Each of ``raws`` parsed (``parse_email`` never raises), in one call per worker: a
-        mailbox import sends its batch in slices rather than message by message."""
-        if self.workers == 0 or not raws:
-            return _parse_many(raws, support, received_at, source)
+        """Each of ``items`` parsed (``parse_email`` never raises), in one call per worker: a
+        batch goes to the parsing processes in slices, not message by message (a call per
+        message cost the event loop more than the parse saved it). Raises ParserLost if a
+        parsing process died meanwhile; the next call starts new ones."""
+        if self.workers == 0:  # here, yielding between messages to the sessions being answered
+            emails = []
+            for item in items:
+                emails += _parse_many([item], support, source)
+                await asyncio.sleep(0)
+            return emails
+        if not items:
+            return []
         pool = self._pool or self._start()
         loop = asyncio.get_running_loop()
-        size = -(-len(raws) // self.workers)
-        slices = [raws[i : i + size] for i in range(0, len(raws), size)]
+        size = -(-len(items) // self.workers)
+        slices = [items[i : i + size] for i in range(0, len(items), size)]
         try:
             parsed = await asyncio.gather(*(
-                loop.run_in_executor(pool, _parse_many, part, support, received_at, source)
-                for part in slices
+                loop.run_in_executor(pool, _parse_many, part, support, source) for part in slices
             ))  # fmt: skip
         except BrokenProcessPool:
             self._lost(pool)
-            raise ParserLost(
-                "a parsing process died: run the import again (what is stored is skipped)"
-            ) from None
+            raise ParserLost("a parsing process died") from None
         return [email for part in parsed for email in part]
 
-    def _lost(self, pool: ProcessPoolExecutor) -> bool:
-        """Drop ``pool``, broken (the next parse starts another); False if it was dropped
-        already (another parse saw it break first)."""
-        if self._pool is not pool:
-            return False
-        pool.shutdown(wait=False, cancel_futures=True)
-        self._pool = None
-        return True
+    def _lost(self, pool: ProcessPoolExecutor) -> None:
+        """Drop ``pool``, broken (the next parse starts another)."""
+        if self._pool is pool:
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     def _start(self) -> ProcessPoolExecutor:
         # Spawned, not forked: a fork of a process running threads (the MongoDB driver's)
@@ -107,13 +99,9 @@ class Parsers:
             self._pool = None
 
 
-def _parse(
-    raw: bytes, support: SupportSide, received_at: datetime, envelope: Envelope | None
-) -> NewEmail:
-    return parse_email(raw, support=support, received_at=received_at, envelope=envelope)
-
-
-def _parse_many(
-    raws: Sequence[bytes], support: SupportSide, received_at: datetime, source: str
-) -> list[NewEmail]:
-    return [parse_email(r, support=support, received_at=received_at, source=source) for r in raws]
+def _parse_many(items: Sequence[ToParse], support: SupportSide, source: str) -> list[NewEmail]:
+    return [
+        parse_email(i.raw, support=support, received_at=i.received_at, envelope=i.envelope,
+                    source=source)
+        for i in items
+    ]  # fmt: skip
