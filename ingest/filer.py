@@ -78,6 +78,9 @@ class Filer:
         self._take_over_every = take_over_every.total_seconds()
         # Entries that failed for a reason other than the database, and when to retry them.
         self._retry_at: dict[PydanticObjectId, float] = {}
+        # After a parsing process died, the next batch is parsed one delivery per call, so
+        # that a delivery which kills it every time fails alone (and counts its attempts).
+        self._one_by_one = False
         self._stopping = False
 
     def stop(self) -> None:
@@ -176,8 +179,8 @@ class Filer:
         await self._done([entry], [email], [filed])
 
     async def _parse_all(self, claimed: list[SpoolEntry]) -> list[NewEmail | Exception]:
-        """Each entry parsed, or why not (the blob of a large message is gone): the batch at
-        once, in the parsing processes."""
+        """Each entry parsed, or why not (the blob of a large message is gone, or its parse
+        killed the parsing process): the batch at once, in the parsing processes."""
         raws: list[bytes | Exception] = []
         for entry in claimed:
             try:
@@ -189,11 +192,28 @@ class Filer:
             for entry, raw in zip(claimed, raws, strict=True)
             if isinstance(raw, bytes)
         ]
-        parsed = iter(await self._parsers.parse_many(items, support=self._support))
-        return [
-            raw if isinstance(raw, Exception) else _with_id(next(parsed), entry)
-            for entry, raw in zip(claimed, raws, strict=True)
-        ]
+        parsed = iter(await self._parse_items(items))
+        results: list[NewEmail | Exception] = []
+        for entry, raw in zip(claimed, raws, strict=True):
+            found = raw if isinstance(raw, Exception) else next(parsed)
+            results.append(_with_id(found, entry) if isinstance(found, NewEmail) else found)
+        return results
+
+    async def _parse_items(self, items: list[ToParse]) -> list[NewEmail | Exception]:
+        if not self._one_by_one:
+            try:
+                return list(await self._parsers.parse_many(items, support=self._support))
+            except ParserLost:
+                self._one_by_one = True
+                raise  # the batch is parsed again, one delivery at a time
+        results: list[NewEmail | Exception] = []
+        for item in items:
+            try:
+                results += await self._parsers.parse_many([item], support=self._support)
+            except ParserLost as exc:
+                results.append(exc)
+        self._one_by_one = False
+        return results
 
     async def _done(
         self, entries: list[SpoolEntry], emails: list[NewEmail], filed: list[Filed]

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from ingest import parsing
+from ingest.filer import Filer
+from ingest.parsing import ParserLost, Parsers
 from store.database import Database
-from store.documents import Message, SpoolEntry
+from store.documents import Message, SpoolEntry, utcnow
 from store.embedded import EmbeddedMongo
+from store.spool import Spool
 from tests.conftest import report
+from tests.faults import poison
 from tests.faults.processes import serve_env, serving
 from tests.helpers import eventually
-from tests.mail import make_email, send
+from tests.mail import SUPPORT, make_email, send
 
 MESSAGES = 200
 
@@ -73,3 +80,33 @@ async def test_a_killed_parsing_process_loses_nothing_and_serve_starts_another(
 
 async def _stored_at_least(n: int) -> bool:
     return await Message.count() >= n
+
+
+async def test_a_delivery_that_kills_every_parsing_process_stops_only_itself(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its batch is parsed again one delivery at a time: the others are filed, and it counts
+    attempts like any delivery that cannot be filed, until it is filed raw-only."""
+    monkeypatch.setattr(parsing, "_parse_many", poison.parse_or_die)
+    fine = [
+        await spool.put_email(make_email(message_id=f"<fine-{n}@example.com>"), envelope=None,
+                              received_at=utcnow())
+        for n in range(5)
+    ]  # fmt: skip
+    deadly = poison.MARK + b"\r\n" + make_email(message_id="<deadly@example.com>")
+    queued = await spool.put_email(deadly, envelope=None, received_at=utcnow())
+    filer = Filer(spool, support=SUPPORT, parsers=Parsers(1), max_attempts=2,
+                  retry_base=timedelta(0))  # fmt: skip
+    try:
+        for _ in range(6):
+            with contextlib.suppress(ParserLost):
+                await filer.file_once()
+    finally:
+        filer.stop()
+        await asyncio.wait_for(filer.run(), timeout=30)  # closes the pool
+
+    assert await SpoolEntry.count() == 0
+    assert {m.id for m in await Message.find_all().to_list()} == {*fine, queued}
+    message = await Message.get(queued)
+    assert message is not None and message.parse_error is not None
+    assert message.parse_error.startswith("filed raw-only after 2 attempts: ParserLost")
