@@ -10,7 +10,6 @@ the filer parses them again.
 from __future__ import annotations
 
 import asyncio
-import logging
 import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -21,8 +20,6 @@ from typing import NamedTuple
 from ingest.mime import SupportSide, parse_email
 from store.documents import Envelope
 from store.messages import NewEmail
-
-log = logging.getLogger("archive.filer")
 
 
 class ParserLost(Exception):
