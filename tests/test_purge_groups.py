@@ -25,7 +25,13 @@ from store.documents import (
 )
 from store.embedded import EmbeddedMongo
 from store.holds import place_hold
-from store.retention import LATENESS_ACCOUNTS, RetentionPolicy, subject_hmac, sweep
+from store.retention import (
+    LATENESS_ACCOUNTS,
+    RetentionPolicy,
+    records_of_purges,
+    subject_hmac,
+    sweep,
+)
 from store.spool import Spool
 from tests.factories import chat
 from tests.helpers import counting
@@ -121,6 +127,27 @@ async def test_a_sweeps_database_work_does_not_grow_with_the_number_of_accounts(
     many = await sweep_cost(database, mongo, LATENESS_ACCOUNTS + 65, "many")
     # One account at a time cost some fifty commands each: 60 more would be 3,000 more.
     assert many.total() <= few.total() + 10, f"85 accounts: {many}; 25 accounts: {few}"
+
+
+async def test_a_groups_earlier_records_are_found_by_their_keys_not_by_reading_all_records(
+    database: Database,
+) -> None:
+    # Every group of a sweep looks up the records of its purges (to resume, never double, an
+    # unfinished one): over the life of an archive the records run into the millions.
+    now = utcnow()
+    await PurgeRecord.get_pymongo_collection().insert_many([
+        {"purge_key": f"deletion:{n:064x}:{now.isoformat()}:1", "rule": "deletion",
+         "due_at": now, "started_at": now, "done_at": now, "subjects": []}
+        for n in range(500)
+    ])  # fmt: skip
+    wanted = [f"deletion:{n:064x}:{now.isoformat()}" for n in (7, 300, 10_000)]
+    plan: dict[str, Any] = (
+        await PurgeRecord.get_pymongo_collection().find(records_of_purges(wanted)).explain()
+    )
+    stats = plan["executionStats"]
+    assert stats["nReturned"] == 2
+    # Each range ends on one key past its last match: 3 ranges, 2 matches, at most 5 keys.
+    assert stats["totalKeysExamined"] <= 5, stats["totalKeysExamined"]
 
 
 async def rests_of_a_sweep(database: Database, monkeypatch: pytest.MonkeyPatch) -> list[float]:
