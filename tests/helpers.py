@@ -100,3 +100,20 @@ async def counting(mongo: EmbeddedMongo, database: Database) -> AsyncIterator[Co
     finally:
         await init_beanie(database=database.db, document_models=ALL_DOCUMENTS)
         await client.close()
+
+
+@asynccontextmanager
+async def collection_scans(database: Database, collection: str) -> AsyncIterator[list[str]]:
+    """The operations on ``collection`` that read it whole (mongod's plan: COLLSCAN) while
+    this lasts, as their command names; filled in on exit. The test's database profiler
+    records every operation meanwhile."""
+    scans: list[str] = []
+    await database.db.command("profile", 2)
+    try:
+        yield scans
+    finally:
+        await database.db.command("profile", 0)
+    namespace = f"{database.db.name}.{collection}"
+    async for op in database.db["system.profile"].find({"ns": namespace}):
+        if "COLLSCAN" in str(op.get("planSummary", "")):
+            scans.append(next(iter(op.get("command", {})), op.get("op", "?")))

@@ -29,6 +29,8 @@ from store.messages import MAX_ADDRESSES, MAX_REFERENCES, file_email, stored_bod
 from store.retention import RetentionPolicy, sweep
 from store.spool import Spool
 from tests.conftest import Api
+from tests.factories import email
+from tests.helpers import collection_scans
 from tests.mail import SUPPORT, make_email, running, send, stored
 
 POLICY = RetentionPolicy(grace=timedelta(days=180), max_age=timedelta(days=1095),
@@ -193,3 +195,17 @@ async def test_a_delivery_whose_bytes_were_lost_is_filed_as_a_record_of_the_loss
     view = await (await api.get(f"/api/v1/messages/{queued}", Role.AGENT)).json()
     assert view["status"] == "filed" and view["raw_url"] is None
     assert view["parse_error"].startswith("the original bytes were lost before filing")
+
+
+async def test_filing_mail_finds_related_messages_by_index_not_by_reading_them_all(
+    database: Database,
+) -> None:
+    # Threading (In-Reply-To, References) and the mark on a Message-ID that other content
+    # carries too look stored messages up by Message-ID: a scan cost each batch as much as the
+    # whole archive (an import beside 100,000 chat messages: 14 s of mongod's time in scans).
+    await email(message_id="<q1@example.com>")
+    async with collection_scans(database, "messages") as scans:
+        await email(message_id="<q2@example.com>", in_reply_to="<q1@example.com>",
+                    references="<q0@example.com> <q1@example.com>")  # fmt: skip
+        await email(message_id="<q2@example.com>", body="Other content, the same Message-ID")
+    assert scans == []
