@@ -179,7 +179,9 @@ async def claimed_ids(
     """Keys claimed by spool entries (other than ``besides``), with the claimed ids."""
     if not keys:
         return {}
-    query: dict[str, object] = {"chat_claims.key": {"$in": list(keys)}}
+    # $type lets the planner use the partial chat_claims index: an $in alone does not imply
+    # its filter, and every call would read the whole spool.
+    query: dict[str, object] = {"chat_claims.key": {"$in": list(keys), "$type": "string"}}
     if besides:
         query["_id"] = {"$nin": list(besides)}
     wanted = set(keys)

@@ -17,11 +17,14 @@ from ingest.filer import Filer
 from ingest.smtp import smtp_server
 from service.serve import Ingest, build_app, make_ingest
 from service.settings import load_settings
+from store.chat import chat_dedup_key
+from store.chat_spool import claimed_ids, conversation_key, known_ids
 from store.database import Database
 from store.documents import AuditEvent, Message, Role, SpoolEntry, iso
 from store.keys import create_key
 from store.spool import Spool
 from tests.conftest import WIDGET_SECRET, Api
+from tests.helpers import collection_scans
 from tests.mail import SUPPORT, handler, make_email, queued_id, send
 from tests.test_chat import post, transcript
 
@@ -248,3 +251,15 @@ async def test_looking_up_an_id_a_chat_answer_named_uses_an_index(database: Data
         .explain()
     )
     assert "IXSCAN" in json.dumps(plan["queryPlanner"]["winningPlan"], default=str)
+
+
+async def test_the_ids_a_chat_answer_names_are_looked_up_in_the_spool_by_index(
+    database: Database,
+) -> None:
+    # Every webhook call and every filed chat batch asks the spool which of its keys are
+    # claimed: a scan would cost each of them the whole backlog (after an outage, thousands).
+    keys = [conversation_key("widget", "c-1"), chat_dedup_key("widget", "m-1")]
+    async with collection_scans(database, "spool") as scans:
+        await known_ids(keys=keys)
+        await claimed_ids(keys=keys, besides=[PydanticObjectId()])
+    assert scans == []
