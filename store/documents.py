@@ -166,11 +166,11 @@ class Conversation(Document):
             IndexModel(
                 [("account_id", ASCENDING), ("last_message_at", DESCENDING)], name="account"
             ),
-            IndexModel(
-                [("customer_emails", ASCENDING)],
-                name="unlinked_customer_emails",
-                partialFilterExpression={"account_id": None},
-            ),
+            # Every conversation, linked or not: linking finds the unlinked ones of an address,
+            # and the residue scan those of a purged address (an index of the unlinked only
+            # left it reading every conversation). A database made before keeps the partial
+            # "unlinked_customer_emails" beside it, unused (it may be dropped).
+            IndexModel([("customer_emails", ASCENDING)], name="customer_emails"),
             IndexModel([("collected_at", ASCENDING)], name="collected_at"),
         ]
 
@@ -496,6 +496,18 @@ class PurgeRecord(Document):
                 partialFilterExpression={"done_at": None},
             ),
             IndexModel([("done_at", DESCENDING)], name="done_at"),
+            # What a sweep finishes first (store.retention): only the records with something
+            # pending are in these, so that it never reads every record ever written.
+            IndexModel(
+                [("pending_blobs", ASCENDING)],
+                name="pending_blobs",
+                partialFilterExpression={"pending_blobs": {"$type": "string"}},
+            ),
+            IndexModel(
+                [("pending_conversations", ASCENDING)],
+                name="pending_conversations",
+                partialFilterExpression={"pending_conversations": {"$type": "objectId"}},
+            ),
         ]
 
 

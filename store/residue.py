@@ -368,8 +368,12 @@ async def _conversations_found(scans: _Scans, *, before: ObjectId) -> list[dict[
     found = [{c: by_id[c] for c in i.conversation_ids if c in by_id} for i, _ in scans]
     owners = _owners(i.emails for i, _ in scans)
     for part in _slices(owners):
-        naming = {"customer_emails": {"$in": part}, "_id": {"$lt": before}}
+        # By address alone, so that the customer_emails index is the plan: with "_id" in the
+        # filter too the planner may read every conversation by _id instead.
+        naming = {"customer_emails": {"$in": part}}
         async for c in collection.find(naming, {"account_id": 1, "customer_emails": 1}):
+            if c["_id"] >= before:
+                continue  # created after the purge began
             for place in {p for e in c.get("customer_emails") or () for p in owners.get(e, ())}:
                 found[place][c["_id"]] = c
     return found

@@ -258,11 +258,18 @@ async def sweep(
     return report
 
 
+def due_now(now: datetime) -> dict[str, Any]:
+    """The query for the accounts with something due by ``now``."""
+    # $type lets the planner use the partial next_purge_at index: a bare $lte does not imply
+    # its filter, and every sweep read and sorted every account of the archive.
+    return {"next_purge_at": {"$lte": now, "$type": "date"}}
+
+
 async def _due_accounts(now: datetime) -> list[str]:
     # Read first: the purge moves next_purge_at, and a cursor over that index would meet an
     # account again.
     due = Account.get_pymongo_collection().find(
-        {"next_purge_at": {"$lte": now}}, {"_id": 1}, sort=[("next_purge_at", 1)]
+        due_now(now), {"_id": 1}, sort=[("next_purge_at", 1)]
     )
     return [a["_id"] async for a in due]
 
@@ -280,7 +287,7 @@ async def lateness(*, now: datetime, policy: RetentionPolicy) -> float:
     # hide a late one), and an account whose due content is all in held conversations does
     # not count towards the earliest few looked at.
     held_accounts, _ = await _held_now(now)
-    due = Account.find({"next_purge_at": {"$lte": now}, "_id": {"$nin": held_accounts}})
+    due = Account.find(due_now(now) | {"_id": {"$nin": held_accounts}})
     looked_at = 0
     async for account in due.sort("+next_purge_at"):
         since = await _account_purgeable_since(account.id, now=now)
@@ -720,13 +727,14 @@ async def _finish_pending(policy: RetentionPolicy, report: SweepReport, now: dat
     """What an earlier sweep left: blobs whose messages it deleted but that it could not
     remove yet (it was interrupted, or they were referenced within the quiet period), and
     conversations it was interrupted before settling; counted on their record."""
-    async for record in PurgeRecord.find({"pending_blobs.0": {"$exists": True}}):
+    # $type: what the partial indexes of pending records hold (a record with at least one)
+    async for record in PurgeRecord.find({"pending_blobs": {"$type": "string"}}):
         pending = list(record.pending_blobs)
         count, size = await _collect_blobs(pending, record=record, policy=policy)
         report.blobs += count
         report.bytes += size
         await _recheck_blobs(record, pending, policy=policy, now=now)
-    async for record in PurgeRecord.find({"pending_conversations.0": {"$exists": True}}):
+    async for record in PurgeRecord.find({"pending_conversations": {"$type": "objectId"}}):
         report.conversations += await _settle_pending_conversations(
             dict.fromkeys(record.pending_conversations, record), now
         )

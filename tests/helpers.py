@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -102,18 +103,42 @@ async def counting(mongo: EmbeddedMongo, database: Database) -> AsyncIterator[Co
         await client.close()
 
 
+@dataclass(frozen=True)
+class Operation:
+    """An operation mongod ran, as its profiler recorded it."""
+
+    collection: str
+    command: str  # find, aggregate, q (an update's or a delete's), ...
+    plan: str  # mongod's plan summary: "COLLSCAN", "IXSCAN { dedup_key: 1 }", ...
+    fields: frozenset[str]  # the fields its filter names at the top
+
+    @property
+    def reads_whole_collection(self) -> bool:
+        return "COLLSCAN" in self.plan
+
+
 @asynccontextmanager
-async def collection_scans(database: Database, collection: str) -> AsyncIterator[list[str]]:
-    """The operations on ``collection`` that read it whole (mongod's plan: COLLSCAN) while
-    this lasts, as their command names; filled in on exit. The test's database profiler
-    records every operation meanwhile."""
-    scans: list[str] = []
+async def operations(database: Database) -> AsyncIterator[list[Operation]]:
+    """The operations run on the test's database while this lasts (its profiler records them
+    all meanwhile), filled in on exit."""
+    found: list[Operation] = []
     await database.db.command("profile", 2)
     try:
-        yield scans
+        yield found
     finally:
         await database.db.command("profile", 0)
-    namespace = f"{database.db.name}.{collection}"
-    async for op in database.db["system.profile"].find({"ns": namespace}):
-        if "COLLSCAN" in str(op.get("planSummary", "")):
-            scans.append(next(iter(op.get("command", {})), op.get("op", "?")))
+    async for op in database.db["system.profile"].find({"ns": {"$ne": "system.profile"}}):
+        command: dict[str, Any] = op.get("command", {})
+        name = next(iter(command), op.get("op", "?"))
+        stages = command.get("pipeline") or [{}]
+        where = command.get("filter") or command.get("q") or stages[0].get("$match") or {}
+        found.append(Operation(
+            collection=op.get("ns", "").split(".", 1)[-1], command=name,
+            plan=str(op.get("planSummary", "")), fields=frozenset(where),
+        ))  # fmt: skip
+
+
+def whole_reads(found: list[Operation], *collections: str) -> list[str]:
+    """The operations of ``found`` on ``collections`` that read one of them whole."""
+    return [f"{o.collection}.{o.command} {sorted(o.fields)}" for o in found
+            if o.collection in collections and o.reads_whole_collection]  # fmt: skip

@@ -24,7 +24,7 @@ from store.documents import AuditEvent, Message, Role, SpoolEntry, iso
 from store.keys import create_key
 from store.spool import Spool
 from tests.conftest import WIDGET_SECRET, Api
-from tests.helpers import collection_scans
+from tests.helpers import operations, whole_reads
 from tests.mail import SUPPORT, handler, make_email, queued_id, send
 from tests.test_chat import post, transcript
 
@@ -259,7 +259,7 @@ async def test_the_ids_a_chat_answer_names_are_looked_up_in_the_spool_by_index(
     # Every webhook call and every filed chat batch asks the spool which of its keys are
     # claimed: a scan would cost each of them the whole backlog (after an outage, thousands).
     keys = [conversation_key("widget", "c-1"), chat_dedup_key("widget", "m-1")]
-    async with collection_scans(database, "spool") as scans:
+    async with operations(database) as ops:
         await known_ids(keys=keys)
         await claimed_ids(keys=keys, besides=[PydanticObjectId()])
-    assert scans == []
+    assert whole_reads(ops, "spool") == []

@@ -93,7 +93,7 @@ async def test_every_document_round_trips(database: Database) -> None:
 
 EXPECTED_INDEXES = {
     "accounts": {"emails", "purge_due", "next_purge", "created", "status_created"},
-    "conversations": {"source_external_id", "account", "unlinked_customer_emails", "collected_at"},
+    "conversations": {"source_external_id", "account", "customer_emails", "collected_at"},
     "messages": {
         "dedup_key", "message_id_header", "thread", "account_time", "newest", "participant",
         "collected_at_id", "raw_blob", "attachment_blobs",
@@ -102,7 +102,7 @@ EXPECTED_INDEXES = {
     "blobs": {"last_referenced_at"},
     "blob_chunks": {"blob_n"},
     "holds": {"account", "conversation", "expires_at"},
-    "purge_records": {"purge_key", "subjects", "done_at"},
+    "purge_records": {"purge_key", "subjects", "done_at", "pending_blobs", "pending_conversations"},
     "leases": set(),
     "api_keys": {"name", "token"},
     "audit_events": {"ttl", "at", "actor", "action", "account", "mentions"},

@@ -30,7 +30,7 @@ from store.retention import RetentionPolicy, sweep
 from store.spool import Spool
 from tests.conftest import Api
 from tests.factories import email
-from tests.helpers import collection_scans
+from tests.helpers import operations, whole_reads
 from tests.mail import SUPPORT, make_email, running, send, stored
 
 POLICY = RetentionPolicy(grace=timedelta(days=180), max_age=timedelta(days=1095),
@@ -204,8 +204,8 @@ async def test_filing_mail_finds_related_messages_by_index_not_by_reading_them_a
     # carries too look stored messages up by Message-ID: a scan cost each batch as much as the
     # whole archive (an import beside 100,000 chat messages: 14 s of mongod's time in scans).
     await email(message_id="<q1@example.com>")
-    async with collection_scans(database, "messages") as scans:
+    async with operations(database) as ops:
         await email(message_id="<q2@example.com>", in_reply_to="<q1@example.com>",
                     references="<q0@example.com> <q1@example.com>")  # fmt: skip
         await email(message_id="<q2@example.com>", body="Other content, the same Message-ID")
-    assert scans == []
+    assert whole_reads(ops, "messages") == []

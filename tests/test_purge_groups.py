@@ -34,7 +34,7 @@ from store.retention import (
 )
 from store.spool import Spool
 from tests.factories import chat
-from tests.helpers import counting
+from tests.helpers import counting, operations, whole_reads
 
 POLICY = RetentionPolicy(
     grace=timedelta(days=180), max_age=timedelta(days=1095), secret_key=b"g" * 32,
@@ -148,6 +148,20 @@ async def test_a_groups_earlier_records_are_found_by_their_keys_not_by_reading_a
     assert stats["nReturned"] == 2
     # Each range ends on one key past its last match: 3 ranges, 2 matches, at most 5 keys.
     assert stats["totalKeysExamined"] <= 5, stats["totalKeysExamined"]
+
+
+async def test_a_sweep_reads_the_archive_through_indexes_not_whole_collections(
+    database: Database,
+) -> None:
+    # A sweep runs every interval over an archive of millions: which accounts are due, the
+    # records an earlier sweep left pending, the conversations that name a purged address.
+    await customers(3)
+    async with operations(database) as ops:
+        await sweep(database, now=utcnow(), policy=POLICY)
+    assert whole_reads(ops, "accounts", "purge_records", "conversations", "messages") == []
+    naming = [o for o in ops if o.collection == "conversations" and "customer_emails" in o.fields]
+    assert naming, "the residue scan looks for conversations naming the purged addresses"
+    assert all("customer_emails" in o.plan for o in naming), [o.plan for o in naming]
 
 
 async def rests_of_a_sweep(database: Database, monkeypatch: pytest.MonkeyPatch) -> list[float]:
