@@ -1,6 +1,6 @@
 """The benchmark table: ingest, search and purge against ceilings measured in the same run.
 
-    make bench          # full sizes (the 1M-message search comparison alone takes about 26 minutes)
+    make bench          # full sizes, 25 to 35 minutes (most of it the 1M-message search comparison)
     make bench-quick    # about a minute, small sizes
 
 Each figure is reported as a ratio to its ceiling and checked against the target of the
