@@ -250,9 +250,9 @@ async def test_a_hostile_message_renders_inert(context: Any, site: Web, story: S
         )  # fmt: skip
         page = await signed_in_page(context, site, Role.AGENT)
         loaded: list[str] = []
-        blocked: list[str] = []
+        failed: list[tuple[str, str]] = []
         page.on("requestfinished", lambda request: loaded.append(request.url))
-        page.on("requestfailed", lambda request: blocked.append(request.failure))
+        page.on("requestfailed", lambda request: failed.append((request.url, request.failure)))
         await page.goto(site.url(f"/conversations/{hostile.conversation_id}"))
         heading = await page.get_by_role("heading", level=1).inner_text()
         assert heading.startswith('<img src=x onerror="window.__pwned=4">Hostile')
@@ -269,7 +269,10 @@ async def test_a_hostile_message_renders_inert(context: Any, site: Web, story: S
         assert await page.evaluate("() => window.__pwned") is None
         assert remote.requests == []
         assert not [url for url in loaded if url.startswith(remote.origin)]
-        # Chromium reports the requests the frame's CSP stopped before they left
+        # Chromium reports the requests the frame's CSP stopped before they left. (A request
+        # of the page's own, cut short by the click that navigates, fails as net::ERR_ABORTED:
+        # seen once under a loaded machine, and not what this test is about.)
+        blocked = [failure for url, failure in failed if url.startswith(remote.origin)]
         assert blocked and set(blocked) == {"csp"}
         html_response = await page.request.get(site.url(f"/messages/{hostile.id}/html"))
         assert "img-src data:" in html_response.headers["content-security-policy"]
