@@ -202,7 +202,7 @@ async def test_filing_mail_finds_related_messages_by_index_not_by_reading_them_a
 ) -> None:
     # Threading (In-Reply-To, References) and the mark on a Message-ID that other content
     # carries too look stored messages up by Message-ID: a scan cost each batch as much as the
-    # whole archive (an import beside 100,000 chat messages: 14 s of mongod's time in scans).
+    # whole archive (an import beside 100,000 chat messages: 8.5 s of mongod's time in scans).
     await email(message_id="<q1@example.com>")
     async with operations(database) as ops:
         await email(message_id="<q2@example.com>", in_reply_to="<q1@example.com>",

@@ -2,9 +2,9 @@
 
 Parsing spent most of its time building header objects (email.headerregistry makes a class
 per call); plain address headers, Date headers and plain ASCII text headers (Subject and the
-message-id headers) are now read directly. These properties
-hold the fast paths equal to the full parser: on every value the plain form accepts, and on
-arbitrary text (where the plain form must either decline or agree).
+message-id headers) are now read directly. These properties hold the fast paths equal to the
+full parser: on every value the plain form accepts, and on arbitrary text (where the plain form
+must either decline or agree).
 """
 
 from __future__ import annotations
@@ -69,10 +69,17 @@ def test_the_plain_form_declines_or_agrees_on_anything(value: str) -> None:
         assert pairs == full_parser(value)
 
 
+def as_the_message_reads_it(name: str, value: str) -> tuple[EmailMessage, str | None]:
+    """A message holding ``value`` in its ``name`` header, and that header's raw value."""
+    message = email.message_from_string(f"{name}: {value}\r\n\r\nbody\r\n", policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    raw = next((str(v) for k, v in message.raw_items() if k.lower() == name.lower()), None)
+    return message, raw
+
+
 def date_as_the_message_reads_it(value: str) -> tuple[str | None, object]:
     """The Date header of a message holding ``value``, as stored and as ``msg.get`` reads it."""
-    message = email.message_from_string(f"Date: {value}\r\n\r\nbody\r\n", policy=policy.default)
-    raw = next((str(v) for k, v in message.raw_items() if k.lower() == "date"), None)
+    message, raw = as_the_message_reads_it("Date", value)
     try:
         return raw, getattr(message.get("Date"), "datetime", None)
     except Exception:  # the header object could not be built: the message reads no date
@@ -102,14 +109,6 @@ id_atom = st.text(ATEXT + "=?", min_size=1, max_size=6)
 id_dot_atom = st.lists(id_atom, min_size=1, max_size=3).map(".".join)
 message_id = st.builds(lambda left, right, before, after: f"{before}<{left}@{right}>{after}",
                        id_dot_atom, id_dot_atom, blank, blank)  # fmt: skip
-
-
-def as_the_message_reads_it(name: str, value: str) -> tuple[EmailMessage, str | None]:
-    """A message holding ``value`` in its ``name`` header, and that header's raw value."""
-    message = email.message_from_string(f"{name}: {value}\r\n\r\nbody\r\n", policy=policy.default)
-    assert isinstance(message, EmailMessage)
-    raw = next((str(v) for k, v in message.raw_items() if k.lower() == name.lower()), None)
-    return message, raw
 
 
 @given(name=st.sampled_from(TEXT_HEADERS), value=st.one_of(folded, message_id, anything))
