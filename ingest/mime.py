@@ -303,14 +303,15 @@ def _msgid(value: str | None) -> str | None:
 # folding, obsolete forms) goes through the email package's full header parser, which builds a
 # header class per call and was most of the time spent parsing (tests/test_mime_fast_paths.py
 # holds the two equal on every value the plain form accepts).
-_ATOM = r"[A-Za-z0-9!#$%&'*+/?^_`{|}~-]+"  # atext without "=": no encoded word slips through
+_ATEXT = r"A-Za-z0-9!#$%&'*+/?^_`{|}~-"  # RFC 5322 atext but "="
+_ATOM = rf"[{_ATEXT}]+"  # without "=": no encoded word slips through
 _DOT_ATOM = rf"{_ATOM}(?:\.{_ATOM})*"
 _ADDR_SPEC = rf"{_DOT_ATOM}@{_DOT_ATOM}"
 _PLAIN_ADDRESS = re.compile(
     rf"[ \t]*(?:(?:({_ATOM}(?: {_ATOM})*)[ \t]*)?<({_ADDR_SPEC})>|({_ADDR_SPEC}))[ \t]*"
 )
 _LINE_BREAKS = re.compile(r"\n|\r")  # as email.policy unfolds a header before parsing it
-_ID_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"  # atext ("=?" is ruled out before)
+_ID_ATOM = rf"[={_ATEXT}]+"  # all of atext: header_text rules out "=?" before
 _ID_DOT_ATOM = rf"{_ID_ATOM}(?:\.{_ID_ATOM})*"
 _PLAIN_MSGID = re.compile(rf"[ \t]*<{_ID_DOT_ATOM}@{_ID_DOT_ATOM}>[ \t]*")
 

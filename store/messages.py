@@ -273,7 +273,7 @@ async def _keep_aliases(emails: Sequence[NewEmail], results: Sequence[Filed]) ->
     )
 
 
-def with_message_ids(ids: Sequence[str]) -> dict[str, Any]:
+def _with_message_ids(ids: Sequence[str]) -> dict[str, Any]:
     """The query for the messages whose Message-ID is one of ``ids``."""
     # $type lets the planner use the partial message_id_header index: an $in alone does not
     # imply the index's filter, and mongod would read every message of the archive instead.
@@ -289,14 +289,14 @@ async def _mark_shared_message_ids(inserted: Sequence[Message]) -> None:
         return
     collection = Message.get_pymongo_collection()
     cursor = await collection.aggregate([
-        {"$match": with_message_ids(ids)},
+        {"$match": _with_message_ids(ids)},
         {"$group": {"_id": "$message_id_header", "messages": {"$sum": 1}}},
         {"$match": {"messages": {"$gt": 1}}},
     ])  # fmt: skip
     shared = [group["_id"] async for group in cursor]
     if shared:
         await collection.update_many(
-            with_message_ids(shared) | {"shares_message_id": {"$ne": True}},
+            _with_message_ids(shared) | {"shares_message_id": {"$ne": True}},
             {"$set": {"shares_message_id": True}},
         )
 
@@ -385,7 +385,7 @@ async def _conversations_for(
     the new ones, which are not saved yet."""
     keys = sorted({k for e in emails for k in e.thread_keys()})
     related = await Message.get_pymongo_collection().find(
-        with_message_ids(keys), {"message_id_header": 1, "conversation_id": 1}
+        _with_message_ids(keys), {"message_id_header": 1, "conversation_id": 1}
     ).to_list() if keys else []  # fmt: skip
     known = await Conversation.find(
         {"_id": {"$in": list({m["conversation_id"] for m in related})}}

@@ -258,7 +258,7 @@ async def sweep(
     return report
 
 
-def due_now(now: datetime) -> dict[str, Any]:
+def _due_now(now: datetime) -> dict[str, Any]:
     """The query for the accounts with something due by ``now``."""
     # $type lets the planner use the partial next_purge_at index: a bare $lte does not imply
     # its filter, and every sweep read and sorted every account of the archive.
@@ -269,7 +269,7 @@ async def _due_accounts(now: datetime) -> list[str]:
     # Read first: the purge moves next_purge_at, and a cursor over that index would meet an
     # account again.
     due = Account.get_pymongo_collection().find(
-        due_now(now), {"_id": 1}, sort=[("next_purge_at", 1)]
+        _due_now(now), {"_id": 1}, sort=[("next_purge_at", 1)]
     )
     return [a["_id"] async for a in due]
 
@@ -287,7 +287,7 @@ async def lateness(*, now: datetime, policy: RetentionPolicy) -> float:
     # hide a late one), and an account whose due content is all in held conversations does
     # not count towards the earliest few looked at.
     held_accounts, _ = await _held_now(now)
-    due = Account.find(due_now(now) | {"_id": {"$nin": held_accounts}})
+    due = Account.find(_due_now(now) | {"_id": {"$nin": held_accounts}})
     looked_at = 0
     async for account in due.sort("+next_purge_at"):
         since = await _account_purgeable_since(account.id, now=now)
