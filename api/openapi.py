@@ -15,7 +15,7 @@ from api.accounts import AccountBody, AccountsParams
 from api.audit_log import AuditParams
 from api.search import SearchParams
 from api.state import OPENAPI_PATHS
-from store.rules import ACCOUNT_ID_PATTERN
+from store.accounts import ACCOUNT_ID_PATTERN
 
 Json = dict[str, Any]
 REF = "#/components/schemas/{model}"

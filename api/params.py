@@ -16,9 +16,9 @@ from aiohttp import web
 from beanie import PydanticObjectId
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from store.accounts import ACCOUNT_ID_PATTERN, ACCOUNT_ID_RULE
 from store.errors import NotFound
 from store.paging import Key
-from store.rules import ACCOUNT_ID_PATTERN, ACCOUNT_ID_RULE
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -49,7 +49,6 @@ from store.accounts import register_account, request_erasure
 from store.database import Database, open_database
 from store.documents import Message, utcnow
 from store.embedded import EmbeddedMongo
-from store.query import words_of
 from store.retention import RetentionPolicy, sweep
 from store.search import (
     HIT_FIELDS,
@@ -62,6 +61,7 @@ from store.search import (
     snippet,
 )
 from store.search_index import SearchIndex, following
+from store.words import words_of
 
 OUT = Path(__file__).parent / "out"
 DATABASE = "bench_search"

@@ -19,7 +19,8 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
-from store.query import MAX_TERM_LENGTH, words_of
+from store.query import MAX_TERM_LENGTH
+from store.words import words_of
 
 MAX_TERMS_PER_MESSAGE = 2000
 RELEVANCE_WINDOW = 500

@@ -14,6 +14,7 @@ from email import policy
 from email.message import EmailMessage, Message
 from html.parser import HTMLParser
 
+from ingest.attachment_text import searchable_text
 from store.blobs import NewAttachment
 from store.documents import Address, Author, AuthorRole, Direction, Envelope, at_millis
 from store.messages import NewEmail
@@ -130,6 +131,7 @@ def _parse(
         text=text,
         html=html,
         attachments=attachments,
+        attachment_text=searchable_text(attachments),
         parse_error="; ".join(dict.fromkeys(problems)) or None,
     )
 

@@ -21,12 +21,12 @@ from service import commands
 from service.logs import configure_logging
 from service.serve import NoDatabase, Roles, serve
 from service.settings import Settings, SettingsError, load_settings
+from store.accounts import ACCOUNT_ID_RULE, is_account_id
 from store.database import UnusableDatabase
 from store.documents import Role
 from store.embedded import MongodFailed, MongodNotFound
 from store.errors import Conflict, NotFound, is_transient
 from store.residue import describe
-from store.rules import ACCOUNT_ID_RULE, is_account_id
 from store.search_index import IndexBusy
 
 log = logging.getLogger("archive.service")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -11,11 +12,26 @@ from beanie import PydanticObjectId
 from pydantic import BaseModel, Field
 from pymongo import UpdateMany
 
-from store.documents import Account, AccountStatus, Conversation, Hold, Message, utcnow
+from store.documents import (
+    Account,
+    AccountStatus,
+    Conversation,
+    Hold,
+    Message,
+    active_holds_query,
+    utcnow,
+)
 from store.errors import Conflict, NotFound
-from store.holds import active_holds_query
 from store.paging import Key, Page, keyset_page
-from store.rules import deletion_deadline
+
+# What an account id (the platform's own) may be: the API and the command line refuse anything
+# else alike, so that an account made by one can always be named in the other's URLs.
+ACCOUNT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$"
+ACCOUNT_ID_RULE = "letters, digits and . _ : @ + - (at most 128, the first a letter or digit)"
+
+
+def is_account_id(text: str) -> bool:
+    return re.fullmatch(ACCOUNT_ID_PATTERN, text) is not None
 
 
 class _IdOnly(BaseModel):
@@ -303,7 +319,7 @@ async def mark_deleted(*, account_id: str, deleted_at: datetime, grace: timedelt
     if account.status is not AccountStatus.DELETED:
         # A deletion cannot reach back into an earlier life of the account.
         deleted_at = max(deleted_at, account.life_started_at or deleted_at)
-        due = deletion_deadline(deleted_at=deleted_at, grace=grace)
+        due = deleted_at + grace
         await Account.get_pymongo_collection().update_one(
             {"_id": account_id, "status": AccountStatus.ACTIVE.value},
             _due_by(due, {"status": AccountStatus.DELETED.value, "deleted_at": deleted_at,

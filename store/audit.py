@@ -19,7 +19,7 @@ from pymongo import UpdateOne
 
 from store.documents import AuditEvent, Role, utcnow
 from store.paging import Page, keyset_page
-from store.search import words_of
+from store.words import words_of
 
 REDACTED = "[redacted]"
 # Query parameters whose values are ids, codes, times or switches; every other parameter is

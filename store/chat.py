@@ -32,7 +32,6 @@ from store.messages import (
     by_dedup_key,
     cut_to_bytes,
     insert_unless_stored,
-    searchable_text,
     stored_body,
 )
 
@@ -68,6 +67,8 @@ class NewChatMessage:
     sent_at: datetime
     html: str | None = None
     attachments: Sequence[NewAttachment] = ()
+    # What search indexes of the attachments' contents (extracted by ingest before filing).
+    attachment_text: str = ""
     # The message's own subject (an email that reached the helpdesk); else the batch's.
     subject: str | None = None
     # Attachments by URL: fetched into ``attachments`` before filing, or kept as metadata.
@@ -228,7 +229,7 @@ def _message(
         **stored_body(subject=subject, text=new.text, html=new.html),
         attachments=attachments,
         has_attachments=bool(attachments),
-        attachment_text=searchable_text(new.attachments),
+        attachment_text=new.attachment_text,
         deleted_at_source=batch.received_at if new.deleted else None,
         # Links nobody fetched (a caller that skipped the fetch step) are kept as what they are.
         unfetched_attachments=[*new.unfetched, *(k.unfetched("not fetched") for k in new.links)],

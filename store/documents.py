@@ -452,6 +452,11 @@ class Hold(Document):
         ]
 
 
+def active_holds_query(now: datetime) -> dict[str, object]:
+    """Holds in force at ``now``: not released, not expired."""
+    return {"released_at": None, "$or": [{"expires_at": None}, {"expires_at": {"$gt": now}}]}
+
+
 class PurgeCounts(BaseModel):
     conversations: int = 0
     messages: int = 0

@@ -8,13 +8,8 @@ from beanie import PydanticObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from store.database import Database
-from store.documents import Account, Conversation, Hold, HoldKind, utcnow
+from store.documents import Account, Conversation, Hold, HoldKind, active_holds_query, utcnow
 from store.errors import Conflict, NotFound
-
-
-def active_holds_query(now: datetime) -> dict[str, object]:
-    """Holds in force at ``now``: not released, not expired."""
-    return {"released_at": None, "$or": [{"expires_at": None}, {"expires_at": {"$gt": now}}]}
 
 
 async def place_hold(

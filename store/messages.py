@@ -12,7 +12,6 @@ from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
 from store.accounts import apply_link_terms, ensure_account, normalise_email, settle_links
-from store.attachment_text import text_of
 from store.blobs import NewAttachment, attachment_ref, put_blobs
 from store.documents import (
     MAX_BODY_BYTES,
@@ -71,6 +70,8 @@ class NewEmail:
     text: str = ""
     html: str | None = None
     attachments: Sequence[NewAttachment] = ()
+    # What search indexes of the attachments' contents (extracted by ingest, bounded).
+    attachment_text: str = ""
     parse_error: str | None = None
     # The account this message is known to belong to (an import for one account); otherwise
     # the account is found by the customer's addresses.
@@ -155,11 +156,6 @@ def _addresses_of(addresses: Sequence[str], kept: set[str]) -> list[str]:
 
 def _short(value: str | None, limit: int) -> str | None:
     return value[:limit] if value is not None else None
-
-
-def searchable_text(attachments: Sequence[NewAttachment]) -> str:
-    """What search indexes of the attachments' contents (PDF and plain text, bounded)."""
-    return text_of((a.content_type, a.filename, a.data) for a in attachments)
 
 
 def cut_to_bytes(text: str, limit: int) -> str:
@@ -330,7 +326,7 @@ def _message(
         **stored_body(subject=email.subject, text=email.text, html=email.html),
         attachments=attachments,
         has_attachments=bool(attachments),
-        attachment_text=searchable_text(email.attachments),
+        attachment_text=email.attachment_text,
         raw=raw,
         envelope=email.envelope,
         parse_error=email.parse_error,

@@ -20,33 +20,16 @@ the tree into engine queries, and no user input becomes a field name there.
 
 from __future__ import annotations
 
-import functools
 import re
-import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
 
+from store.words import words_of
+
 MAX_TERM_LENGTH = 64
 MAX_QUERY_TERMS = 32
 MAX_DEPTH = 8
-WORD = re.compile(r"\w+", re.UNICODE)
-
-
-@functools.lru_cache(maxsize=65536)
-def normalise(word: str) -> str:
-    """Case- and accent-insensitive form of a word: ``Réfund`` and ``refund`` are one term."""
-    if word.isascii():
-        return word.lower()
-    decomposed = unicodedata.normalize("NFKD", word.casefold())
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
-
-
-def words_of(text: str) -> list[str]:
-    """The normalised words of ``text`` in order, as search matches them."""
-    if text.isascii():  # the common case, about 20 times faster: no word needs decomposing
-        return WORD.findall(text.lower())
-    return [normalise(match) for match in WORD.findall(text)]
 
 
 class QueryError(ValueError):

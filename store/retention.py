@@ -35,12 +35,12 @@ from store.documents import (
     PurgeRecord,
     PurgeRule,
     SpoolEntry,
+    active_holds_query,
     utcnow,
 )
 from store.exports import remove_exports
-from store.holds import active_holds_query, held_scopes
+from store.holds import held_scopes
 from store.residue import Identifiers, Kind, Residue, scan, scan_many
-from store.rules import deletion_deadline as deletion_deadline
 from store.rules import max_age_cutoff as max_age_cutoff
 from store.rules import subject_hmac as subject_hmac
 

@@ -25,12 +25,13 @@ from beanie import PydanticObjectId
 
 from store import search_index as engine
 from store.documents import Author, Channel, Message, utcnow
-from store.query import WORD, Query, QueryError, normalise, parse_query, words_of
+from store.query import Query, QueryError, parse_query
 from store.search_index import SearchIndex
+from store.words import WORD, normalise
 
 __all__ = [
     "HIT_FIELDS", "Filters", "Hit", "Order", "Position", "Query", "QueryError", "Results",
-    "Summary", "normalise", "parse_query", "search", "snippet", "spans", "words_of",
+    "Summary", "parse_query", "search", "snippet", "spans",
 ]  # fmt: skip
 
 P = ParamSpec("P")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import AsyncIterator
@@ -223,6 +224,16 @@ async def test_attachments_are_stored_as_blobs(http: Client) -> None:
     message = await Message.get(answer["messages"][0]["id"])
     assert message is not None and message.has_attachments
     assert (message.attachments[0].filename, message.attachments[0].size) == ("photo.png", 8)
+
+
+async def test_the_text_of_a_chat_attachment_is_searchable(http: Client) -> None:
+    payload = transcript(1)
+    payload["messages"][0]["attachments"] = [
+        {"filename": "log.txt", "content_type": "text/plain",
+         "data_base64": base64.b64encode(b"boot failed with E-7731").decode()}
+    ]  # fmt: skip
+    answer = await (await post(http, payload)).json()
+    assert await found(http.app, '"e 7731"') == {answer["messages"][0]["id"]}
 
 
 # --- linking --------------------------------------------------------------------------------

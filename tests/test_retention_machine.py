@@ -57,11 +57,12 @@ from store.documents import (
     HoldKind,
     Message,
     PurgeRecord,
+    active_holds_query,
     utcnow,
 )
 from store.embedded import EmbeddedMongo
 from store.errors import Conflict, NotFound
-from store.holds import active_holds_query, place_hold, release_hold
+from store.holds import place_hold, release_hold
 from store.messages import file_email
 from store.residue import Identifiers, scan
 from store.retention import RetentionPolicy, subject_hmac, sweep

@@ -18,10 +18,10 @@ from scheduler.jobs import Jobs
 from store.accounts import mark_deleted, register_account
 from store.chat import ChatBatch, NewChatMessage, file_chat
 from store.documents import Author, AuthorRole, Direction, Message, PurgeRecord, Role, utcnow
-from store.query import WORD, normalise
 from store.retention import RetentionPolicy
 from store.search import spans
 from store.search_index import SearchIndex, deleted_documents, following, open_index
+from store.words import WORD, normalise
 from tests.conftest import Api
 from tests.factories import T0, chat, email
 from tests.test_search import search

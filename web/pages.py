@@ -17,9 +17,9 @@ from pydantic import BaseModel, ValidationError
 from api.auth import ADMIN_ONLY, AGENT_UP, COMPLIANCE_UP
 from api.state import CONFIG, DATABASE, PRINCIPAL, Principal
 from store import audit
+from store.accounts import ACCOUNT_ID_RULE
 from store.documents import Role, utcnow
 from store.errors import Conflict, NotFound, is_transient
-from store.rules import ACCOUNT_ID_RULE
 from web import sessions
 from web.state import SESSION, TEMPLATES, WEB_CONFIG, Session
 

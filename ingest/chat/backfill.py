@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ingest.attachment_text import with_attachment_text
 from ingest.chat.chatwoot import ChatwootMessage, Conversation, conversation_batch
 from ingest.chat.fetch import FetchPolicy, fetch_attachments
 from store.chat import ChatBatch, ChatFiled
@@ -181,7 +182,7 @@ class Backfill:
             source=self.source, account_id=self.account, conversation=conversation,
             messages=messages, received_at=self.clock(), trusted=self.trusted, edits=True,
         )  # fmt: skip
-        batch = await fetch_attachments(batch, policy=self.fetch)
+        [batch] = with_attachment_text([await fetch_attachments(batch, policy=self.fetch)])
         # Ids a webhook's answer named while the archive was catching up are kept.
         batch = await with_claimed_ids(batch)
         [filed] = await self.file_chats([batch])

@@ -3,7 +3,8 @@
 Each entry's body is parsed again with its source's format (it was validated before it was
 acknowledged), its messages and conversation take the ids the acknowledgement named (the
 entry's claims), the batches go through the optional per-batch ``prepare`` step (e.g. fetching
-attachments), then ``file_chats_each`` files them together.
+attachments), their attachments' text is extracted, then ``file_chats_each`` files them
+together.
 
 An entry that names a message or conversation claimed by another entry not filed in this
 group waits for it (an edit spooled by one instance while the message it edits is spooled by
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field, replace
 
 from beanie import PydanticObjectId
 
+from ingest.attachment_text import with_attachment_text
 from ingest.chat.formats import Ignored
 from ingest.chat.webhook import Source, parse_call
 from store.chat import ChatBatch, ChatFiled, chat_dedup_key, file_chats_each
@@ -63,6 +65,7 @@ class ChatFiling:
         batches = [b for _, b in ready]
         if self._prepare is not None:
             batches = await self._prepare(batches)
+        batches = with_attachment_text(batches)
         for (entry, _), filed in zip(ready, await file_chats_each(batches), strict=True):
             if isinstance(filed, Exception):
                 result.failed.append((entry, filed))

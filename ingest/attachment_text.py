@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 from pypdf import PdfReader
+
+from store.blobs import NewAttachment
+from store.chat import ChatBatch
 
 MAX_BYTES = 256 * 1024  # of UTF-8 text per message, all attachments together
 MAX_PAGES = 50
@@ -30,6 +34,23 @@ def kind_of(content_type: str | None, filename: str | None) -> str | None:
     if kind in _TEXT_TYPES or name.endswith(_TEXT_SUFFIXES):
         return "text"
     return None
+
+
+def searchable_text(attachments: Iterable[NewAttachment]) -> str:
+    """What search indexes of the attachments' contents (PDF and plain text, bounded)."""
+    return text_of((a.content_type, a.filename, a.data) for a in attachments)
+
+
+def with_attachment_text(batches: Sequence[ChatBatch]) -> list[ChatBatch]:
+    """``batches`` with the searchable text of each message's attachments (once they are
+    fetched: a link has no contents yet)."""
+    return [
+        replace(b, messages=[
+            replace(m, attachment_text=searchable_text(m.attachments)) if m.attachments else m
+            for m in b.messages
+        ])
+        for b in batches
+    ]  # fmt: skip
 
 
 def text_of(attachments: Iterable[tuple[str | None, str | None, bytes]]) -> str:
