@@ -5,10 +5,15 @@ FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 archive
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
+# Every package of the service (pyproject.toml's packages.find lists the same).
 COPY ingest ingest
 COPY store store
+COPY retention retention
+COPY search search
+COPY exports exports
 COPY scheduler scheduler
 COPY api api
+COPY web web
 COPY service service
 RUN pip install --no-cache-dir -c constraints.txt .
 # The data directory holds the webhook journal (calls taken while MongoDB is away): mount a

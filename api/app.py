@@ -28,8 +28,8 @@ from api.auth import (
 )
 from api.problems import problem_middleware
 from api.state import ACCESS, CONFIG, DATABASE, OPENAPI_PATHS, SEARCH, ApiConfig
+from search.index import SearchIndex, following
 from store.database import Database
-from store.search_index import SearchIndex, following
 
 V1 = "/api/v1"
 

@@ -16,7 +16,7 @@ from api import params
 from api.auth import principal_of
 from api.state import CONFIG, TASKS
 from api.trail import audited
-from store import exports
+from exports import builder
 from store.accounts import account_summary
 from store.documents import Disclosure, Export, ExportStatus, iso, utcnow
 from store.errors import Conflict
@@ -67,24 +67,24 @@ async def begin_export(
     config = request.app[CONFIG]
     hold = None
     if hold_id is not None:
-        hold, scope = await exports.scope_of_hold(PydanticObjectId(hold_id))
+        hold, scope = await builder.scope_of_hold(PydanticObjectId(hold_id))
     else:
         assert account_id is not None
         await account_summary(account_id=account_id, now=now)  # NotFound when unknown
-        scope = exports.Scope(account_id=account_id)
-    export = await exports.start_export(
+        scope = builder.Scope(account_id=account_id)
+    export = await builder.start_export(
         scope=scope, account_id=account_id, hold_id=hold.id if hold else None,
         created_by=who, now=now, max_age=config.export_max_age, directory=config.export_dir,
     )  # fmt: skip
     target = {"export_id": str(export.id), "account_id": scope.account_id or ""}
     if hold is not None:
         assert authority and legal_basis
-        await exports.register_disclosure(export=export, hold=hold, authority=authority,
+        await builder.register_disclosure(export=export, hold=hold, authority=authority,
                                           legal_basis=legal_basis, disclosed_by=who,
                                           now=now)  # fmt: skip
         target["hold_id"] = str(hold.id)
     await audited(request, "export.create", target=target)
-    _in_background(request.app, exports.build_export(export, scope, directory=config.export_dir,
+    _in_background(request.app, builder.build_export(export, scope, directory=config.export_dir,
                                                      now=now))  # fmt: skip
     return export
 
@@ -96,12 +96,12 @@ def _in_background(app: web.Application, work: Coroutine[object, object, object]
 
 
 async def get_export(request: web.Request) -> web.Response:
-    export = await exports.get_export(params.object_id(request, "export_id", what="export"))
+    export = await builder.get_export(params.object_id(request, "export_id", what="export"))
     return web.json_response(_view(export))
 
 
 async def download_export(request: web.Request) -> web.StreamResponse:
-    export = await exports.get_export(params.object_id(request, "export_id", what="export"))
+    export = await builder.get_export(params.object_id(request, "export_id", what="export"))
     if export.status is not ExportStatus.READY or export.path is None:
         raise Conflict(f"export {export.id} is {export.status.value}, not ready")
     target = {"export_id": str(export.id), "account_id": export.account_id or ""}
@@ -135,7 +135,7 @@ async def list_exports(request: web.Request) -> web.Response:
         cursor = params.decode_cursor(p.cursor, ExportCursor)
         after = (cursor.t, PydanticObjectId(cursor.i))
     await audited(request, "export.list", target={"account_id": p.account_id or ""})
-    page = await exports.list_exports(account_id=p.account_id, limit=p.limit, after=after)
+    page = await builder.list_exports(account_id=p.account_id, limit=p.limit, after=after)
     return web.json_response({
         "exports": [_view(e) for e in page.items],
         "next_cursor": params.page_cursor(page.next_key),

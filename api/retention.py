@@ -12,7 +12,9 @@ from api import params, views
 from api.auth import principal_of
 from api.state import CONFIG, DATABASE
 from api.trail import audited
-from store import accounts, holds, retention
+from retention import holds
+from retention import sweep as retention
+from store import accounts
 from store.documents import Hold, HoldKind, utcnow
 
 Reason = Annotated[str, Field(min_length=1, max_length=2000)]

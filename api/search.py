@@ -14,8 +14,8 @@ from api.auth import principal_of
 from api.problems import problem
 from api.state import SEARCH
 from api.trail import audited
+from search.engine import MAX_OFFSET, Filters, Order, Position, QueryError, parse_query, search
 from store.documents import Channel, Role
-from store.search import MAX_OFFSET, Filters, Order, Position, QueryError, parse_query, search
 
 
 class SearchParams(params.QueryModel):

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from retention.sweep import RetentionPolicy
+from search.index import SearchIndex
 from store.database import Database
 from store.documents import Role
-from store.retention import RetentionPolicy
-from store.search_index import SearchIndex
 
 if TYPE_CHECKING:
     from api.auth import Access

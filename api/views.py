@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from retention.sweep import ForecastItem
+from search.engine import Hit
 from store.accounts import AccountSummary
 from store.documents import (
     Account,
@@ -18,8 +20,6 @@ from store.documents import (
     iso,
 )
 from store.reading import ConversationFiling, Filing
-from store.retention import ForecastItem
-from store.search import Hit
 
 Json = dict[str, Any]
 

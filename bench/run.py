@@ -33,10 +33,10 @@ from bson import ObjectId
 
 from bench.ceilings import SECRET
 from ingest.chat.signature import sign
+from retention.sweep import RetentionPolicy, sweep
 from store.database import Database, open_database
 from store.documents import Account, Message, SpoolEntry, utcnow
 from store.embedded import EmbeddedMongo, free_port
-from store.retention import RetentionPolicy, sweep
 
 OUT = Path(__file__).parent / "out"
 RESULTS = Path(__file__).parent / "results.md"

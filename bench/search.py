@@ -9,7 +9,7 @@ same query strings through all three (p50/p95 per scope, order and kind of query
 account as retention does and times until this engine no longer finds it. Writes
 bench/out/search.json and bench/out/search.md (the tables for docs/search.md).
 
-- tantivy: ``store.search.search``, the API's path without HTTP and audit (the engine, the
+- tantivy: ``search.engine.search``, the API's path without HTTP and audit (the engine, the
   read-back of hits from MongoDB, snippets), on a ``SearchIndex`` built by its own rebuild;
 - ``$text``: one text index on subject and text (subject weighs 2, no stemming so that all three
   match the same words), every word quoted (AND), ``textScore`` or ``sent_at`` order;
@@ -45,12 +45,8 @@ from pymongo import DESCENDING, TEXT, WriteConcern
 from tqdm import tqdm
 
 from bench import term_arrays
-from store.accounts import register_account, request_erasure
-from store.database import Database, open_database
-from store.documents import Message, utcnow
-from store.embedded import EmbeddedMongo
-from store.retention import RetentionPolicy, sweep
-from store.search import (
+from retention.sweep import RetentionPolicy, sweep
+from search.engine import (
     HIT_FIELDS,
     Filters,
     Order,
@@ -60,7 +56,11 @@ from store.search import (
     search,
     snippet,
 )
-from store.search_index import SearchIndex, following
+from search.index import SearchIndex, following
+from store.accounts import register_account, request_erasure
+from store.database import Database, open_database
+from store.documents import Message, utcnow
+from store.embedded import EmbeddedMongo
 from store.words import words_of
 
 OUT = Path(__file__).parent / "out"

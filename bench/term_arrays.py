@@ -19,7 +19,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
-from store.query import MAX_TERM_LENGTH
+from search.query import MAX_TERM_LENGTH
 from store.words import words_of
 
 MAX_TERMS_PER_MESSAGE = 2000

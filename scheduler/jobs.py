@@ -14,14 +14,14 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from store import lease
+from exports.builder import remove_expired_exports, remove_orphan_export_files
+from retention import lease
+from retention.housekeeping import remove_orphans, retire_search_terms
+from retention.sweep import RetentionPolicy, SweepReport, sweep
+from search.index import SearchIndex
 from store.audit import index_audit_mentions
 from store.database import Database
 from store.documents import utcnow
-from store.exports import remove_expired_exports, remove_orphan_export_files
-from store.housekeeping import remove_orphans, retire_search_terms
-from store.retention import RetentionPolicy, SweepReport, sweep
-from store.search_index import SearchIndex
 
 log = logging.getLogger("archive.purge")
 

@@ -17,6 +17,8 @@ from tqdm import tqdm
 
 from ingest.chat.backfill import ChatwootApiError
 from ingest.mailbox import MailboxKind
+from retention.residue import describe
+from search.index import IndexBusy
 from service import commands
 from service.logs import configure_logging
 from service.serve import NoDatabase, Roles, serve
@@ -26,8 +28,6 @@ from store.database import UnusableDatabase
 from store.documents import Role
 from store.embedded import MongodFailed, MongodNotFound
 from store.errors import Conflict, NotFound, is_transient
-from store.residue import describe
-from store.search_index import IndexBusy
 
 log = logging.getLogger("archive.service")
 

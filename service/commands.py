@@ -17,21 +17,30 @@ import aiohttp
 from beanie import PydanticObjectId
 from tqdm import tqdm
 
+from exports.builder import (
+    Scope,
+    count_messages,
+    export_to_file,
+    register_disclosure,
+    scope_of_hold,
+    start_export,
+)
 from ingest.chat.backfill import Backfill, BackfillReport, ChatwootClient, ChatwootEndpoint
 from ingest.mailbox import ImportReport, MailboxKind, import_messages, open_mailbox, raw_messages
 from ingest.mime import SupportSide
 from ingest.parsing import Parsers
+from retention import sweep as retention
+from retention.residue import Residue
 from scheduler.jobs import Jobs
+from search.index import REBUILD_REQUEST, IndexBusy, SearchIndex, rebuild_here
 from service.serve import database_from, export_dir, fetch_policy, retention_policy, search_dir
 from service.settings import Settings, WebhookSource
-from store import audit, exports, keys, retention
+from store import audit, keys
 from store.chat import file_chats
 from store.documents import Account, ApiKey, Export, PurgeRecord, Role, utcnow
 from store.documents import Message as StoredMessage
 from store.errors import NotFound
 from store.messages import file_emails
-from store.residue import Residue
-from store.search_index import REBUILD_REQUEST, IndexBusy, SearchIndex, rebuild_here
 
 
 def actor() -> str:
@@ -214,18 +223,18 @@ async def export(
         hold = None
         if hold_id is not None:
             with _next_step(f"check the id; {LIST_HOLDS}"):
-                hold, scope = await exports.scope_of_hold(PydanticObjectId(hold_id))
+                hold, scope = await scope_of_hold(PydanticObjectId(hold_id))
         else:
-            scope = exports.Scope(account_id=account_id)
+            scope = Scope(account_id=account_id)
         with _next_step(f"check the id; {LIST_ACCOUNTS}"):
-            record = await exports.start_export(
+            record = await start_export(
                 scope=scope, account_id=account_id, hold_id=hold.id if hold else None,
                 created_by=who, now=now, max_age=settings.export_max_age,
                 directory=export_dir(settings),
             )  # fmt: skip
         if hold is not None:
             assert authority and legal_basis
-            await exports.register_disclosure(
+            await register_disclosure(
                 export=record, hold=hold, authority=authority, legal_basis=legal_basis,
                 disclosed_by=who, now=now,
             )  # fmt: skip
@@ -233,9 +242,9 @@ async def export(
             "export_id": str(record.id), "account_id": scope.account_id or "",
             **({"hold_id": str(hold.id)} if hold else {}),
         })  # fmt: skip
-        total = await exports.count_messages(scope)
+        total = await count_messages(scope)
         with tqdm(total=total, unit="msg", desc="exporting") as bar:
-            return await exports.export_to_file(
+            return await export_to_file(
                 record, scope, out=out, directory=export_dir(settings), now=now,
                 on_message=bar.update,
             )  # fmt: skip

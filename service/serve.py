@@ -30,8 +30,10 @@ from ingest.filer import Filer, filing
 from ingest.mime import SupportSide
 from ingest.parsing import Parsers
 from ingest.smtp import ArchiveHandler, networks, smtp_server, tls_context
+from retention.sweep import RetentionPolicy
 from scheduler.jobs import Jobs
 from scheduler.runner import scheduler
+from search.index import SearchIndex, following
 from service.logs import AccessLogger
 from service.settings import Environment, Settings
 from store import keys
@@ -42,8 +44,6 @@ from store.documents import Role
 from store.embedded import EmbeddedMongo, running_embedded_uri
 from store.errors import Conflict
 from store.journal import Journal
-from store.retention import RetentionPolicy
-from store.search_index import SearchIndex, following
 from store.spool import Spool
 from web.app import add_web
 

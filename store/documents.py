@@ -484,7 +484,7 @@ class PurgeRecord(Document):
     # Conversations whose messages a batch deleted and that are still to be settled (dropped
     # when empty, their metadata recomputed otherwise): a crash leaves them for the next sweep.
     pending_conversations: list[PydanticObjectId] = Field(default_factory=list)
-    # The residue scan run right after the purge (store/residue.py): whether it was clean, and
+    # The residue scan run right after the purge (retention/residue.py): whether it was clean, and
     # what remained and why (counts and reasons only, no personal data).
     residue: dict[str, Any] | None = None
 
@@ -501,7 +501,7 @@ class PurgeRecord(Document):
                 partialFilterExpression={"done_at": None},
             ),
             IndexModel([("done_at", DESCENDING)], name="done_at"),
-            # What a sweep finishes first (store.retention): only the records with something
+            # What a sweep finishes first (retention.sweep): only the records with something
             # pending are in these, so that it never reads every record ever written.
             IndexModel(
                 [("pending_blobs", ASCENDING)],

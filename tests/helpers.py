@@ -58,7 +58,7 @@ async def found(app: Any, q: str) -> set[str]:
     """Ids of the messages the app's search index finds for ``q`` (as compliance sees them),
     once it has every write made so far."""
     from api.state import SEARCH
-    from store.search import Filters, Order, parse_query, search
+    from search.engine import Filters, Order, parse_query, search
 
     index = app[SEARCH]
     await index.sync()

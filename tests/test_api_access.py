@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from api.auth import access_of
+from exports.builder import Scope, build_export, start_export
 from store.documents import Role, utcnow
-from store.exports import Scope, build_export, start_export
 from store.keys import revoke_key
 from tests.conftest import Api
 from tests.factories import email

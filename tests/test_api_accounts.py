@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from retention.sweep import sweep
 from store.accounts import mark_deleted
 from store.database import Database
 from store.documents import Hold, HoldKind, Role, utcnow
-from store.retention import sweep
 from tests.conftest import Api
 from tests.factories import email
 from tests.test_retention import POLICY

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from retention.sweep import sweep
 from service.serve import retention_policy
 from store.database import Database
 from store.documents import Account, AuditEvent, Role, utcnow
-from store.retention import sweep
 from tests.conftest import Api
 from tests.factories import email
 from tests.helpers import iso

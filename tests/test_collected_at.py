@@ -13,10 +13,10 @@ import pytest
 
 from ingest.mailbox import MailboxKind, import_messages, open_mailbox, raw_messages
 from ingest.mime import parse_email
+from retention.sweep import RetentionPolicy, sweep
 from store.database import Database
 from store.documents import Conversation, Message, utcnow
 from store.messages import file_emails
-from store.retention import RetentionPolicy, sweep
 from store.spool import Spool
 from tests.mail import SUPPORT, make_email, send, stored
 

@@ -14,7 +14,18 @@ from typing import Any
 
 import pytest
 
-from store import exports
+from exports.builder import (
+    Scope,
+    _move,
+    build_export,
+    files_of_exports,
+    remove_expired_exports,
+    remove_exports,
+    remove_orphan_export_files,
+    start_export,
+    unowned_export_files,
+    write_export,
+)
 from store.accounts import ensure_account
 from store.database import Database
 from store.documents import Export, ExportStatus, Message, utcnow
@@ -27,8 +38,8 @@ ACCOUNT = "acct-files"
 
 async def start(directory: Path, *, account_id: str = ACCOUNT) -> Export:
     await ensure_account(account_id=account_id)  # an export of an unknown account is refused
-    return await exports.start_export(
-        scope=exports.Scope(account_id=account_id), account_id=account_id, hold_id=None,
+    return await start_export(
+        scope=Scope(account_id=account_id), account_id=account_id, hold_id=None,
         created_by="test", now=utcnow(), max_age=timedelta(days=7), directory=directory,
     )  # fmt: skip
 
@@ -51,7 +62,7 @@ async def test_a_failed_export_leaves_no_file_behind(database: Database, tmp_pat
     await an_account_with_a_lost_blob()
     export = await start(tmp_path)
     with pytest.raises(Exception, match="does not exist"):
-        await exports.build_export(export, exports.Scope(account_id=ACCOUNT), directory=tmp_path,
+        await build_export(export, Scope(account_id=ACCOUNT), directory=tmp_path,
                                    now=utcnow())  # fmt: skip
     assert files_in(tmp_path) == []
     found = await Export.get(export.id)
@@ -83,8 +94,8 @@ async def test_a_cancelled_export_write_leaves_no_file_behind(
         seen.append(files_in(tmp_path))
         midway.set()
 
-    task = asyncio.create_task(exports.write_export(
-        tmp_path / "x.zip", exports.Scope(account_id=ACCOUNT), now=utcnow(),
+    task = asyncio.create_task(write_export(
+        tmp_path / "x.zip", Scope(account_id=ACCOUNT), now=utcnow(),
         on_message=written_one,
     ))  # fmt: skip
     await cancel_midway(task, midway)
@@ -99,8 +110,8 @@ async def test_a_cancelled_export_is_marked_failed_and_leaves_no_file(
     await some_mail()
     export = await start(tmp_path)
     midway = asyncio.Event()
-    task = asyncio.create_task(exports.build_export(
-        export, exports.Scope(account_id=ACCOUNT), directory=tmp_path, now=utcnow(),
+    task = asyncio.create_task(build_export(
+        export, Scope(account_id=ACCOUNT), directory=tmp_path, now=utcnow(),
         on_message=midway.set,
     ))  # fmt: skip
     await cancel_midway(task, midway)
@@ -117,7 +128,7 @@ async def test_a_ready_export_is_one_owner_only_file_under_its_id(
     await email(account_id=ACCOUNT)
     directory = tmp_path / "exports"
     export = await start(directory)
-    ready = await exports.build_export(export, exports.Scope(account_id=ACCOUNT),
+    ready = await build_export(export, Scope(account_id=ACCOUNT),
                                        directory=directory, now=utcnow())  # fmt: skip
     assert files_in(directory) == [f"{export.id}.zip"]
     assert ready.path == str(directory / f"{export.id}.zip")
@@ -131,7 +142,7 @@ async def test_an_expired_export_without_a_path_takes_its_temporary_files_with_i
     export = await start(tmp_path)  # still running: no path yet
     for name in (f"{export.id}.zip.part", f"{export.id}.json.part"):
         (tmp_path / name).write_bytes(b"conversation text")
-    assert await exports.remove_expired_exports(now=export.expires_at) == 1
+    assert await remove_expired_exports(now=export.expires_at) == 1
     assert files_in(tmp_path) == []
     assert await Export.get(export.id) is None
 
@@ -159,7 +170,7 @@ async def test_files_no_live_record_owns_are_removed_once_past_the_min_age(
     for name in [*orphans, f"{ready.id}.zip", f"{running.id}.json.part"]:
         written_ago(tmp_path / name, timedelta(hours=1))
     written_ago(tmp_path / f"{running.id}.zip.part", timedelta(seconds=1))  # still being written
-    removed = await exports.remove_orphan_export_files(
+    removed = await remove_orphan_export_files(
         directory=tmp_path, now=utcnow(), min_age=timedelta(minutes=5)
     )
     assert files_in(tmp_path) == sorted([*owned, f"{running.id}.json.part"])
@@ -172,7 +183,7 @@ async def test_a_running_export_untouched_for_the_min_age_died_with_its_process(
     export = await start(tmp_path)
     for name in (f"{export.id}.zip.part", f"{export.id}.json.part"):
         written_ago(tmp_path / name, timedelta(hours=1))
-    removed = await exports.remove_orphan_export_files(
+    removed = await remove_orphan_export_files(
         directory=tmp_path, now=utcnow(), min_age=timedelta(minutes=5)
     )
     assert (removed, files_in(tmp_path)) == (2, [])
@@ -184,7 +195,7 @@ async def test_a_fresh_file_without_a_record_is_left_to_its_writer(
     database: Database, tmp_path: Path
 ) -> None:
     (tmp_path / "65a000000000000000000000.zip.part").write_bytes(b"being written")
-    removed = await exports.remove_orphan_export_files(
+    removed = await remove_orphan_export_files(
         directory=tmp_path, now=utcnow(), min_age=timedelta(minutes=5)
     )
     assert removed == 0
@@ -198,11 +209,11 @@ async def test_the_residue_scan_can_list_the_files_of_exports_and_of_no_record(
     gone = "65a000000000000000000000"
     for name in (f"{live.id}.zip", f"{gone}.zip.part", f"{gone}.json.part"):
         (tmp_path / name).write_bytes(b"x")
-    of_gone = exports.files_of_exports(directory=tmp_path, export_ids=[gone])
+    of_gone = files_of_exports(directory=tmp_path, export_ids=[gone])
     assert sorted(p.name for p in of_gone) == [f"{gone}.json.part", f"{gone}.zip.part"]
-    unowned = await exports.unowned_export_files(directory=tmp_path)
+    unowned = await unowned_export_files(directory=tmp_path)
     assert sorted(p.name for p in unowned) == [f"{gone}.json.part", f"{gone}.zip.part"]
-    assert exports.files_of_exports(directory=tmp_path / "missing", export_ids=[gone]) == []
+    assert files_of_exports(directory=tmp_path / "missing", export_ids=[gone]) == []
 
 
 async def test_an_account_purge_removes_its_exports_temporary_files(
@@ -211,7 +222,7 @@ async def test_an_account_purge_removes_its_exports_temporary_files(
     await chat("hello", account_id=ACCOUNT)
     export = await start(tmp_path)
     (tmp_path / f"{export.id}.json.part").write_bytes(b"hello")
-    assert await exports.remove_exports({"account_id": ACCOUNT}) == 1
+    assert await remove_exports({"account_id": ACCOUNT}) == 1
     assert files_in(tmp_path) == []
     assert await Message.find({"account_id": ACCOUNT}).count() == 1  # only exports touched
 
@@ -224,7 +235,7 @@ async def test_an_export_directory_made_by_someone_else_is_made_owner_only(
     os.chmod(directory, 0o755)
     await email(account_id=ACCOUNT)
     export = await start(directory)
-    await exports.build_export(export, exports.Scope(account_id=ACCOUNT), directory=directory,
+    await build_export(export, Scope(account_id=ACCOUNT), directory=directory,
                                now=utcnow())  # fmt: skip
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
 
@@ -312,7 +323,7 @@ def test_a_zip_moved_across_file_systems_is_owner_only_from_its_first_byte(
     monkeypatch.setattr(os, "replace", replace)
     old_umask = os.umask(0o022)
     try:
-        exports._move(source, target)
+        _move(source, target)
     finally:
         os.umask(old_umask)
     assert modes == [0o600]

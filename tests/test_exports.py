@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
+from exports.builder import Scope, remove_expired_exports, write_export
+from retention.sweep import sweep
 from service.serve import retention_policy
-from store import exports
 from store.blobs import read_blob
 from store.database import Database
 from store.documents import Disclosure, Export, Message, Role, utcnow
-from store.retention import sweep
 from tests.conftest import Api
 from tests.factories import chat, email
 from tests.helpers import eventually
@@ -174,7 +174,7 @@ async def test_expired_exports_are_removed_with_their_files(
     view, _, _ = await export_via_api(api, {"account_id": "acct-x"})
     export = await Export.get(view["id"])
     assert export is not None and export.path and Path(export.path).exists()
-    assert await exports.remove_expired_exports(now=export.expires_at) == 1
+    assert await remove_expired_exports(now=export.expires_at) == 1
     assert not Path(export.path).exists()
     assert (await api.get(f"/api/v1/exports/{view['id']}", Role.COMPLIANCE)).status == 404
 
@@ -193,9 +193,7 @@ async def test_a_200_mb_export_is_streamed_without_holding_it_in_memory(
 
     tracemalloc.start()
     try:
-        written = await exports.write_export(
-            tmp_path / "big.zip", exports.Scope(account_id="big"), now=utcnow()
-        )
+        written = await write_export(tmp_path / "big.zip", Scope(account_id="big"), now=utcnow())
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -10,6 +10,8 @@ from prometheus_client import REGISTRY
 
 from ingest.filer import Filer
 from ingest.mime import parse_email
+from retention.holds import place_hold, release_hold
+from retention.sweep import RetentionPolicy, sweep
 from store.accounts import register_account, request_erasure
 from store.blobs import read_blob
 from store.database import Database
@@ -24,9 +26,7 @@ from store.documents import (
     SpoolEntry,
     utcnow,
 )
-from store.holds import place_hold, release_hold
 from store.messages import MAX_ADDRESSES, MAX_REFERENCES, file_email, stored_body
-from store.retention import RetentionPolicy, sweep
 from store.spool import Spool
 from tests.conftest import Api
 from tests.factories import email

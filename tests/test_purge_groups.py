@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-from store import retention
+from retention import sweep as retention
+from retention.holds import place_hold
+from retention.sweep import (
+    LATENESS_ACCOUNTS,
+    RetentionPolicy,
+    records_of_purges,
+    subject_hmac,
+    sweep,
+)
 from store.accounts import register_account, request_erasure
 from store.database import Database
 from store.documents import (
@@ -24,14 +32,6 @@ from store.documents import (
     utcnow,
 )
 from store.embedded import EmbeddedMongo
-from store.holds import place_hold
-from store.retention import (
-    LATENESS_ACCOUNTS,
-    RetentionPolicy,
-    records_of_purges,
-    subject_hmac,
-    sweep,
-)
 from store.spool import Spool
 from tests.factories import chat
 from tests.helpers import counting, operations, whole_reads

@@ -9,10 +9,10 @@ from datetime import timedelta
 import pytest
 from bson import ObjectId
 
+from retention.sweep import RetentionPolicy, sweep
 from store.accounts import request_erasure
 from store.database import Database
 from store.documents import Account, Message, utcnow
-from store.retention import RetentionPolicy, sweep
 from store.spool import Spool
 from tests.conftest import report
 from tests.mail import make_email, running, send

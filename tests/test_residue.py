@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from retention.holds import place_hold
+from retention.residue import Identifiers, Kind, scan
+from retention.sweep import RetentionPolicy, sweep
 from service.serve import retention_policy
 from store import audit
 from store.accounts import register_account, request_erasure
@@ -28,9 +31,6 @@ from store.documents import (
     utcnow,
 )
 from store.embedded import EmbeddedMongo
-from store.holds import place_hold
-from store.residue import Identifiers, Kind, scan
-from store.retention import RetentionPolicy, sweep
 from tests.conftest import Api
 from tests.factories import chat, email
 

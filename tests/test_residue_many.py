@@ -14,7 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store import audit, residue
+from retention import residue
+from retention.holds import place_hold
+from retention.residue import Identifiers, Kind, Residue, scan, scan_many
+from search.index import SearchIndex, following
+from store import audit
 from store.accounts import register_account
 from store.blobs import put_blob
 from store.database import Database
@@ -32,9 +36,6 @@ from store.documents import (
     utcnow,
 )
 from store.embedded import EmbeddedMongo
-from store.holds import place_hold
-from store.residue import Identifiers, Kind, Residue, scan, scan_many
-from store.search_index import SearchIndex, following
 from store.spool import Spool
 from tests.conftest import report
 from tests.factories import chat, email

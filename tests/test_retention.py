@@ -15,9 +15,12 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from retention import sweep as retention
+from retention.holds import place_hold, release_hold
+from retention.housekeeping import remove_orphans
+from retention.sweep import RetentionPolicy, subject_hmac, sweep
 from scheduler.jobs import Jobs, guarded
 from scheduler.runner import scheduler
-from store import retention
 from store.accounts import mark_deleted, register_account, request_erasure, restore
 from store.blobs import sha256_hex
 from store.database import Database
@@ -31,9 +34,6 @@ from store.documents import (
     PurgeRecord,
     utcnow,
 )
-from store.holds import place_hold, release_hold
-from store.housekeeping import remove_orphans
-from store.retention import RetentionPolicy, subject_hmac, sweep
 from tests.conftest import Api
 from tests.factories import chat, email
 from tests.helpers import eventually

@@ -38,9 +38,14 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from exports.builder import Scope, build_export, files_of_exports, start_export
 from ingest.mime import parse_email
+from retention.holds import place_hold, release_hold
+from retention.residue import Identifiers, scan
+from retention.sweep import RetentionPolicy, subject_hmac, sweep
 from scheduler.jobs import Jobs
-from store import exports
+from search.engine import Filters, Order, parse_query, search
+from search.index import SearchIndex, deleted_documents, following
 from store.accounts import mark_deleted, register_account, request_erasure, restore
 from store.blobs import read_blob
 from store.chat import ChatBatch, NewChatMessage, file_chat
@@ -62,12 +67,7 @@ from store.documents import (
 )
 from store.embedded import EmbeddedMongo
 from store.errors import Conflict, NotFound
-from store.holds import place_hold, release_hold
 from store.messages import file_email
-from store.residue import Identifiers, scan
-from store.retention import RetentionPolicy, subject_hmac, sweep
-from store.search import Filters, Order, parse_query, search
-from store.search_index import SearchIndex, deleted_documents, following
 from tests.conftest import report
 from tests.factories import SUPPORT, chat, email
 
@@ -327,9 +327,9 @@ class RetentionMachine(RuleBasedStateMachine):
         """A subject access export; one that fails (the disk fills up while it writes its
         first message) leaves no file behind, temporary ones included."""
         account = data.draw(st.sampled_from(sorted(self.model.lives)))
-        scope = exports.Scope(account_id=account)
+        scope = Scope(account_id=account)
         try:
-            record = self.run(exports.start_export(
+            record = self.run(start_export(
                 scope=scope, account_id=account, hold_id=None, created_by="compliance",
                 now=self.model.now, max_age=timedelta(days=7),
             ))  # fmt: skip
@@ -339,13 +339,13 @@ class RetentionMachine(RuleBasedStateMachine):
         directory = self.data_dir / "exports"
         on_message = _disk_full if fails else lambda: None
         try:
-            self.run(exports.build_export(record, scope, directory=directory, now=self.model.now,
+            self.run(build_export(record, scope, directory=directory, now=self.model.now,
                                           on_message=on_message))  # fmt: skip
         except OSError:
             assert record.id is not None
             stored = self.run(Export.get(record.id))
             assert stored is not None and stored.status is ExportStatus.FAILED
-            left = exports.files_of_exports(directory=directory, export_ids=[record.id])
+            left = files_of_exports(directory=directory, export_ids=[record.id])
             assert left == [], f"a failed export left {[p.name for p in left]}"
 
     @rule()

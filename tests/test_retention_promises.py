@@ -16,9 +16,13 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
+from retention import sweep as retention
+from retention.holds import place_hold, release_hold
+from retention.housekeeping import remove_orphans
+from retention.sweep import RetentionPolicy, lateness, sweep
 from scheduler.jobs import Jobs, LeaseLost
 from scheduler.runner import scheduler
-from store import accounts, messages, retention
+from store import accounts, messages
 from store.accounts import mark_deleted, register_account, request_erasure, restore
 from store.blobs import put_blob, sha256_hex
 from store.database import Database
@@ -33,9 +37,6 @@ from store.documents import (
     PurgeRecord,
     utcnow,
 )
-from store.holds import place_hold, release_hold
-from store.housekeeping import remove_orphans
-from store.retention import RetentionPolicy, lateness, sweep
 from tests.factories import chat, email
 from tests.helpers import eventually
 from tests.test_retention import GRACE, MAX_AGE, PDF, POLICY, ann, content_of

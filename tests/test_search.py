@@ -9,9 +9,9 @@ from urllib.parse import urlencode
 
 import pytest
 
+from search.query import All, Not, TextField, Words, parse_query
 from store.accounts import mark_deleted
 from store.documents import Role, utcnow
-from store.query import All, Not, TextField, Words, parse_query
 from tests.conftest import Api
 from tests.factories import T0, chat, email
 

@@ -14,13 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from api.state import DATABASE, SEARCH
+from retention.sweep import RetentionPolicy
 from scheduler.jobs import Jobs
+from search.engine import spans
+from search.index import SearchIndex, deleted_documents, following, open_index
 from store.accounts import mark_deleted, register_account
 from store.chat import ChatBatch, NewChatMessage, file_chat
 from store.documents import Author, AuthorRole, Direction, Message, PurgeRecord, Role, utcnow
-from store.retention import RetentionPolicy
-from store.search import spans
-from store.search_index import SearchIndex, deleted_documents, following, open_index
 from store.words import WORD, normalise
 from tests.conftest import Api
 from tests.factories import T0, chat, email
@@ -339,8 +339,8 @@ async def test_an_index_resumes_from_its_token_and_rebuilds_when_lost(
 
 
 async def _found(index: SearchIndex, word: str) -> set[str]:
-    from store.search import Filters, Order, parse_query
-    from store.search import search as run
+    from search.engine import Filters, Order, parse_query
+    from search.engine import search as run
 
     results = await run(index=index, query=parse_query(word), filters=Filters(),
                         order=Order.NEWEST, limit=10, after=None)  # fmt: skip

@@ -16,10 +16,10 @@ from aiohttp import ClientSession, CookieJar, TCPConnector
 
 from api.auth import ADMIN_ONLY, AGENT_UP, ANY_ROLE, COMPLIANCE_UP
 from api.state import ACCESS, CONFIG, DATABASE
+from retention.holds import place_hold
 from store.audit import audit_events
 from store.database import Database
 from store.documents import Hold, HoldKind, Role, utcnow
-from store.holds import place_hold
 from store.keys import revoke_key
 from tests.helpers import eventually
 from tests.web import PAGE_CSP, Story, Web, a_story, csrf_for, running_web, sign_in
@@ -254,7 +254,7 @@ CHANGES = [
 
 
 async def _ready_export(site: Web) -> str:
-    from store.exports import Scope, build_export, start_export
+    from exports.builder import Scope, build_export, start_export
 
     export = await start_export(scope=Scope(account_id="acct-1"), account_id="acct-1",
                                 hold_id=None, created_by="t", now=utcnow(),

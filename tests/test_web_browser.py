@@ -15,9 +15,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from api.state import DATABASE
+from retention.holds import place_hold
 from store.database import Database
 from store.documents import Hold, HoldKind, Role
-from store.holds import place_hold
 from tests.factories import email
 from tests.web import Story, Web, a_story, running_web
 

@@ -15,11 +15,11 @@ from api import reading as api_reading
 from api.search import fingerprint, position
 from api.state import SEARCH
 from api.trail import audited
+from search.engine import Filters, Order, Position, QueryError, parse_query, search
 from store import reading
 from store.accounts import account_summary
 from store.documents import Channel, Conversation, Role, utcnow
 from store.errors import NotFound
-from store.search import Filters, Order, Position, QueryError, parse_query, search
 from web.pages import parse, render, role_of, see_other, values_of
 
 PAGE_SIZE = params.DEFAULT_LIMIT

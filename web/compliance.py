@@ -15,9 +15,11 @@ from api import params, views
 from api.retention import hold_target
 from api.state import CONFIG, DATABASE
 from api.trail import audited
-from store import exports, holds, retention
+from exports.builder import get_export, list_exports
+from retention import holds
+from retention import sweep as retention
+from retention.residue import describe
 from store.documents import Account, Disclosure, HoldKind, utcnow
-from store.residue import describe
 from web.pages import parse, render, see_other, session_of, values_of
 
 HOLDS_SHOWN = 100
@@ -135,7 +137,7 @@ async def _exports(
     request: web.Request, *, form: dict[str, str], errors: dict[str, str], status: int = 200
 ) -> web.Response:
     await audited(request, "export.list", target={"account_id": ""})
-    page = await exports.list_exports(account_id=None, limit=EXPORTS_SHOWN, after=None)
+    page = await list_exports(account_id=None, limit=EXPORTS_SHOWN, after=None)
     return render(request, "exports.html", {"title": "Exports", "exports": page.items,
                   "form": form, "errors": errors}, status=status)  # fmt: skip
 
@@ -169,7 +171,7 @@ def _export_errors(form: ExportForm) -> dict[str, str]:
 
 async def export_page(request: web.Request) -> web.Response:
     """One export's progress (the page reloads itself while it runs) and its download."""
-    export = await exports.get_export(params.object_id(request, "export_id", what="export"))
+    export = await get_export(params.object_id(request, "export_id", what="export"))
     return render(request, "export.html", {"title": f"Export {export.id}", "export": export})
 
 

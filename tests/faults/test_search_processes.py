@@ -13,11 +13,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from search.index import open_index
 from store.database import Database
 from store.documents import Message
 from store.embedded import EmbeddedMongo, free_port
 from store.keys import create_key
-from store.search_index import open_index
 from tests.conftest import report
 from tests.factories import chat
 from tests.faults.processes import Serve, serve_env, serving

@@ -28,6 +28,9 @@ from beanie import PydanticObjectId
 from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
 
+from exports.builder import unowned_export_files
+from retention.holds import held_scopes
+from search.index import index_path, presence_of_each
 from store.audit import Subject, free_text, naming_query
 from store.blobs import referenced
 from store.documents import (
@@ -43,9 +46,6 @@ from store.documents import (
     SpoolEntry,
     iso,
 )
-from store.exports import unowned_export_files
-from store.holds import held_scopes
-from store.search_index import index_path, presence_of_each
 
 # How long the residue scan waits for a search index that still finds purged messages.
 INDEX_CATCH_UP_SECONDS = 10.0

@@ -1,7 +1,7 @@
 """Running a search: the parsed query and the filters through the engine, hits read back from
 MongoDB, snippets.
 
-The engine (``store.search_index``) ranks by BM25 over every match, or orders newest first.
+The engine (``search.index``) ranks by BM25 over every match, or orders newest first.
 MongoDB has the last word: a hit is shown only if its message is still there and, for an
 agent, not restricted, whatever the index says at that moment.
 """
@@ -23,10 +23,10 @@ from typing import Any, ParamSpec, TypeVar
 import tantivy
 from beanie import PydanticObjectId
 
-from store import search_index as engine
+from search import index as engine
+from search.index import SearchIndex
+from search.query import Query, QueryError, parse_query
 from store.documents import Author, Channel, Message, utcnow
-from store.query import Query, QueryError, parse_query
-from store.search_index import SearchIndex
 from store.words import WORD, normalise
 
 __all__ = [

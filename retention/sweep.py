@@ -20,6 +20,11 @@ from beanie import PydanticObjectId
 from pymongo import UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from exports.builder import remove_exports
+from retention.holds import held_scopes
+from retention.residue import Identifiers, Kind, Residue, scan, scan_many
+from retention.rules import max_age_cutoff as max_age_cutoff
+from retention.rules import subject_hmac as subject_hmac
 from store.accounts import earliest_deadlines, stamp_deleted_contents
 from store.audit import Subject, redact_accounts
 from store.blobs import referenced
@@ -38,11 +43,6 @@ from store.documents import (
     active_holds_query,
     utcnow,
 )
-from store.exports import remove_exports
-from store.holds import held_scopes
-from store.residue import Identifiers, Kind, Residue, scan, scan_many
-from store.rules import max_age_cutoff as max_age_cutoff
-from store.rules import subject_hmac as subject_hmac
 
 log = logging.getLogger("archive.purge")
 

@@ -14,7 +14,7 @@
 
 A word that is not a known operator followed by a colon (``http://x``, ``note:``) is text.
 Anything that cannot be run as written raises ``QueryError`` with the position (0-based, in
-characters) of the offending part. Nothing here knows the engine: ``store.search_index`` turns
+characters) of the offending part. Nothing here knows the engine: ``search.index`` turns
 the tree into engine queries, and no user input becomes a field name there.
 """
 

@@ -35,7 +35,7 @@ from bson import ObjectId
 from prometheus_client import Counter, Gauge
 from pymongo.errors import OperationFailure, PyMongoError
 
-from store import query as q
+from search import query as q
 from store.documents import Direction, Message
 
 log = logging.getLogger("archive.search")

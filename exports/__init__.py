@@ -1,0 +1,1 @@
+"""Exports: subject-access and disclosure zips, their files on disk, the disclosure register."""
