@@ -13,7 +13,8 @@ from api.auth import principal_of
 from api.state import CONFIG, DATABASE
 from api.trail import audited
 from retention import holds
-from retention import sweep as retention
+from retention.forecast import forecast
+from retention.records import purge_records
 from store import accounts
 from store.documents import Hold, HoldKind, utcnow
 
@@ -129,7 +130,7 @@ def hold_target(hold: Hold) -> dict[str, str]:
 
 async def get_forecast(request: web.Request) -> web.Response:
     await audited(request, "retention.forecast")
-    items = await retention.forecast(now=utcnow(), policy=request.app[CONFIG].retention)
+    items = await forecast(now=utcnow(), policy=request.app[CONFIG].retention)
     return web.json_response({"items": [views.forecast_item(i) for i in items]})
 
 
@@ -140,7 +141,7 @@ class PurgeRecordParams(params.QueryModel):
 async def get_purge_records(request: web.Request) -> web.Response:
     p = params.query(request, PurgeRecordParams)
     await audited(request, "purge_records.read", target={"account_id": p.account_id})
-    found = await retention.purge_records(
+    found = await purge_records(
         secret_key=request.app[CONFIG].retention.secret_key, account_id=p.account_id
     )
     done = [r for r in found if r.done_at is not None]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from retention.sweep import RetentionPolicy
+from retention.rules import RetentionPolicy
 from search.index import SearchIndex
 from store.database import Database
 from store.documents import Role

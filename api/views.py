@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from retention.sweep import ForecastItem
+from retention.forecast import ForecastItem
 from search.engine import Hit
 from store.accounts import AccountSummary
 from store.documents import (

@@ -33,7 +33,8 @@ from bson import ObjectId
 
 from bench.ceilings import SECRET
 from ingest.chat.signature import sign
-from retention.sweep import RetentionPolicy, sweep
+from retention.rules import RetentionPolicy
+from retention.sweep import sweep
 from store.database import Database, open_database
 from store.documents import Account, Message, SpoolEntry, utcnow
 from store.embedded import EmbeddedMongo, free_port

@@ -45,7 +45,8 @@ from pymongo import DESCENDING, TEXT, WriteConcern
 from tqdm import tqdm
 
 from bench import term_arrays
-from retention.sweep import RetentionPolicy, sweep
+from retention.rules import RetentionPolicy
+from retention.sweep import sweep
 from search.engine import (
     HIT_FIELDS,
     Filters,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from beanie import PydanticObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -101,3 +102,27 @@ async def held_scopes(
         if hold.get("conversation_id"):
             conversations.add(hold["conversation_id"])
     return accounts, conversations
+
+
+async def held_now(now: datetime) -> tuple[list[str], list[PydanticObjectId]]:
+    """The scopes of every active hold: a list as long as the holds, whatever they cover."""
+    accounts: set[str] = set()
+    conversations: set[PydanticObjectId] = set()
+    async for hold in Hold.find(active_holds_query(now)):
+        if hold.account_id:
+            accounts.add(hold.account_id)
+        if hold.conversation_id:
+            conversations.add(hold.conversation_id)
+    return sorted(accounts), sorted(conversations)
+
+
+def unheld(
+    query: dict[str, Any], accounts: list[str], conversations: list[PydanticObjectId]
+) -> dict[str, Any]:
+    """``query`` narrowed to what lies outside these held accounts and conversations."""
+    query = dict(query)
+    if accounts:
+        query["account_id"] = {"$nin": accounts}
+    if conversations:
+        query["conversation_id"] = {"$nin": conversations}
+    return query

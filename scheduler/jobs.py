@@ -17,7 +17,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from exports.builder import remove_expired_exports, remove_orphan_export_files
 from retention import lease
 from retention.housekeeping import remove_orphans, retire_search_terms
-from retention.sweep import RetentionPolicy, SweepReport, sweep
+from retention.rules import RetentionPolicy
+from retention.sweep import SweepReport, sweep
 from search.index import SearchIndex
 from store.audit import index_audit_mentions
 from store.database import Database

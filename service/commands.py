@@ -17,6 +17,9 @@ import aiohttp
 from beanie import PydanticObjectId
 from tqdm import tqdm
 
+import retention.forecast
+import retention.records
+import retention.sweep
 from exports.builder import (
     Scope,
     count_messages,
@@ -29,7 +32,6 @@ from ingest.chat.backfill import Backfill, BackfillReport, ChatwootClient, Chatw
 from ingest.mailbox import ImportReport, MailboxKind, import_messages, open_mailbox, raw_messages
 from ingest.mime import SupportSide
 from ingest.parsing import Parsers
-from retention import sweep as retention
 from retention.residue import Residue
 from scheduler.jobs import Jobs
 from search.index import REBUILD_REQUEST, IndexBusy, SearchIndex, rebuild_here
@@ -146,17 +148,17 @@ async def revoke_key(settings: Settings, *, name: str) -> ApiKey:
         return key
 
 
-async def forecast(settings: Settings) -> list[retention.ForecastItem]:
+async def forecast(settings: Settings) -> list[retention.forecast.ForecastItem]:
     async with database_from(settings, share=True):
         await _audited(settings, "retention.forecast", target={})
-        return await retention.forecast(now=utcnow(), policy=retention_policy(settings))
+        return await retention.forecast.forecast(now=utcnow(), policy=retention_policy(settings))
 
 
 # How often ``purge`` looks again whether the sweep running elsewhere has finished.
 LEASE_POLL_SECONDS = 0.2
 
 
-async def sweep_once(settings: Settings) -> retention.SweepReport | None:
+async def sweep_once(settings: Settings) -> retention.sweep.SweepReport | None:
     """One sweep now, under the same lease as ``serve``'s scheduler. While another process
     sweeps, wait for it to finish (the progress line says so), for as long as its lease lasts
     without renewal (None: that sweep is still running then)."""
@@ -331,8 +333,10 @@ async def verify_purge(
             )
         policy = retention_policy(settings)  # after: it may write the development key
         await _audited(settings, "purge_records.read", target={"account_id": account_id})
-        records = await retention.purge_records(secret_key=policy.secret_key, account_id=account_id)
-        residue = await retention.verify_purge(
+        records = await retention.records.purge_records(
+            secret_key=policy.secret_key, account_id=account_id
+        )
+        residue = await retention.records.verify_purge(
             account_id=account_id, emails=emails, names=names, now=utcnow(), policy=policy
         )
     return PurgeCheck(records=records, residue=residue, known=known)

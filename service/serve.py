@@ -30,7 +30,7 @@ from ingest.filer import Filer, filing
 from ingest.mime import SupportSide
 from ingest.parsing import Parsers
 from ingest.smtp import ArchiveHandler, networks, smtp_server, tls_context
-from retention.sweep import RetentionPolicy
+from retention.rules import RetentionPolicy
 from scheduler.jobs import Jobs
 from scheduler.runner import scheduler
 from search.index import SearchIndex, following

@@ -13,7 +13,8 @@ import pytest
 
 from ingest.mailbox import MailboxKind, import_messages, open_mailbox, raw_messages
 from ingest.mime import parse_email
-from retention.sweep import RetentionPolicy, sweep
+from retention.rules import RetentionPolicy
+from retention.sweep import sweep
 from store.database import Database
 from store.documents import Conversation, Message, utcnow
 from store.messages import file_emails

@@ -11,7 +11,8 @@ from prometheus_client import REGISTRY
 from ingest.filer import Filer
 from ingest.mime import parse_email
 from retention.holds import place_hold, release_hold
-from retention.sweep import RetentionPolicy, sweep
+from retention.rules import RetentionPolicy
+from retention.sweep import sweep
 from store.accounts import register_account, request_erasure
 from store.blobs import read_blob
 from store.database import Database

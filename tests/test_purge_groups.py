@@ -11,15 +11,12 @@ from typing import Any
 
 import pytest
 
-from retention import sweep as retention
+import retention.sweep
+from retention.forecast import LATENESS_ACCOUNTS
 from retention.holds import place_hold
-from retention.sweep import (
-    LATENESS_ACCOUNTS,
-    RetentionPolicy,
-    records_of_purges,
-    subject_hmac,
-    sweep,
-)
+from retention.records import records_of_purges
+from retention.rules import RetentionPolicy, subject_hmac
+from retention.sweep import sweep
 from store.accounts import register_account, request_erasure
 from store.database import Database
 from store.documents import (
@@ -170,7 +167,7 @@ async def rests_of_a_sweep(database: Database, monkeypatch: pytest.MonkeyPatch) 
     async def rest(seconds: float) -> None:
         rests.append(seconds)
 
-    monkeypatch.setattr(retention, "_rest", rest)
+    monkeypatch.setattr(retention.sweep, "_rest", rest)
     await customers(7)
     await sweep(database, now=utcnow(), policy=POLICY)
     return rests

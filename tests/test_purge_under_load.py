@@ -9,7 +9,8 @@ from datetime import timedelta
 import pytest
 from bson import ObjectId
 
-from retention.sweep import RetentionPolicy, sweep
+from retention.rules import RetentionPolicy
+from retention.sweep import sweep
 from store.accounts import request_erasure
 from store.database import Database
 from store.documents import Account, Message, utcnow

@@ -15,7 +15,8 @@ import pytest
 
 from retention.holds import place_hold
 from retention.residue import Identifiers, Kind, scan
-from retention.sweep import RetentionPolicy, sweep
+from retention.rules import RetentionPolicy
+from retention.sweep import sweep
 from service.serve import retention_policy
 from store import audit
 from store.accounts import register_account, request_erasure

@@ -15,10 +15,13 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from retention import sweep as retention
+from retention import deletion
+from retention.forecast import forecast
 from retention.holds import place_hold, release_hold
 from retention.housekeeping import remove_orphans
-from retention.sweep import RetentionPolicy, subject_hmac, sweep
+from retention.records import purge_records
+from retention.rules import RetentionPolicy, subject_hmac
+from retention.sweep import sweep
 from scheduler.jobs import Jobs, guarded
 from scheduler.runner import scheduler
 from store.accounts import mark_deleted, register_account, request_erasure, restore
@@ -119,7 +122,7 @@ async def test_an_erasure_request_purges_at_once(database: Database, ann: Accoun
     await request_erasure(account_id="ann", now=now)
     report = await sweep(database, now=now, policy=POLICY)
     assert report.messages == 5
-    [record] = await retention.purge_records(secret_key=POLICY.secret_key, account_id="ann")
+    [record] = await purge_records(secret_key=POLICY.secret_key, account_id="ann")
     assert record.rule.value == "erasure"
 
 
@@ -146,7 +149,7 @@ async def test_content_past_the_maximum_age_is_purged_linked_or_not(database: Da
     assert await Message.get(fresh.id) is not None
     assert await Message.count() == 1
     assert await Conversation.count() == 1
-    [record] = await retention.purge_records(secret_key=POLICY.secret_key, account_id="carl")
+    [record] = await purge_records(secret_key=POLICY.secret_key, account_id="carl")
     assert record.rule.value == "max_age"
 
 
@@ -231,7 +234,7 @@ async def test_a_sweep_killed_after_deleting_messages_is_finished_by_the_next(
 ) -> None:
     now = utcnow()
     await request_erasure(account_id="ann", now=now)
-    real = retention._collect_blobs
+    real = deletion.collect_blobs
 
     class Killed(Exception):
         """The process dies between deleting a batch of messages and their blobs."""
@@ -241,13 +244,13 @@ async def test_a_sweep_killed_after_deleting_messages_is_finished_by_the_next(
             raise Killed
         return await real(shas, **kwargs)
 
-    monkeypatch.setattr(retention, "_collect_blobs", crash)
+    monkeypatch.setattr(deletion, "collect_blobs", crash)
     with pytest.raises(Killed):
         await sweep(database, now=now, policy=POLICY)
     [interrupted] = await PurgeRecord.find().to_list()
     assert interrupted.done_at is None and interrupted.pending_blobs
 
-    monkeypatch.setattr(retention, "_collect_blobs", real)
+    monkeypatch.setattr(deletion, "collect_blobs", real)
     await sweep(database, now=now + timedelta(minutes=10), policy=POLICY)
     assert await content_of("ann") == (0, 0)
     assert await Blob.count() == 0, "orphan blobs left behind"
@@ -278,9 +281,9 @@ async def test_the_purge_record_verifies_by_account_id_and_holds_no_personal_dat
     now = utcnow()
     await request_erasure(account_id="ann", now=now)
     await sweep(database, now=now, policy=POLICY)
-    [record] = await retention.purge_records(secret_key=POLICY.secret_key, account_id="ann")
+    [record] = await purge_records(secret_key=POLICY.secret_key, account_id="ann")
     assert record.done_at is not None and record.counts.messages == 5
-    assert await retention.purge_records(secret_key=POLICY.secret_key, account_id="bob") == []
+    assert await purge_records(secret_key=POLICY.secret_key, account_id="bob") == []
     stored = json.dumps(await PurgeRecord.get_pymongo_collection().find_one(), default=str)
     for personal in ("ann@example.com", "Ann Customer", "chat one", "second", '"ann"'):
         assert personal not in stored
@@ -307,7 +310,7 @@ async def test_the_forecast_lists_what_is_due_when_and_what_blocks_it(
     hold = await place_hold(database, account_id="ann", conversation_id=None,
                             kind=HoldKind.DISPUTE, reason="r", case_ref=None, expires_at=None,
                             created_by="legal")  # fmt: skip
-    [item] = [i for i in await retention.forecast(now=deleted_at, policy=POLICY) if i.account_id]
+    [item] = [i for i in await forecast(now=deleted_at, policy=POLICY) if i.account_id]
     assert (item.account_id, item.due_at, item.messages) == ("ann", deleted_at + GRACE, 5)
     assert item.blocked_by == [str(hold.id)] and item.held_messages == 5
     assert await Hold.count() == 1

@@ -42,7 +42,8 @@ from exports.builder import Scope, build_export, files_of_exports, start_export
 from ingest.mime import parse_email
 from retention.holds import place_hold, release_hold
 from retention.residue import Identifiers, scan
-from retention.sweep import RetentionPolicy, subject_hmac, sweep
+from retention.rules import RetentionPolicy, subject_hmac
+from retention.sweep import sweep
 from scheduler.jobs import Jobs
 from search.engine import Filters, Order, parse_query, search
 from search.index import SearchIndex, deleted_documents, following

@@ -16,10 +16,13 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from retention import sweep as retention
+import retention.sweep
+from retention import deletion
+from retention.forecast import lateness
 from retention.holds import place_hold, release_hold
 from retention.housekeeping import remove_orphans
-from retention.sweep import RetentionPolicy, lateness, sweep
+from retention.rules import RetentionPolicy
+from retention.sweep import sweep
 from scheduler.jobs import Jobs, LeaseLost
 from scheduler.runner import scheduler
 from store import accounts, messages
@@ -402,14 +405,14 @@ async def test_a_hold_committed_while_a_max_age_batch_transaction_is_open_protec
 def _record_batches(monkeypatch: pytest.MonkeyPatch) -> list[list[Any]]:
     """The batches the sweep reads, in order (a test's hook knows what the open one holds)."""
     batches: list[list[Any]] = []
-    real = retention._next_batch
+    real = deletion.next_batch
 
     async def recorded(query: dict[str, Any], size: int, **options: Any) -> list[Any]:
         batch = await real(query, size, **options)
         batches.append(batch)
         return batch
 
-    monkeypatch.setattr(retention, "_next_batch", recorded)
+    monkeypatch.setattr(deletion, "next_batch", recorded)
     return batches
 
 
@@ -492,13 +495,13 @@ async def test_a_restore_between_the_sweeps_read_and_its_stamp_wins(
 ) -> None:
     await mark_deleted(account_id="ann", deleted_at=utcnow() - GRACE - timedelta(hours=1),
                        grace=GRACE)  # fmt: skip
-    real = retention.stamp_deleted_contents
+    real = retention.sweep.stamp_deleted_contents
 
     async def restored_first(accounts: list[Account]) -> None:
         await restore(account_id="ann")  # the platform restores just after the sweep read it
         await real(accounts)
 
-    monkeypatch.setattr(retention, "stamp_deleted_contents", restored_first)
+    monkeypatch.setattr(retention.sweep, "stamp_deleted_contents", restored_first)
     await sweep(database, now=utcnow(), policy=POLICY)
     account = await Account.get("ann")
     assert account is not None and account.status is AccountStatus.ACTIVE
@@ -535,7 +538,7 @@ async def test_a_sweep_killed_between_a_batch_and_its_conversations_leaves_them_
         raise LeaseLost("purge-sweep")  # the process stops between a batch and its settling
 
     with monkeypatch.context() as patch:
-        patch.setattr(retention, "_settle_pending_conversations", killed_before_settling)
+        patch.setattr(deletion, "settle_pending_conversations", killed_before_settling)
         with pytest.raises(LeaseLost):
             await sweep(database, now=utcnow(), policy=POLICY)
     assert await Conversation.count() == 2  # their messages are gone, they are not yet

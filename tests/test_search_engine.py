@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from api.state import DATABASE, SEARCH
-from retention.sweep import RetentionPolicy
+from retention.rules import RetentionPolicy
 from scheduler.jobs import Jobs
 from search.engine import spans
 from search.index import SearchIndex, deleted_documents, following, open_index

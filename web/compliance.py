@@ -17,7 +17,8 @@ from api.state import CONFIG, DATABASE
 from api.trail import audited
 from exports.builder import get_export, list_exports
 from retention import holds
-from retention import sweep as retention
+from retention.forecast import forecast
+from retention.records import purge_records, verify_purge
 from retention.residue import describe
 from store.documents import Account, Disclosure, HoldKind, utcnow
 from web.pages import parse, render, see_other, session_of, values_of
@@ -115,7 +116,7 @@ async def release_hold(request: web.Request) -> web.Response:
 
 async def forecast_page(request: web.Request) -> web.Response:
     await audited(request, "retention.forecast")
-    items = await retention.forecast(now=utcnow(), policy=request.app[CONFIG].retention)
+    items = await forecast(now=utcnow(), policy=request.app[CONFIG].retention)
     return render(request, "forecast.html", {"title": "Retention forecast", "items": items})
 
 
@@ -202,7 +203,7 @@ async def purge_records_page(request: web.Request) -> web.Response:
         return render(request, "purge_records.html", context, status=400 if errors and
                       request.query else 200)  # fmt: skip
     await audited(request, "purge_records.read", target={"account_id": form.account_id})
-    found = await retention.purge_records(
+    found = await purge_records(
         secret_key=request.app[CONFIG].retention.secret_key, account_id=form.account_id
     )
     context["records"] = [views.purge_record(r) for r in found]
@@ -235,9 +236,9 @@ async def verify_purge_page(request: web.Request) -> web.Response:
         return render(request, "verify_purge.html", context, status=404)
     policy = request.app[CONFIG].retention
     await audited(request, "purge_records.read", target={"account_id": form.account_id})
-    records = await retention.purge_records(secret_key=policy.secret_key,
+    records = await purge_records(secret_key=policy.secret_key,
                                             account_id=form.account_id)  # fmt: skip
-    residue = await retention.verify_purge(account_id=form.account_id, emails=emails,
+    residue = await verify_purge(account_id=form.account_id, emails=emails,
                                            names=names, now=utcnow(), policy=policy)  # fmt: skip
     context["result"] = {"known": known, "records": [views.purge_record(r) for r in records],
                          "verdict": describe(residue), "residue": residue}  # fmt: skip
