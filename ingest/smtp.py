@@ -38,6 +38,18 @@ NOT_ALLOWED = "550 5.7.1 Client host rejected: not allowed to relay mail to this
 TOO_BIG = "552 5.3.4 Message too big for this archive"
 SPOOL_FULL = "451 4.3.1 Archive queue full, please retry later"
 TOO_MANY = b"421 4.7.0 Too many connections from your address, try again later\r\n"
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+LINE_TOO_LONG = "500 5.5.2 Line too long (at most 1,000 octets, RFC 5321 4.5.3.1)"
+REFUSED_AT_CONNECT = (
+    b"554 5.7.1 Client host rejected: not allowed to relay mail to this archive\r\n"
+)
+
+# RFC 5321 4.5.3.1: a text line is at most 1,000 octets with its CRLF, and no command here
+# may be longer. A longer one is answered 500 without being held: outside DATA the reader
+# keeps at most _READER_LIMIT of a line and reads the rest away as it comes (a message's own
+# lines may be longer: see smtp_DATA).
+COMMAND_LINE_LIMIT = 1000
+_READER_LIMIT = 2 * COMMAND_LINE_LIMIT
 
 # Messages up to this size are hashed on the loop (well under a millisecond).
 HASH_INLINE_MAX = 256 * 1024
@@ -58,10 +70,12 @@ class ArchiveHandler:
         *,
         spool: Spool,
         allowed_clients: Sequence[IPNetwork],
+        max_recipients: int = 1000,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._spool = spool
         self._allowed = list(allowed_clients)
+        self._max_recipients = max_recipients
         self._clock = clock
         self._in_flight = 0
         self._drained = asyncio.Event()
@@ -102,6 +116,10 @@ class ArchiveHandler:
     ) -> str:
         if not self.allows(session.peer):
             return NOT_ALLOWED
+        if len(envelope.rcpt_tos) >= self._max_recipients:
+            # 452, not 5xx: RFC 5321 4.5.3.1.10, the client sends the rest in another
+            # transaction, and the message is stored for the recipients accepted so far.
+            return TOO_MANY_RECIPIENTS
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
         return "250 2.1.5 Ok"
@@ -168,13 +186,52 @@ async def _dedup_key(raw: bytes) -> str:
     return await asyncio.to_thread(dedup_key, raw)
 
 
+class ConnectionCaps:
+    """How many SMTP sessions may be open at once: per client address, per network (its /24,
+    or /64 for IPv6: one host holding many addresses counts once) and in all, so that a flood
+    of idle connections cannot take the server from the mail servers that feed it."""
+
+    def __init__(self, *, per_client: int, per_network: int, total: int) -> None:
+        self._limits = {"client": per_client, "network": per_network, "total": total}
+        self._open: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    def admit(self, address: str) -> list[tuple[str, str]] | None:
+        """The counters a new session from ``address`` takes, or None when one is full."""
+        keys = [("client", address), ("network", _network_of(address)), ("total", "")]
+        if any(self._open[key] >= self._limits[key[0]] for key in keys):
+            return None
+        self._open.update(keys)
+        return keys
+
+    def release(self, keys: list[tuple[str, str]]) -> None:
+        self._open.subtract(keys)
+
+    def full(self, address: str) -> str:
+        """Which cap refused ``address`` (for the log: a kind, not the address)."""
+        keys = [("client", address), ("network", _network_of(address)), ("total", "")]
+        return next((k[0] for k in keys if self._open[k] >= self._limits[k[0]]), "none")
+
+
+def _network_of(address: str) -> str:
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    prefix = 24 if ip.version == 4 else 64
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
 class ArchiveSMTP(SMTP):
-    """aiosmtpd's SMTP with RFC 3463 enhanced codes on its size errors, and no line-length
-    rejection: a message is never refused for its content, only for its total size."""
+    """aiosmtpd's SMTP with RFC 3463 enhanced codes on its errors, clients outside the
+    allowlist refused before the banner, command lines bounded by RFC 5321, and a message's
+    own lines as long as its size allows: a message is never refused for its content."""
 
     _REWORDED = {
         "552 Error: Too much mail data": TOO_BIG,
         "552 Error: message size exceeds fixed maximum message size": TOO_BIG,
+        "500 Command line too long": LINE_TOO_LONG,
     }
 
     def __init__(
@@ -182,14 +239,16 @@ class ArchiveSMTP(SMTP):
         handler: ArchiveHandler,
         *,
         max_message_bytes: int,
-        per_client: collections.Counter[str] | None = None,
-        max_per_client: int = 0,
+        caps: ConnectionCaps | None = None,
         **kwargs: Any,
     ) -> None:
-        self.line_length_limit = max_message_bytes + 2
-        self._per_client = per_client if per_client is not None else collections.Counter()
-        self._max_per_client = max_per_client
-        self._client: str | None = None
+        # The reader's limit is the most it holds of a line before answering 500: a command's
+        # outside DATA (with room for MAIL's extension parameters), a message's inside DATA.
+        self.line_length_limit = _READER_LIMIT
+        self._data_line_limit = max_message_bytes + 2
+        self._handler = handler
+        self._caps = caps
+        self._held: list[tuple[str, str]] | None = None
         super().__init__(
             handler,
             data_size_limit=max_message_bytes,
@@ -198,31 +257,52 @@ class ArchiveSMTP(SMTP):
             ident="Support Archive ESMTP",
             **kwargs,
         )
+        # aiosmtpd allows 512 octets (and keeps its per-command limits on the class, shared by
+        # every session): here each session has its own, 1,000 with the CRLF, plus what
+        # aiosmtpd adds to MAIL for each extension it announces.
+        self.command_size_limit = COMMAND_LINE_LIMIT - 2
+        self.command_size_limits = collections.defaultdict(lambda: COMMAND_LINE_LIMIT - 2)
 
     async def push(self, status: str) -> None:  # type: ignore[override]
         await super().push(self._REWORDED.get(status, status))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # One client may hold at most max_per_client sessions: a flood of idle connections
-        # from one address cannot exhaust the server for the others.
         peer = transport.get_extra_info("peername")
         client = str(peer[0]) if peer else "?"
-        if self._max_per_client and self._per_client[client] >= self._max_per_client:
-            log.warning("refused a connection from %s: %d open already", client,
-                        self._per_client[client])  # fmt: skip
-            assert isinstance(transport, asyncio.WriteTransport)
+        assert isinstance(transport, asyncio.WriteTransport)
+        if not self._handler.allows(peer):
+            # Before the banner: a client that may not send mail cannot send anything.
+            log.warning("refused a connection: client not in ARCHIVE_SMTP_ALLOWED_CLIENTS")
+            SMTP_MESSAGES.labels("rejected").inc()
+            transport.write(REFUSED_AT_CONNECT)
+            transport.close()
+            return
+        held = self._caps.admit(client) if self._caps is not None else []
+        if held is None:
+            assert self._caps is not None
+            log.warning("refused a connection: the %s connection cap is reached",
+                        self._caps.full(client))  # fmt: skip
             transport.write(TOO_MANY)
             transport.close()
             return
-        self._client = client
-        self._per_client[client] += 1
+        self._held = held
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self._client is not None:
-            self._per_client[self._client] -= 1
-            self._client = None
+        if self._held is not None:
+            if self._caps is not None:
+                self._caps.release(self._held)
+            self._held = None
             super().connection_lost(error)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        # A message's lines are as long as its size allows (mail with long lines is common);
+        # only a client that passed MAIL and RCPT gets here, and DATA is bounded by its size.
+        self._reader._limit = self.line_length_limit = self._data_line_limit  # type: ignore[attr-defined]
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._reader._limit = self.line_length_limit = _READER_LIMIT  # type: ignore[attr-defined]
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
@@ -241,17 +321,20 @@ async def smtp_server(
     tls: ssl.SSLContext | None = None,
     idle_timeout: float = 300.0,
     max_per_client: int = 50,
+    max_per_network: int = 200,
+    max_connections: int = 1000,
     shutdown_grace: float = 30.0,
 ) -> AsyncIterator[asyncio.Server]:
     """Serve SMTP on the running loop; on exit stop accepting, let messages being stored
     finish, then close the remaining sessions."""
     sessions: weakref.WeakSet[ArchiveSMTP] = weakref.WeakSet()
-    per_client: collections.Counter[str] = collections.Counter()
+    caps = ConnectionCaps(per_client=max_per_client, per_network=max_per_network,
+                          total=max_connections)  # fmt: skip
 
     def new_session() -> ArchiveSMTP:
         session = ArchiveSMTP(
             handler, max_message_bytes=max_message_bytes, tls_context=tls, timeout=idle_timeout,
-            per_client=per_client, max_per_client=max_per_client,
+            caps=caps,
         )  # fmt: skip
         sessions.add(session)
         return session

@@ -26,8 +26,11 @@ LOOPBACK = ("127.0.0.0/8", "::1")
 MAX_BYTES = 64 * 1024
 
 
-def handler(spool: Spool, *, allowed: Sequence[str] = LOOPBACK) -> ArchiveHandler:
-    return ArchiveHandler(spool=spool, allowed_clients=networks(allowed))
+def handler(
+    spool: Spool, *, allowed: Sequence[str] = LOOPBACK, max_recipients: int = 1000
+) -> ArchiveHandler:
+    return ArchiveHandler(spool=spool, allowed_clients=networks(allowed),
+                          max_recipients=max_recipients)  # fmt: skip
 
 
 @asynccontextmanager
@@ -39,15 +42,19 @@ async def running(
     max_message_bytes: int = MAX_BYTES,
     idle_timeout: float = 300.0,
     max_per_client: int = 50,
+    max_per_network: int = 200,
+    max_connections: int = 1000,
+    max_recipients: int = 1000,
 ) -> AsyncIterator[int]:
     """An SMTP server spooling into the current database and its filer, as serve runs them;
     yields the port."""
     async with (
         filing(Filer(spool, support=SUPPORT), spool, shutdown_grace=10),
         smtp_server(
-            handler(spool, allowed=allowed), host="127.0.0.1", port=0, tls=tls,
-            max_message_bytes=max_message_bytes, idle_timeout=idle_timeout,
-            max_per_client=max_per_client,
+            handler(spool, allowed=allowed, max_recipients=max_recipients), host="127.0.0.1",
+            port=0, tls=tls, max_message_bytes=max_message_bytes, idle_timeout=idle_timeout,
+            max_per_client=max_per_client, max_per_network=max_per_network,
+            max_connections=max_connections,
         ) as server,
     ):  # fmt: skip
         yield server.sockets[0].getsockname()[1]

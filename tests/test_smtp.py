@@ -232,15 +232,6 @@ async def test_size_is_announced_and_a_declared_oversize_is_refused_before_data(
     assert response.message.startswith("5.3.4")
 
 
-async def test_a_client_outside_the_allowlist_is_refused_with_550(spool: Spool) -> None:
-    async with running(spool, allowed=["10.0.0.0/8"]) as port:
-        code, reply = await send(port, make_email())
-    assert code == 550
-    assert reply.startswith("5.7.1")
-    assert await SpoolEntry.count() == 0
-    assert await Message.count() == 0
-
-
 async def test_starttls_is_offered_and_works_with_a_test_certificate(spool: Spool) -> None:
     authority = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -1,19 +1,22 @@
-"""SMTP protocol abuse: out-of-order commands, overlong lines, stalls, connection floods.
-One client must not be able to exhaust the server, and nothing half-sent is stored."""
+"""SMTP protocol abuse: out-of-order commands, overlong lines, stalls, connection floods,
+recipient floods, clients outside the allowlist. SMTP limits are set as MTAs set them: one
+client must not be able to exhaust the server, and nothing half-sent is stored."""
 
 from __future__ import annotations
 
 import asyncio
+import resource
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import aiosmtplib
 import pytest
 
 from store.database import Database
-from store.documents import Message
+from store.documents import Message, SpoolEntry
 from store.spool import Spool
 from tests.helpers import eventually
-from tests.mail import running
+from tests.mail import make_email, running, send, stored
 
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -24,8 +27,8 @@ async def server(*, idle: float = 30.0, per_client: int = 50) -> AsyncIterator[i
         yield port
 
 
-async def connect(port: int) -> Stream:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def connect(port: int, *, source: str = "127.0.0.1") -> Stream:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
     return reader, writer
 
 
@@ -69,6 +72,9 @@ async def test_commands_out_of_order_are_refused_and_change_nothing(database: Da
 async def test_an_overlong_command_line_is_refused(database: Database) -> None:
     async with server() as port:
         stream = await greeted(port)
+        at_most = "NOOP " + "a" * (1000 - len("NOOP ") - 2)  # 1,000 octets with its CRLF
+        assert (await say(stream, at_most)).startswith("250")
+        assert (await say(stream, at_most + "a")).startswith("500 5.5.2")
         assert (await say(stream, "MAIL FROM:<" + "a" * 2000 + "@example.com>")).startswith("500")
         assert (await say(stream, "NOOP")).startswith("250")  # the session goes on
         stream[1].close()
@@ -116,3 +122,88 @@ async def test_one_client_cannot_hold_more_than_its_share_of_connections(
         await eventually(admitted, timeout=10)
         for _, w in held[1:]:
             w.close()
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
+
+
+async def test_a_client_outside_the_allowlist_is_refused_at_connect_with_554(
+    spool: Spool,
+) -> None:
+    async with running(spool, allowed=["10.0.0.0/8"]) as port:
+        reader, writer = await connect(port)
+        assert (await reply(reader)).startswith("554 5.7.1")
+        assert await asyncio.wait_for(reader.read(), 10) == b"", "the connection stays open"
+        writer.close()
+    assert await SpoolEntry.count() == 0
+
+
+async def test_huge_command_lines_are_not_held_in_memory(spool: Spool) -> None:
+    """Ten sessions each send a 24 MB line without a line end: the server reads them away as
+    they come (before: each session buffered the whole line, 240 MB here, never given back)."""
+    line = b"NOOP " + b"x" * (24 * 1024 * 1024)
+    async with running(spool, max_message_bytes=25 * 1024 * 1024) as port:
+        sessions = [await greeted(port) for _ in range(10)]
+        before = rss_bytes()
+
+        async def flood(writer: asyncio.StreamWriter) -> None:
+            writer.write(line)
+            await writer.drain()
+
+        await asyncio.gather(*(flood(writer) for _, writer in sessions))
+        grown = rss_bytes() - before
+        replies = [await say(stream, "") for stream in sessions]
+        for _, writer in sessions:
+            writer.close()
+    assert grown < 50 * 1024 * 1024, f"the server's memory grew by {grown / 2**20:.0f} MB"
+    assert all(r.startswith("500 5.5.2") for r in replies)
+
+
+async def test_a_message_with_lines_longer_than_1000_octets_is_stored_whole(smtp: int) -> None:
+    raw = (
+        b"From: ann@example.com\r\nTo: support@shop.example\r\nSubject: long lines\r\n"
+        b"Message-ID: <long-lines@example.com>\r\n\r\n" + b"word " * 2000 + b"\r\n"
+    )
+    code, queued = await send(smtp, raw)
+    assert code == 250
+    message = await stored(queued)
+    assert message.raw is not None and message.raw.size == len(raw)
+    assert message.text.count("word") == 2000
+
+
+async def test_the_1001st_recipient_gets_452_and_the_mail_is_stored_for_the_first_1000(
+    spool: Spool,
+) -> None:
+    recipients = [f"support+{n}@shop.example" for n in range(1001)]
+    async with (
+        running(spool) as port,
+        aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False) as client,
+    ):
+        refused, queued = await client.sendmail("ann@example.com", recipients, make_email())
+    assert list(refused) == [recipients[-1]]
+    assert refused[recipients[-1]].code == 452
+    assert refused[recipients[-1]].message.startswith("4.5.3")
+    message = await stored(queued)
+    assert message.envelope is not None and message.envelope.rcpt_tos == recipients[:1000]
+
+
+async def test_connections_are_capped_per_network_and_in_all(spool: Spool) -> None:
+    """Distinct addresses of one /24 share its cap (a host holding many addresses counts
+    once); past the total cap, no network gets in."""
+    async with running(spool, max_per_client=2, max_per_network=3, max_connections=4) as port:
+        held: list[Stream] = []
+
+        async def banner(source: str) -> str:
+            held.append(await connect(port, source=source))
+            return (await reply(held[-1][0]))[:3]
+
+        one = [await banner("127.0.0.2") for _ in range(3)]
+        network = [await banner(f"127.0.0.{n}") for n in (3, 4)]
+        other = [await banner(f"127.0.1.{n}") for n in (1, 2)]
+        for _, writer in held:
+            writer.close()
+    assert one == ["220", "220", "421"]  # the client's cap
+    assert network == ["220", "421"]  # the /24's
+    assert other == ["220", "421"]  # the total
