@@ -50,6 +50,7 @@ def create_app(
     app[DATABASE] = database
     app[CONFIG] = config
     app[ACCESS] = {}
+    app.on_response_prepare.append(_not_cached)
     if index is None:
         own = index = SearchIndex(config.search_dir, database.db.name)
         app.cleanup_ctx.append(lambda _: _following(own))
@@ -104,3 +105,10 @@ def create_app(
 async def _following(index: SearchIndex) -> AsyncIterator[None]:
     async with following(index):
         yield
+
+
+async def _not_cached(request: web.Request, response: web.StreamResponse) -> None:
+    """No browser or proxy keeps an answer of the API or of a webhook: they carry personal
+    data (the web pages set the same; only static files are cacheable)."""
+    if request.path.startswith(("/api/", "/webhooks/")):
+        response.headers.setdefault("Cache-Control", "no-store")

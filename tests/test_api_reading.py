@@ -145,3 +145,14 @@ async def test_the_audit_trail_filters_and_pages_without_gaps(api: Api) -> None:
         if not (cursor := page["next_cursor"]):
             break
     assert seen == [f"missing-{n}" for n in reversed(range(7))]
+
+
+async def test_no_response_that_carries_personal_data_is_kept_in_a_cache(api: Api) -> None:
+    message = await email(attachments=[("r.pdf", "application/pdf", b"%PDF-")])
+    paths = [f"/api/v1/messages/{message.id}", f"/api/v1/messages/{message.id}/raw",
+             f"/api/v1/messages/{message.id}/attachments/0",
+             f"/api/v1/conversations/{message.conversation_id}", "/api/v1/search?q=order",
+             "/api/v1/messages/000000000000000000000000"]  # fmt: skip
+    for path in paths:
+        response = await api.get(path, Role.AGENT)
+        assert response.headers.get("Cache-Control") == "no-store", path

@@ -280,8 +280,19 @@ async def test_missing_signature_headers_are_401(http: Client) -> None:
 @pytest.mark.parametrize("skew", [-301, 301])
 async def test_a_timestamp_more_than_5_minutes_off_is_401(http: Client, skew: int) -> None:
     response = await post(http, transcript(1), timestamp=int(time.time()) + skew)
-    await assert_problem(response, 401)
+    problem = await assert_problem(response, 401)
+    assert "timestamp outside the 5-minute window" in problem["detail"]
     assert await Message.count() == 0
+
+
+@pytest.mark.parametrize("stamp", ["\u00b2" * 10, "\u0663" * 10, "１７００００００００"])
+async def test_a_timestamp_of_other_digits_is_401(http: Client, stamp: str) -> None:
+    raw = json.dumps(transcript(1)).encode()
+    headers = {"X-Archive-Timestamp": stamp, "Content-Type": "application/json",
+               "X-Archive-Signature": sign(WIDGET_SECRET.encode(), stamp, raw)}  # fmt: skip
+    response = await http.post("/webhooks/chat/widget", data=raw, headers=headers)
+    problem = await assert_problem(response, 401)
+    assert "not unix seconds" in problem["detail"]
 
 
 async def test_an_unknown_source_is_404(http: Client) -> None:

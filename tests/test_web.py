@@ -150,10 +150,31 @@ async def test_pages_send_a_signed_out_visitor_to_sign_in_and_back(site: Web) ->
     assert signed.headers["Location"] == "/holds?all=1"
 
 
-@pytest.mark.parametrize("target", ["//evil.example/", "/\\evil.example", "https://evil.example"])
+# What a URL parser strips or reads as a separator: "/<TAB>/evil.example" is "//evil.example"
+# to a browser (Chromium followed it to the other origin).
+ELSEWHERE = ["//evil.example/", "/\\evil.example", "https://evil.example", "/\t/evil.example/x",
+             "/\r/x", "/\n/evil.example", "/ /evil.example", "/\x00/evil.example", "/\\/evil"]
+
+
+@pytest.mark.parametrize("target", ELSEWHERE)
 async def test_sign_in_never_sends_the_browser_to_another_site(site: Web, target: str) -> None:
     response = await sign_in(site.client(), site.tokens[A], next_path=target)
+    assert response.status == 303
     assert response.headers["Location"] == "/"
+
+
+@pytest.mark.parametrize("query", ["next=/%09/evil.example/x", "next=/%0d/x", "next=/%0a%0a/x"])
+async def test_a_signed_in_visit_to_sign_in_stays_on_the_site(site: Web, query: str) -> None:
+    browser = site.client()
+    await sign_in(browser, site.tokens[A])
+    response = await browser.get(f"/signin?{query}", allow_redirects=False)
+    assert response.status == 303
+    assert response.headers["Location"] == "/"
+
+
+async def test_a_path_back_with_other_letters_goes_out_percent_encoded(site: Web) -> None:
+    response = await sign_in(site.client(), site.tokens[A], next_path="/search?q=café")
+    assert response.headers["Location"] == "/search?q=caf%C3%A9"
 
 
 async def test_the_sign_in_form_needs_its_own_token(site: Web) -> None:

@@ -6,6 +6,7 @@ import secrets
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
 from api.auth import AGENT_UP
 from api.state import DATABASE, PRINCIPAL, Principal
@@ -26,12 +27,19 @@ def _cookie_options(request: web.Request) -> dict[str, Any]:
 
 
 def _next(request: web.Request, value: object) -> str:
-    """Where to go after signing in: a path of this site only (never ``//host`` nor
-    ``/\\host``, which a browser would take to another site)."""
+    """Where to go after signing in: a path of this site only. Never ``//host`` nor
+    ``/\\host``, and nothing a URL parser strips or reads as a separator (a tab, CR, LF or
+    space: ``/<TAB>/host`` is ``//host`` to a browser); the path goes out percent-encoded."""
     target = value if isinstance(value, str) else ""
-    if not target.startswith("/") or target.startswith(("//", "/\\")) or len(target) > 2000:
+    if (
+        not target.startswith("/")
+        or target.startswith(("//", "/\\"))
+        or len(target) > 2000
+        or any(c == "\\" or c.isspace() or not c.isprintable() for c in target)
+    ):
         return "/"
-    return target
+    url = URL(target)
+    return "/" if url.is_absolute() or url.host else str(url)
 
 
 async def home(request: web.Request) -> web.StreamResponse:

@@ -25,9 +25,10 @@ def verify(
     minutes of ``now``. Checked on the raw bytes, before anything parses them."""
     if not timestamp or not signature:
         raise BadSignature("missing timestamp or signature header")
-    if not timestamp.isdigit() or len(timestamp) > 12:
+    # isascii: "²" and "٣" are digits to str.isdigit, and int() refuses the first.
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
         raise BadSignature("timestamp is not unix seconds")
     if abs(now.timestamp() - int(timestamp)) > MAX_CLOCK_SKEW.total_seconds():
-        raise BadSignature("timestamp is more than 5 minutes off")
+        raise BadSignature("timestamp outside the 5-minute window")
     if not hmac.compare_digest(sign(secret, timestamp, body).encode(), signature.strip().encode()):
         raise BadSignature("signature does not match")
