@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 
 from pypdf import PdfReader
@@ -41,13 +41,26 @@ def searchable_text(attachments: Iterable[NewAttachment]) -> str:
     return text_of((a.content_type, a.filename, a.data) for a in attachments)
 
 
-def with_attachment_text(batches: Sequence[ChatBatch]) -> list[ChatBatch]:
+# Extracts the searchable text of each message's attachments (in the parsing processes, in
+# serve: ``Parsers.attachment_texts``).
+Extract = Callable[[Sequence[Sequence[NewAttachment]]], Awaitable[list[str]]]
+
+
+async def extracted_here(attachments: Sequence[Sequence[NewAttachment]]) -> list[str]:
+    """``Extract`` in this process (tools and tests; serve extracts in its parsing processes)."""
+    return [searchable_text(each) for each in attachments]
+
+
+async def with_attachment_text(
+    batches: Sequence[ChatBatch], extract: Extract = extracted_here
+) -> list[ChatBatch]:
     """``batches`` with the searchable text of each message's attachments (once they are
     fetched: a link has no contents yet)."""
+    texts = iter(await extract([m.attachments for b in batches for m in b.messages
+                                if m.attachments]))  # fmt: skip
     return [
         replace(b, messages=[
-            replace(m, attachment_text=searchable_text(m.attachments)) if m.attachments else m
-            for m in b.messages
+            replace(m, attachment_text=next(texts)) if m.attachments else m for m in b.messages
         ])
         for b in batches
     ]  # fmt: skip

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage, Message
-from html.parser import HTMLParser
+from html import unescape
 
 from ingest.attachment_text import searchable_text
 from store.blobs import NewAttachment
@@ -68,12 +68,14 @@ def parse_email(
     received_at: datetime,
     envelope: Envelope | None = None,
     source: str = "smtp",
+    attachment_text: bool = True,
 ) -> NewEmail:
     """What the store needs to file ``raw``; best effort for anything broken. Never raises:
-    whatever the parser trips on, the raw bytes are filed with the error noted."""
+    whatever the parser trips on, the raw bytes are filed with the error noted. Without
+    ``attachment_text``, the attachments' text is left for the caller to extract."""
     try:
         return _parse(raw, support=support, received_at=received_at, envelope=envelope,
-                      source=source)  # fmt: skip
+                      source=source, attachment_text=attachment_text)  # fmt: skip
     except Exception as exc:
         return raw_only_email(raw, error=f"unparseable: {exc!r}"[:500], received_at=received_at,
                               envelope=envelope, support=support, source=source)  # fmt: skip
@@ -86,6 +88,7 @@ def _parse(
     received_at: datetime,
     envelope: Envelope | None,
     source: str,
+    attachment_text: bool,
 ) -> NewEmail:
     problems: list[str] = []
     msg = email.message_from_bytes(raw, policy=policy.default)
@@ -131,7 +134,7 @@ def _parse(
         text=text,
         html=html,
         attachments=attachments,
-        attachment_text=searchable_text(attachments),
+        attachment_text=searchable_text(attachments) if attachment_text else "",
         parse_error="; ".join(dict.fromkeys(problems)) or None,
     )
 
@@ -468,39 +471,55 @@ def _as_bytes(message: Message) -> bytes:
         return message.as_bytes(policy=policy.compat32)
 
 
-class _TextExtractor(HTMLParser):
-    _BLOCKS = frozenset({"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "blockquote", "pre"})
-    _SKIP = frozenset({"script", "style", "head", "title"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skipping = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self._SKIP:
-            self._skipping += 1
-        elif tag in self._BLOCKS:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._SKIP:
-            self._skipping = max(0, self._skipping - 1)
-        elif tag in self._BLOCKS:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self._skipping:
-            self.parts.append(data)
+_BLOCKS = frozenset({"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "blockquote", "pre"})
+_SKIPPED = frozenset({"head", "title"})  # their text is not the body's
+_RAW_TEXT = ("script", "style")  # their content is not markup: skipped to their end tag
+# A tag runs to its ">" with no "<" inside: a match never reads past the next "<", so the scan
+# is linear however the markup is broken (html.parser went quadratic on "<a " repeated).
+_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9:-]*)[^<>]*>")
+_END_OF_RAW_TEXT = {name: re.compile(rf"</{name}[^<>]*>|</{name}", re.I) for name in _RAW_TEXT}
 
 
 def html_to_text(html: str) -> str:
-    """Readable text of an HTML body: tags dropped, blocks on their own lines."""
-    extractor = _TextExtractor()
-    try:
-        extractor.feed(html)
-        extractor.close()
-    except Exception:  # HTMLParser is lenient; this is for the pathological rest
-        return re.sub(r"<[^>]*>", " ", html)
-    lines = (" ".join(line.split()) for line in "".join(extractor.parts).splitlines())
+    """Readable text of an HTML body: tags dropped, blocks on their own lines. One pass over
+    the markup, in time linear in its length whatever it holds."""
+    parts: list[str] = []
+    skipping = position = 0
+    while position < len(html):
+        start = html.find("<", position)
+        start = len(html) if start < 0 else start
+        if not skipping:
+            parts.append(html[position:start])
+        position, tag = _markup_at(html, start)
+        if tag is None:
+            if position == start + 1 and not skipping:
+                parts.append("<")  # a "<" that starts no markup is text
+            continue
+        name = tag[2].lower()
+        if name in _SKIPPED:
+            skipping = max(0, skipping - 1) if tag[1] else skipping + 1
+        elif name in _BLOCKS and not skipping:
+            parts.append("\n")
+    text = unescape("".join(parts))
+    lines = (" ".join(line.split()) for line in text.splitlines())
     return "\n".join(line for line in lines if line)
+
+
+def _markup_at(html: str, start: int) -> tuple[int, re.Match[str] | None]:
+    """Where the text resumes after the markup at ``start``, and the tag if it is one: a
+    comment or declaration is skipped (unclosed, it hides the rest), a script's or style's
+    content goes with its tag, and a "<" that starts nothing is one character of text."""
+    if start >= len(html):
+        return start, None
+    for opening, closing in (("<!--", "-->"), ("<!", ">"), ("<?", ">")):
+        if html.startswith(opening, start):
+            end = html.find(closing, start + len(opening))
+            return (len(html) if end < 0 else end + len(closing)), None
+    tag = _TAG.match(html, start)
+    if tag is None:
+        return start + 1, None
+    name = tag[2].lower()
+    if name in _RAW_TEXT and not tag[1]:
+        end_tag = _END_OF_RAW_TEXT[name].search(html, tag.end())
+        return (end_tag.end() if end_tag is not None else len(html)), tag
+    return tag.end(), tag

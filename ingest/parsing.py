@@ -5,21 +5,39 @@ own process it takes the core the SMTP sessions need; in a worker process it run
 second core. A worker that dies (killed, or out of memory on a hostile message) loses
 nothing: the entries it was parsing are still in the spool, the pool is started again, and
 the filer parses them again.
+
+Every message is hostile until parsed: each step of its parse (MIME and HTML, then the text of
+its attachments) has a CPU budget (``ARCHIVE_PARSE_BUDGET``). Past it, the message is filed
+raw-only, or without its attachments' text, with the reason noted. A parsing process that
+does not answer in time (stuck where no timer reaches) is killed and replaced, as a dead one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 from datetime import datetime
-from typing import NamedTuple
+from functools import partial
+from typing import NamedTuple, TypeVar
 
-from ingest.mime import SupportSide, parse_email
+from ingest.attachment_text import searchable_text
+from ingest.budget import OverBudget, cpu_budget
+from ingest.mime import SupportSide, parse_email, raw_only_email
+from store.blobs import NewAttachment
 from store.documents import Envelope
 from store.messages import NewEmail
+
+_T = TypeVar("_T")
+
+DEFAULT_BUDGET_SECONDS = 10.0
+# A parsing process gets this many times its messages' CPU budgets in wall-clock time (it
+# shares the cores with serve and mongod), plus a margin, before it is taken for stuck.
+_WALL_FACTOR = 3
+_WALL_MARGIN_SECONDS = 5.0
 
 
 class ParserLost(Exception):
@@ -36,10 +54,12 @@ class ToParse(NamedTuple):
 
 
 class Parsers:
-    """``parse_email`` in ``workers`` processes (0: in this process, for tools and tests)."""
+    """``parse_email`` in ``workers`` processes, each step within ``budget`` seconds of CPU
+    (0 workers: in this process, without a budget, for tools and tests)."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, *, budget: float = DEFAULT_BUDGET_SECONDS) -> None:
         self.workers = workers
+        self.budget = budget
         self._pool: ProcessPoolExecutor | None = None
         self.started = 0  # pools started: 1 after the first parse, one more per restart
 
@@ -53,23 +73,49 @@ class Parsers:
         if self.workers == 0:  # here, yielding between messages to the sessions being answered
             emails = []
             for item in items:
-                emails += _parse_many([item], support, source)
+                emails += _parse_many([item], support, source, None)
                 await asyncio.sleep(0)
             return emails
         if not items:
             return []
-        pool = self._pool or self._start()
-        loop = asyncio.get_running_loop()
         size = -(-len(items) // self.workers)
         slices = [items[i : i + size] for i in range(0, len(items), size)]
+        parsed = await self._in_pool(
+            [partial(_parse_many, part, support, source, self.budget) for part in slices],
+            steps=2 * size,
+        )
+        return [email for part in parsed for email in part]
+
+    async def attachment_texts(self, attachments: Sequence[Sequence[NewAttachment]]) -> list[str]:
+        """The searchable text of each message's attachments (a chat's, fetched or sent), in
+        the parsing processes; "" for a message whose extraction ran past the budget."""
+        if self.workers == 0 or not attachments:
+            return [searchable_text(a) for a in attachments]
+        [texts] = await self._in_pool(
+            [partial(_texts_of, list(attachments), self.budget)], steps=len(attachments)
+        )
+        return texts
+
+    async def _in_pool(self, calls: Sequence[Callable[[], _T]], *, steps: int) -> list[_T]:
+        """Run ``calls`` in the pool, each given ``steps`` budgets of wall-clock time; raises
+        ParserLost if a process died or overran (then it is killed, and the pool replaced)."""
+        pool = self._pool or self._start()
+        loop = asyncio.get_running_loop()
+        deadline = steps * self.budget * _WALL_FACTOR + _WALL_MARGIN_SECONDS
         try:
-            parsed = await asyncio.gather(*(
-                loop.run_in_executor(pool, _parse_many, part, support, source) for part in slices
-            ))  # fmt: skip
+            running = asyncio.gather(*(loop.run_in_executor(pool, call) for call in calls))
+            return await asyncio.wait_for(running, deadline)
         except BrokenProcessPool:
             self._lost(pool)
             raise ParserLost("a parsing process died") from None
-        return [email for part in parsed for email in part]
+        except TimeoutError:
+            self._kill(pool)
+            raise ParserLost(f"a parsing process did not answer within {deadline:.0f}s") from None
+
+    def _kill(self, pool: ProcessPoolExecutor) -> None:
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.kill()
+        self._lost(pool)
 
     def _lost(self, pool: ProcessPoolExecutor) -> None:
         """Drop ``pool``, broken (the next parse starts another)."""
@@ -96,9 +142,40 @@ class Parsers:
             self._pool = None
 
 
-def _parse_many(items: Sequence[ToParse], support: SupportSide, source: str) -> list[NewEmail]:
-    return [
-        parse_email(i.raw, support=support, received_at=i.received_at, envelope=i.envelope,
-                    source=source)
-        for i in items
-    ]  # fmt: skip
+def _parse_many(
+    items: Sequence[ToParse], support: SupportSide, source: str, budget: float | None
+) -> list[NewEmail]:
+    return [_parse_one(item, support, source, budget) for item in items]
+
+
+def _parse_one(item: ToParse, support: SupportSide, source: str, budget: float | None) -> NewEmail:
+    """``item`` parsed, then its attachments' text, each step within ``budget``."""
+    try:
+        with cpu_budget(budget):
+            email = parse_email(
+                item.raw, support=support, received_at=item.received_at,
+                envelope=item.envelope, source=source, attachment_text=False,
+            )  # fmt: skip
+    except OverBudget:
+        return raw_only_email(item.raw, error=f"not parsed: more than {budget:g}s of CPU",
+                              received_at=item.received_at, envelope=item.envelope,
+                              support=support, source=source)  # fmt: skip
+    if not email.attachments:
+        return email
+    try:
+        with cpu_budget(budget):
+            return replace(email, attachment_text=searchable_text(email.attachments))
+    except OverBudget:
+        problem = f"attachment text not extracted: more than {budget:g}s of CPU"
+        return replace(email, parse_error="; ".join(filter(None, [email.parse_error, problem])))
+
+
+def _texts_of(attachments: list[Sequence[NewAttachment]], budget: float | None) -> list[str]:
+    texts = []
+    for each in attachments:
+        try:
+            with cpu_budget(budget):
+                texts.append(searchable_text(each))
+        except OverBudget:
+            texts.append("")
+    return texts

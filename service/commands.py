@@ -113,7 +113,7 @@ async def _import_box(
             warn(NO_SUPPORT_ADDRESSES)
         await _audited(settings, "mailbox.import", target={"account_id": account_id or ""})
         with tqdm(total=len(box), unit="msg", desc=f"importing {path.name}") as bar:
-            parsers = Parsers(settings.parse_workers)
+            parsers = Parsers(settings.parse_workers, budget=settings.parse_budget.total_seconds())
             try:
                 report = await import_messages(
                     raw_messages(box),

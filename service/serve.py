@@ -175,9 +175,11 @@ def make_ingest(settings: Settings) -> Ingest:
     async def fetched(batches: list[ChatBatch]) -> list[ChatBatch]:
         return list(await asyncio.gather(*(fetch_attachments(b, policy=policy) for b in batches)))
 
-    chat = ChatFiling(sources=sources, prepare=fetched)
+    # Parsing and text extraction run in these processes, never on serve's loop.
+    parsers = Parsers(settings.parse_workers, budget=settings.parse_budget.total_seconds())
+    chat = ChatFiling(sources=sources, prepare=fetched, extract=parsers.attachment_texts)
     filer = Filer(spool, support=SupportSide.parse(settings.support_addresses), chat=chat,
-                  parsers=Parsers(settings.parse_workers))  # fmt: skip
+                  parsers=parsers)  # fmt: skip
     journal = Journal(settings.data_dir, max_bytes=settings.journal_max_bytes)
     intake = ChatIntake(spool=ChatSpool(spool), journal=journal, sources=sources)
     return Ingest(spool=spool, filer=filer, journal=journal, intake=intake)
@@ -305,7 +307,8 @@ async def first_admin_key(settings: Settings) -> None:
 
 
 def smtp_handler(settings: Settings, spool: Spool) -> ArchiveHandler:
-    return ArchiveHandler(spool=spool, allowed_clients=networks(settings.smtp_allowed_clients))
+    return ArchiveHandler(spool=spool, allowed_clients=networks(settings.smtp_allowed_clients),
+                          max_recipients=settings.smtp_max_recipients)  # fmt: skip
 
 
 async def serve(settings: Settings, roles: Roles, *, stop: asyncio.Event | None = None) -> None:
@@ -346,6 +349,8 @@ async def serve(settings: Settings, roles: Roles, *, stop: asyncio.Event | None 
                         tls=tls,
                         idle_timeout=settings.smtp_idle_timeout.total_seconds(),
                         max_per_client=settings.smtp_max_connections_per_client,
+                        max_per_network=settings.smtp_max_connections_per_network,
+                        max_connections=settings.smtp_max_connections,
                         shutdown_grace=SHUTDOWN_GRACE_SECONDS,
                     )
                 )

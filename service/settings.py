@@ -191,6 +191,11 @@ class Settings(BaseSettings):
     smtp_allowed_clients: CsvList = ["127.0.0.0/8", "::1"]
     smtp_idle_timeout: Duration = timedelta(minutes=5)
     smtp_max_connections_per_client: int = Field(default=50, ge=1, le=10_000)
+    # Per /24 (IPv6 /64): one host holding many addresses of its network counts once.
+    smtp_max_connections_per_network: int = Field(default=200, ge=1, le=100_000)
+    smtp_max_connections: int = Field(default=1000, ge=1, le=100_000)
+    # RFC 5321 4.5.3.1.8 asks a server to take at least 100; past this, RCPT gets 452 4.5.3.
+    smtp_max_recipients: int = Field(default=1000, ge=100, le=100_000)
     smtp_tls_cert: Path | None = None
     smtp_tls_key: Path | None = None
     support_addresses: CsvList = []
@@ -198,6 +203,9 @@ class Settings(BaseSettings):
     parse_workers: int = Field(
         default_factory=lambda: max(1, (os.cpu_count() or 2) - 1), ge=0, le=64
     )  # one per core beyond the event loop's
+    # CPU each step of a message's parse may take (MIME and HTML, then its attachments' text):
+    # past it, the message is filed raw-only, or without its attachments' text, reason noted.
+    parse_budget: Duration = timedelta(seconds=10)
     webhook_sources: CsvList = []
     webhook_max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     # Origins (scheme://host[:port]) whose attachment URLs a webhook may make the archive fetch.
@@ -229,6 +237,13 @@ class Settings(BaseSettings):
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError:
                 raise ValueError(f"{cidr!r} is not an IP network (CIDR)") from None
+        return value
+
+    @field_validator("parse_budget")
+    @classmethod
+    def _parse_budget(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= value <= timedelta(minutes=10):
+            raise ValueError("must be between 1s and 10m (the CPU one message may take)")
         return value
 
     @field_validator("support_addresses")

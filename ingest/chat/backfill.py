@@ -182,7 +182,7 @@ class Backfill:
             source=self.source, account_id=self.account, conversation=conversation,
             messages=messages, received_at=self.clock(), trusted=self.trusted, edits=True,
         )  # fmt: skip
-        [batch] = with_attachment_text([await fetch_attachments(batch, policy=self.fetch)])
+        [batch] = await with_attachment_text([await fetch_attachments(batch, policy=self.fetch)])
         # Ids a webhook's answer named while the archive was catching up are kept.
         batch = await with_claimed_ids(batch)
         [filed] = await self.file_chats([batch])

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 from beanie import PydanticObjectId
 
-from ingest.attachment_text import with_attachment_text
+from ingest.attachment_text import Extract, extracted_here, with_attachment_text
 from ingest.chat.formats import Ignored
 from ingest.chat.webhook import Source, parse_call
 from store.chat import ChatBatch, ChatFiled, chat_dedup_key, file_chats_each
@@ -38,9 +38,16 @@ class ChatFilingResult:
 
 
 class ChatFiling:
-    def __init__(self, *, sources: Mapping[str, Source], prepare: Prepare | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        sources: Mapping[str, Source],
+        prepare: Prepare | None = None,
+        extract: Extract = extracted_here,
+    ) -> None:
         self._sources = sources
         self._prepare = prepare
+        self._extract = extract
 
     async def file(self, entries: Sequence[SpoolEntry]) -> ChatFilingResult:
         """File the chat entries of one filer batch (in spool order). Raises what the
@@ -65,7 +72,7 @@ class ChatFiling:
         batches = [b for _, b in ready]
         if self._prepare is not None:
             batches = await self._prepare(batches)
-        batches = with_attachment_text(batches)
+        batches = await with_attachment_text(batches, self._extract)
         for (entry, _), filed in zip(ready, await file_chats_each(batches), strict=True):
             if isinstance(filed, Exception):
                 result.failed.append((entry, filed))
