@@ -15,10 +15,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """The process can do its job: the database answers. The search index's state is said
-    too (``ready``, or ``catching up`` while it rebuilds or follows from far behind); the
-    process still takes mail and webhooks meanwhile, so it is ready all the same."""
+    too (``ready``; ``catching up`` while it rebuilds or follows from far behind; ``degraded``
+    while it cannot be written, with why); the process still takes mail and webhooks
+    meanwhile (Chatwoot never retries a call), so it is ready all the same."""
     if await request.app[DATABASE].ping(within=2.0):
         index = request.app[SEARCH]
-        return web.json_response({"status": "ready", "database": "ok",
-                                  "search": "ready" if index.ready else "catching up"})  # fmt: skip
+        search = "ready" if index.ready else "catching up"
+        body = {"status": "ready", "database": "ok", "search": search}
+        if index.degraded is not None:
+            body |= {"search": "degraded", "search_problem": index.degraded}
+        return web.json_response(body)
     return unavailable("the database is not reachable")

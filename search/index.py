@@ -62,6 +62,9 @@ INDEX_BEHIND = Gauge(
     "archive_search_pending_events", "Changes read from MongoDB not yet committed to the index"
 )
 INDEX_READY = Gauge("archive_search_ready", "1 when the search index serves the current data")
+INDEX_DEGRADED = Gauge(
+    "archive_search_degraded", "1 while the search index cannot be written (it retries)"
+)
 INDEX_EVENTS = Counter("archive_search_events_total", "Changes applied to the index", ["kind"])
 INDEX_REBUILDS = Counter("archive_search_rebuilds_total", "Full rebuilds of the index", ["why"])
 INDEX_REPAIRS = Counter("archive_search_repaired_days_total", "Days the reconciler re-indexed")
@@ -435,6 +438,8 @@ class SearchIndex:
     _pending: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list, init=False)
     _saved_at: float = field(default=float("-inf"), init=False)
     stopping: bool = field(default=False, init=False)  # set on the way out: follow no more
+    # Why the index cannot be written now (a failure of the writer, as a full disk), or None.
+    degraded: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.path = self.directory / self.database
@@ -550,10 +555,29 @@ class SearchIndex:
                             type(exc).__name__)  # fmt: skip
             except Exception as exc:  # a bug must not stop search from following MongoDB
                 log.exception("search index: %s while following; retrying", type(exc).__name__)
+                await self._heal(exc)
             self.ready = False
             INDEX_READY.set(0)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
+
+    async def _heal(self, failure: Exception) -> None:
+        """A tantivy writer that failed once (a full disk, any I/O error) refuses every call
+        after: it is dropped and another opened, again at each retry until the cause is gone
+        (an index that no longer opens is replaced and rebuilt). What the failed commit held
+        is not lost: the change stream resumes from the last token saved with a commit."""
+        self.degraded = f"the index cannot be written ({type(failure).__name__}); retrying"
+        INDEX_DEGRADED.set(1)
+        self._pending = []
+        try:
+            await asyncio.to_thread(self._reopen)
+        except Exception as exc:
+            log.warning("search index: reopening it failed (%s); retrying", type(exc).__name__)
+
+    def _reopen(self) -> None:
+        with self._lock:
+            self._writer = None  # dropped here: its lock on the index directory goes with it
+            self.open()
 
     async def _apply(self, stream: Any, collection: Any) -> None:
         while not self.stopping:
@@ -597,6 +621,10 @@ class SearchIndex:
             await self._locked(self._write, pending)
             for kind, doc in pending:
                 INDEX_EVENTS.labels("delete" if doc is None or doc.get("gone") else kind).inc()
+            if self.degraded is not None:
+                log.info("search index: written again")
+                self.degraded = None
+                INDEX_DEGRADED.set(0)
         # An idle stream's token moves on with every read: saved once a minute (so that a
         # restart does not resume from before the oplog's window), and after every commit.
         idle_save_due = self.clock() - self._saved_at > TOKEN_SAVE_SECONDS

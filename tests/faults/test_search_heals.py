@@ -1,0 +1,60 @@
+"""The search index heals: a writer that failed (as on a full disk) is replaced once the
+cause is gone, and /readyz says "degraded" meanwhile."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from api.app import create_app
+from api.state import ApiConfig
+from search.index import SearchIndex, following, presence
+from store.database import Database
+from tests.factories import chat
+from tests.helpers import eventually
+
+
+async def test_after_a_full_disk_is_freed_new_messages_are_searchable_again(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = SearchIndex(tmp_path / "search", database.db.name, await_ms=100)
+    disk_full = True
+    write = SearchIndex._write
+
+    def on_a_full_disk(self: SearchIndex, pending: list[Any]) -> None:
+        if disk_full:
+            # What tantivy does when a commit fails: the writer is dead from then on.
+            with contextlib.suppress(ValueError):
+                self._writer.wait_merging_threads()  # type: ignore[union-attr]
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(self, pending)
+
+    config = ApiConfig(export_dir=tmp_path / "exports", search_dir=tmp_path / "search")
+    async with following(index):
+        await chat("before the disk filled up", conversation="c-0")
+        await index.sync()
+        monkeypatch.setattr(SearchIndex, "_write", on_a_full_disk)
+        app = create_app(database=database, config=config, index=index)
+        async with TestClient(TestServer(app)) as http:
+            message = await chat("written while the disk was full", conversation="c-1")
+
+            async def degraded() -> bool:
+                body = await (await http.get("/readyz")).json()
+                return bool(body["search"] == "degraded" and "OSError" in body["search_problem"])
+
+            await eventually(degraded, timeout=30)
+            assert presence(index.path, [str(message.id)]).searchable == 0
+            disk_full = False  # space freed
+
+            async def searchable() -> bool:
+                return presence(index.path, [str(message.id)]).searchable == 1
+
+            await eventually(searchable, timeout=60)
+            body = await (await http.get("/readyz")).json()
+    assert body["search"] == "ready" and "search_problem" not in body
+    assert index.degraded is None
