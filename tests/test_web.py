@@ -19,13 +19,14 @@ from api.state import ACCESS, CONFIG, DATABASE
 from retention.holds import place_hold
 from store.audit import audit_events
 from store.database import Database
-from store.documents import Hold, HoldKind, Role, utcnow
+from store.documents import AuditEvent, Hold, HoldKind, Role, utcnow
 from store.keys import revoke_key
 from tests.helpers import eventually
 from tests.web import PAGE_CSP, Story, Web, a_story, csrf_for, running_web, sign_in
 from web import sessions
 from web.app import add_web
-from web.state import WEB_CONFIG, WEB_ROUTES, Session
+from web.state import SIGNIN_THROTTLE, WEB_CONFIG, WEB_ROUTES, Session
+from web.throttle import FIRST_WAIT_SECONDS, FREE_FAILURES
 
 A, P, C, D = Role.AGENT, Role.PLATFORM, Role.COMPLIANCE, Role.ADMIN
 
@@ -141,6 +142,37 @@ async def test_a_wrong_key_signs_nobody_in(site: Web) -> None:
     assert (await browser.get("/search", allow_redirects=False)).status == 303
 
 
+async def test_a_refused_sign_in_is_audited_by_key_prefix_and_client_never_the_token(
+    site: Web,
+) -> None:
+    guess = "sa_0badc0de_" + "g" * 43
+    assert (await sign_in(site.client(), guess)).status == 401
+    [event] = [e for e in await AuditEvent.find_all().to_list() if e.action == "session.refused"]
+    assert (event.actor, event.outcome, event.target) == (
+        "anonymous",
+        401,
+        {"key_prefix": "sa_0badc0de"},
+    )
+    assert event.client_address == "127.0.0.1"
+    assert "g" * 10 not in event.model_dump_json()
+
+
+async def test_after_a_few_failed_sign_ins_an_address_waits_before_any_key_is_checked(
+    site: Web,
+) -> None:
+    now = [1000.0]
+    site.app[SIGNIN_THROTTLE].clock = lambda: now[0]
+    for _ in range(FREE_FAILURES):
+        assert (await sign_in(site.client(), "sa_00000000_wrong")).status == 401
+    refused = await sign_in(site.client(), site.tokens[A])  # a right key, but too soon
+    assert refused.status == 429
+    assert int(refused.headers["Retry-After"]) == FIRST_WAIT_SECONDS
+    assert "try again in 2 seconds" in await refused.text()
+    now[0] += FIRST_WAIT_SECONDS
+    assert (await sign_in(site.client(), site.tokens[A])).status == 303
+    assert (await sign_in(site.client(), "sa_00000000_wrong")).status == 401  # counts afresh
+
+
 async def test_pages_send_a_signed_out_visitor_to_sign_in_and_back(site: Web) -> None:
     browser = site.client()
     response = await browser.get("/holds?all=1", allow_redirects=False)
@@ -152,8 +184,17 @@ async def test_pages_send_a_signed_out_visitor_to_sign_in_and_back(site: Web) ->
 
 # What a URL parser strips or reads as a separator: "/<TAB>/evil.example" is "//evil.example"
 # to a browser (Chromium followed it to the other origin).
-ELSEWHERE = ["//evil.example/", "/\\evil.example", "https://evil.example", "/\t/evil.example/x",
-             "/\r/x", "/\n/evil.example", "/ /evil.example", "/\x00/evil.example", "/\\/evil"]
+ELSEWHERE = [
+    "//evil.example/",
+    "/\\evil.example",
+    "https://evil.example",
+    "/\t/evil.example/x",
+    "/\r/x",
+    "/\n/evil.example",
+    "/ /evil.example",
+    "/\x00/evil.example",
+    "/\\/evil",
+]
 
 
 @pytest.mark.parametrize("target", ELSEWHERE)

@@ -18,7 +18,8 @@ from api.state import DATABASE
 from store.documents import Role, iso
 from web import admin, agents, compliance, sessions, signin
 from web.pages import guarded, secure
-from web.state import TEMPLATES, WEB_CONFIG, WEB_ROUTES, WebConfig
+from web.state import SIGNIN_THROTTLE, TEMPLATES, WEB_CONFIG, WEB_ROUTES, WebConfig
+from web.throttle import SignInThrottle
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATIC = Path(str(resources.files("web") / "static"))
@@ -72,6 +73,7 @@ def add_web(app: web.Application, *, config: WebConfig | None = None) -> None:
         return
     app[WEB_CONFIG] = config or WebConfig()
     app[WEB_ROUTES] = {}
+    app[SIGNIN_THROTTLE] = SignInThrottle()
     _templates(app)
     for page in PAGES:
         handler = guarded(page.handler, roles=page.roles, changes=page.changes)

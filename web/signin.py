@@ -9,13 +9,13 @@ from aiohttp import web
 from yarl import URL
 
 from api.auth import AGENT_UP
-from api.state import DATABASE, PRINCIPAL, Principal
+from api.state import CONFIG, DATABASE, PRINCIPAL, Principal
 from api.trail import audited
-from store import keys
+from store import audit, keys
 from store.documents import utcnow
 from web import sessions
 from web.pages import current_session, render, see_other, session_of
-from web.state import SESSION, WEB_CONFIG
+from web.state import SESSION, SIGNIN_THROTTLE, WEB_CONFIG
 
 # The sign-in form has no session yet: its CSRF token is a cookie of its own that the form
 # repeats (a page of another site can make a browser post, but not read or set this cookie).
@@ -78,11 +78,25 @@ async def signin(request: web.Request) -> web.Response:
         return render(request, "error.html", {"title": "Form refused", "message":
                       "This sign-in form did not come from this site, or it expired: "
                       "open the sign-in page again."}, status=403)  # fmt: skip
+    throttle, client = request.app[SIGNIN_THROTTLE], request.remote or "?"
     token = form.get("key")
-    key = await keys.key_for_token(token.strip()) if isinstance(token, str) else None
+    token = token.strip() if isinstance(token, str) else ""
+    if wait := throttle.wait(client):
+        await _refused(request, token, outcome=429)
+        response = _signin_form(
+            request,
+            status=429,
+            error=(f"Too many failed sign-ins from this address: try again in {wait} seconds."),
+        )
+        response.headers["Retry-After"] = str(wait)
+        return response
+    key = await keys.key_for_token(token)
     if key is None:
+        throttle.failed(client)
+        await _refused(request, token, outcome=401)
         return _signin_form(request, error="This API key is not valid (or it was revoked).",
                             status=401)  # fmt: skip
+    throttle.succeeded(client)
     session_id, session = await sessions.start(request.app[DATABASE], key=key, now=utcnow(),
                                                config=request.app[WEB_CONFIG])  # fmt: skip
     request[SESSION] = session
@@ -92,6 +106,17 @@ async def signin(request: web.Request) -> web.Response:
     response.set_cookie(sessions.COOKIE, session_id, **_cookie_options(request))
     response.del_cookie(SIGNIN_COOKIE, path="/")
     return response
+
+
+async def _refused(request: web.Request, token: str, *, outcome: int) -> None:
+    """A refused sign-in, audited by the key's public prefix (``sa_`` and 8 characters, as
+    ``keys list`` shows it) and the client: never the token's secret part."""
+    prefix = token[:11] if token.startswith(keys.TOKEN_PREFIX) and len(token) > 11 else ""
+    await audit.record(
+        actor="anonymous", role=None, action="session.refused",
+        target={"key_prefix": prefix} if prefix else None, client_address=request.remote,
+        outcome=outcome, max_age=request.app[CONFIG].audit_max_age,
+    )  # fmt: skip
 
 
 async def signout(request: web.Request) -> web.Response:

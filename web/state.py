@@ -9,6 +9,7 @@ import jinja2
 from aiohttp import web
 
 from store.documents import Role
+from web.throttle import SignInThrottle
 
 
 @dataclass(frozen=True)
@@ -36,4 +37,5 @@ WEB_CONFIG = web.AppKey("web_config", WebConfig)
 # Route ids ("GET /search") of the pages, with the roles each allows (None: signed out too).
 WEB_ROUTES = web.AppKey("web_routes", dict[str, frozenset[Role] | None])
 TEMPLATES = web.AppKey("web_templates", jinja2.Environment)
+SIGNIN_THROTTLE = web.AppKey("web_signin_throttle", SignInThrottle)
 SESSION = web.RequestKey("web_session", Session)
