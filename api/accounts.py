@@ -10,6 +10,7 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from api import params, views
 from api.auth import principal_of
+from api.problems import EMAIL_PATTERN
 from api.trail import audited
 from store.accounts import account_summary, register_account
 from store.accounts import list_accounts as store_list_accounts
@@ -18,7 +19,7 @@ from store.documents import Account, AccountStatus, utcnow
 Email = Annotated[
     str,
     # No \s: Python's and JSON Schema's (ECMA) differ, and the schema must say what we check.
-    Field(max_length=320, pattern=r"^[^@\x00-\x20\x7f-\x9f]+@[^@\x00-\x20\x7f-\x9f]+$"),
+    Field(max_length=320, pattern=EMAIL_PATTERN),
     AfterValidator(str.lower),
 ]
 

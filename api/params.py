@@ -14,9 +14,18 @@ from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
 from beanie import PydanticObjectId
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
 
 from store.accounts import ACCOUNT_ID_PATTERN, ACCOUNT_ID_RULE
+from store.documents import in_utc_range
 from store.errors import NotFound
 from store.paging import Key
 
@@ -36,7 +45,7 @@ def _iso_only(value: object) -> object:
     return value
 
 
-IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_only)]
+IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_only), AfterValidator(in_utc_range)]
 
 
 class QueryModel(BaseModel):

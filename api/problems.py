@@ -12,7 +12,16 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
+from store.accounts import ACCOUNT_ID_PATTERN, ACCOUNT_ID_RULE
 from store.errors import Conflict, NotFound, is_transient
+
+# What a field's pattern means, said to the client instead of the pattern itself.
+EMAIL_PATTERN = r"^[^@\x00-\x20\x7f-\x9f]+@[^@\x00-\x20\x7f-\x9f]+$"
+PATTERN_MEANINGS = {
+    EMAIL_PATTERN: "not an email address: name@domain, without spaces",
+    ACCOUNT_ID_PATTERN: f"not an account id: {ACCOUNT_ID_RULE}",
+    r"^[0-9a-f]{24}$": "not an id: 24 hexadecimal digits (0-9, a-f)",
+}
 
 log = logging.getLogger("archive.api")
 
@@ -48,9 +57,17 @@ def problem(
 def field_errors(exc: ValidationError, *, prefix: str = "") -> list[dict[str, str]]:
     """pydantic's errors as ``[{"field": "messages[0].sent_at", "message": ...}]``."""
     return [
-        {"field": prefix + _field_path(error["loc"]), "message": error["msg"]}
+        {"field": prefix + _field_path(error["loc"]), "message": _message(error)}
         for error in exc.errors(include_url=False)
     ]
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    if error["type"] == "string_pattern_mismatch":
+        meaning = PATTERN_MEANINGS.get(str((error.get("ctx") or {}).get("pattern")))
+        if meaning is not None:
+            return meaning
+    return str(error["msg"])
 
 
 def _field_path(loc: Iterable[int | str]) -> str:

@@ -23,6 +23,16 @@ def at_millis(when: datetime) -> datetime:
     return when.replace(microsecond=when.microsecond // 1000 * 1000)
 
 
+def in_utc_range(when: datetime) -> datetime:
+    """``when`` if it is a time in UTC's range; ValueError if not (a time zone can push
+    0001-01-01 or 9999-12-31 past either end, which no later step could store)."""
+    try:
+        when.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range: a time between 0001-01-01 and 9999-12-31 in UTC") from None
+    return when
+
+
 def iso(when: datetime | None) -> str | None:
     """A time as the API and exports write it: ISO 8601 in UTC with a Z."""
     return when.isoformat().replace("+00:00", "Z") if when is not None else None

@@ -90,6 +90,17 @@ async def test_invalid_account_bodies_are_422_naming_the_field(api: Api) -> None
         assert field in {e["field"] for e in (await response.json())["errors"]}
 
 
+async def test_a_bad_address_is_said_in_words_not_as_a_pattern(api: Api) -> None:
+    body = {"emails": ["ann@example.com", "ann at example.com"]}
+    response = await api.put("/api/v1/accounts/acct-x", Role.PLATFORM, json=body)
+    assert response.status == 422
+    [error] = (await response.json())["errors"]
+    assert error == {
+        "field": "emails[1]",
+        "message": "not an email address: name@domain, without spaces",
+    }
+
+
 async def test_an_account_id_with_operators_or_slashes_is_refused(api: Api) -> None:
     for bad in ("%24where", "..%2F..%2Fetc", "a%00b", "x" * 200):
         response = await api.put(f"/api/v1/accounts/{bad}", Role.PLATFORM, json={"emails": []})

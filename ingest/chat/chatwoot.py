@@ -20,7 +20,14 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from ingest.chat.formats import ChatFormat, Ignored, SignatureHeaders
 from store.chat import AttachmentLink, ChatBatch, NewChatMessage
-from store.documents import Author, AuthorRole, Direction, UnfetchedAttachment, at_millis
+from store.documents import (
+    Author,
+    AuthorRole,
+    Direction,
+    UnfetchedAttachment,
+    at_millis,
+    in_utc_range,
+)
 from store.messages import MAX_HEADER_CHARS
 
 HANDLED = frozenset({"message_created", "message_updated"})
@@ -134,7 +141,8 @@ class ChatwootMessage(_Model):
         BeforeValidator(lambda v: _TYPES.get(v, v) if isinstance(v, int) else v),
     ]
     private: bool = False
-    created_at: datetime | None = None  # ISO 8601 (webhooks), or unix seconds (API)
+    # ISO 8601 (webhooks), or unix seconds (API)
+    created_at: Annotated[datetime, AfterValidator(in_utc_range)] | None = None
     sender: Sender | None = None
     content_attributes: ContentAttributes | None = None
     attachments: Annotated[list[Attachment], Field(max_length=50)] = []

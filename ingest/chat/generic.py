@@ -12,7 +12,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from ingest.chat.formats import ChatFormat, Ignored, SignatureHeaders
 from store.blobs import NewAttachment
 from store.chat import ChatBatch, NewChatMessage
-from store.documents import Author, AuthorRole, Direction, at_millis
+from store.documents import Author, AuthorRole, Direction, at_millis, in_utc_range
 
 Id = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
 Email = Annotated[
@@ -64,7 +64,7 @@ class ChatMessage(_Model):
     id: Id
     author: MessageAuthor
     text: Text
-    sent_at: AwareDatetime
+    sent_at: Annotated[AwareDatetime, AfterValidator(in_utc_range)]
     attachments: Annotated[list[Attachment], Field(max_length=50)] = []
 
 
