@@ -15,8 +15,11 @@ does not answer in time (stuck where no timer reaches) is killed and replaced, a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
-from collections.abc import Callable, Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
@@ -38,6 +41,21 @@ DEFAULT_BUDGET_SECONDS = 10.0
 # shares the cores with serve and mongod), plus a margin, before it is taken for stuck.
 _WALL_FACTOR = 3
 _WALL_MARGIN_SECONDS = 5.0
+
+
+@contextlib.contextmanager
+def _spawned_children_ignore_interrupts() -> Iterator[None]:
+    """Processes started in here ignore SIGINT from their first instruction (an ignored signal
+    stays ignored across exec): a terminal's Ctrl-C signals the whole process group, and serve
+    stops its parsing processes itself, without a KeyboardInterrupt traceback from each."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
 
 
 class ParserLost(Exception):
@@ -103,7 +121,9 @@ class Parsers:
         loop = asyncio.get_running_loop()
         deadline = steps * self.budget * _WALL_FACTOR + _WALL_MARGIN_SECONDS
         try:
-            running = asyncio.gather(*(loop.run_in_executor(pool, call) for call in calls))
+            with _spawned_children_ignore_interrupts():  # submitting may start a process
+                futures = [loop.run_in_executor(pool, call) for call in calls]
+            running = asyncio.gather(*futures)
             return await asyncio.wait_for(running, deadline)
         except BrokenProcessPool:
             self._lost(pool)

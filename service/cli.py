@@ -21,7 +21,7 @@ from retention.residue import describe
 from search.index import IndexBusy
 from service import commands
 from service.logs import configure_logging
-from service.serve import NoDatabase, Roles, serve
+from service.serve import NoDatabase, PortBusy, Roles, serve
 from service.settings import Settings, SettingsError, load_settings
 from store.accounts import ACCOUNT_ID_RULE, is_account_id
 from store.database import UnusableDatabase
@@ -177,6 +177,9 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
         print("support-archive: a disclosure (--hold) needs --authority and --legal-basis",
               file=sys.stderr)  # fmt: skip
         return EXIT_BAD_USAGE
+    if problem := _unwritable(args.out, force=args.force):
+        print(f"support-archive: {problem}", file=sys.stderr)
+        return EXIT_BAD_USAGE
     try:
         written = asyncio.run(commands.export(
             settings, out=args.out, account_id=args.account, hold_id=args.hold,
@@ -191,6 +194,19 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: {written.size} bytes; "
           f"manifest SHA-256 {written.manifest_sha256}")  # fmt: skip
     return 0
+
+
+def _unwritable(out: Path, *, force: bool) -> str | None:
+    """Why the export cannot go to ``out``, checked before anything is built (None: it can)."""
+    if out.is_dir():
+        return f"{out} is a directory: give the path of the zip file to write"
+    if out.exists() and not force:
+        return f"{out} exists already: choose another path, or add --force to replace it"
+    if not out.parent.is_dir():
+        return f"the directory {out.parent} does not exist: create it first"
+    if not os.access(out.parent, os.W_OK):
+        return f"the directory {out.parent} is not writable"
+    return None
 
 
 def _backfill(settings: Settings, args: argparse.Namespace) -> int:
@@ -386,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--authority", help="who the disclosure is for (with --hold)")
     export.add_argument("--legal-basis", help="the order or law it answers (with --hold)")
     export.add_argument("--out", type=Path, required=True, help="the zip file to write")
+    export.add_argument("--force", action="store_true", help="replace --out if it exists")
     export.set_defaults(run=_export)
 
     chatwoot = command(subcommands, "chatwoot", help="Chatwoot: fill what its webhooks dropped")
@@ -452,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 # Errors whose message is written to be shown as it is: what is wrong and what to do.
 _SAYS_WHAT_TO_DO = (
     MongodNotFound, MongodFailed, NoDatabase, UnusableDatabase, NotFound, Conflict, ValueError,
-    IndexBusy,
+    IndexBusy, PortBusy,
 )  # fmt: skip
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -306,6 +307,24 @@ async def first_admin_key(settings: Settings) -> None:
     )
 
 
+class PortBusy(Exception):
+    """A port serve is to listen on cannot be had; the message says which and what to do."""
+
+
+@contextlib.contextmanager
+def _port(variable: str, host: str, port: int) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortBusy(f"port {port} on {host} is in use by another program: stop it, "
+                           f"or set {variable} to a free port") from None  # fmt: skip
+        if exc.errno in {errno.EACCES, errno.EADDRNOTAVAIL}:
+            raise PortBusy(f"cannot listen on {host}:{port} ({exc.strerror}): check {variable} "
+                           f"and {variable.replace('PORT', 'HOST')}") from None  # fmt: skip
+        raise
+
+
 def smtp_handler(settings: Settings, spool: Spool) -> ArchiveHandler:
     return ArchiveHandler(spool=spool, allowed_clients=networks(settings.smtp_allowed_clients),
                           max_recipients=settings.smtp_max_recipients)  # fmt: skip
@@ -320,7 +339,6 @@ async def serve(settings: Settings, roles: Roles, *, stop: asyncio.Event | None 
     try:
         async with AsyncExitStack() as stack:
             database = await stack.enter_async_context(database_from(settings, stop=stop))
-            await first_admin_key(settings)
             if roles.http or roles.smtp:
                 # The filer and the journal replay stop after HTTP and SMTP (exit order is
                 # reversed): what they accepted while closing is filed before the process ends.
@@ -333,15 +351,16 @@ async def serve(settings: Settings, roles: Roles, *, stop: asyncio.Event | None 
                     following(SearchIndex(search_dir(settings), settings.db_name))
                 )
                 app = build_app(settings, database, ingest=ingest, index=index)
-                await stack.enter_async_context(
-                    http_server(app, host=settings.http_host, port=settings.http_port)
-                )
+                with _port("ARCHIVE_HTTP_PORT", settings.http_host, settings.http_port):
+                    await stack.enter_async_context(
+                        http_server(app, host=settings.http_host, port=settings.http_port)
+                    )
             if roles.smtp:
                 tls = None
                 if settings.smtp_tls_cert and settings.smtp_tls_key:
                     tls = tls_context(str(settings.smtp_tls_cert), str(settings.smtp_tls_key))
-                await stack.enter_async_context(
-                    smtp_server(
+                with _port("ARCHIVE_SMTP_PORT", settings.smtp_host, settings.smtp_port):
+                    await stack.enter_async_context(smtp_server(
                         smtp_handler(settings, ingest.spool),
                         host=settings.smtp_host,
                         port=settings.smtp_port,
@@ -352,12 +371,13 @@ async def serve(settings: Settings, roles: Roles, *, stop: asyncio.Event | None 
                         max_per_network=settings.smtp_max_connections_per_network,
                         max_connections=settings.smtp_max_connections,
                         shutdown_grace=SHUTDOWN_GRACE_SECONDS,
-                    )
-                )
+                    ))  # fmt: skip
             if roles.scheduler:
                 jobs = Jobs(database=database, policy=retention_policy(settings),
                             interval=settings.purge_interval, index=index)  # fmt: skip
                 await stack.enter_async_context(scheduler(jobs))
+            # Only once the ports are ours: a start that fails prints no token it then loses.
+            await first_admin_key(settings)
             log.info("ready; press Ctrl-C to stop")
             await stop.wait()
             log.info("shutting down: no new connections, finishing what is in flight")

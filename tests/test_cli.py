@@ -104,6 +104,34 @@ async def test_an_export_of_an_unknown_account_is_refused(
     assert not out.exists()
 
 
+@pytest.mark.slow
+async def test_an_export_refuses_a_target_it_cannot_take_before_building_anything(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    async with open_database(env["ARCHIVE_MONGODB_URI"], name=env["ARCHIVE_DB_NAME"]) as db:
+        await register_account(account_id="acct-cli", emails=["cli@example.com"], name=None)
+        kept = tmp_path / "kept.zip"
+        kept.write_bytes(b"an earlier export")
+        code, _, err = await cli(env, "export", "--account", "acct-cli", "--out", str(kept))
+        assert (code, err.strip()) == (
+            2,
+            f"support-archive: {kept} exists already: choose "
+            "another path, or add --force to replace it",
+        )
+        assert kept.read_bytes() == b"an earlier export"
+        missing = tmp_path / "no-such-dir" / "export.zip"
+        code, _, err = await cli(env, "export", "--account", "acct-cli", "--out", str(missing))
+        assert (code, err.strip()) == (
+            2,
+            f"support-archive: the directory {missing.parent} does not exist: create it first",
+        )
+        assert await db.db["exports"].count_documents({}) == 0, "an export was built anyway"
+        code, _, err = await cli(env, "export", "--account", "acct-cli", "--out", str(kept),
+                                 "--force")  # fmt: skip
+        assert code == 0, err
+    assert kept.read_bytes()[:2] == b"PK"
+
+
 def help_of(capsys: pytest.CaptureFixture[str], *command: str) -> str:
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args([*command, "--help"])
