@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import stat
+import time
 import unicodedata
 import zipfile
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -30,6 +31,7 @@ from store.documents import (
     ExportStatus,
     Hold,
     Message,
+    SpoolEntry,
     iso,
 )
 from store.errors import Conflict, NotFound, StoreError
@@ -37,8 +39,15 @@ from store.paging import Key, Page, keyset_page
 
 log = logging.getLogger("archive.export")
 
+# Deliveries acknowledged before an export was asked for are filed before it is written: they
+# normally are within seconds (one that cannot be filed is filed raw-only after its attempts).
+FILING_WAIT = timedelta(minutes=2)
+FILING_POLL_SECONDS = 0.2
+
 README = """This archive holds the support conversations {scope}, exported on {when}.
 
+account.json        the account as the archive knows it: its id, emails, name, status and
+                    dates (when the export covers an account)
 conversations.json  every conversation and its messages: times (UTC, ISO 8601), authors,
                     text, HTML, and the list of each message's attachments
 eml/                the original bytes of every email, exactly as received (.eml files open
@@ -125,8 +134,26 @@ class Written:
     files: int
 
 
+async def filed_up_to(moment: datetime, *, within: timedelta) -> int:
+    """Wait until every delivery acknowledged up to ``moment`` has left the spool (filed), at
+    most ``within``: an export covers what the archive acknowledged before it was asked for.
+    Returns how many were still waiting (0: all filed)."""
+    deadline = time.monotonic() + within.total_seconds()
+    before = {"received_at": {"$lte": moment}}
+    while waiting := await SpoolEntry.find(before).count():
+        if time.monotonic() >= deadline:
+            return waiting
+        await asyncio.sleep(FILING_POLL_SECONDS)
+    return 0
+
+
 async def write_export(
-    path: Path, scope: Scope, *, now: datetime, on_message: Callable[[], object] = lambda: None
+    path: Path,
+    scope: Scope,
+    *,
+    now: datetime,
+    on_message: Callable[[], object] = lambda: None,
+    unfiled: int = 0,
 ) -> Written:
     """Write the zip at ``path`` entry by entry: nothing larger than one blob chunk or one
     conversation's JSON is ever held in memory.
@@ -138,7 +165,8 @@ async def write_export(
     """
     temporary = temporary_paths(path)
     try:
-        written = await _write_zip(path, temporary, scope, now=now, on_message=on_message)
+        written = await _write_zip(path, temporary, scope, now=now, on_message=on_message,
+                                   unfiled=unfiled)  # fmt: skip
         os.replace(temporary.zip, path)
     finally:
         for leftover in temporary:
@@ -177,6 +205,7 @@ async def _write_zip(
     *,
     now: datetime,
     on_message: Callable[[], object],
+    unfiled: int,
 ) -> Written:
     manifest: dict[str, dict[str, object]] = {}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -219,12 +248,17 @@ async def _write_zip(
                 out.write(piece)
         await entry("conversations.json", _file_chunks(temporary.json), deflate=True)
         temporary.json.unlink()
+        if scope.account_id is not None:
+            account = await Account.get(scope.account_id)
+            if account is not None:
+                await entry("account.json", _once(_account_json(account)), deflate=True)
         readme = README.format(scope=scope.describe(), when=now.isoformat()).encode()
         await entry("README.txt", _once(readme))
-        body = json.dumps(
-            {"created_at": now.isoformat(), "scope": scope.describe(), "files": manifest},
-            indent=1, sort_keys=True,
-        ).encode()  # fmt: skip
+        summary: dict[str, object] = {"created_at": now.isoformat(), "scope": scope.describe(),
+                                      "files": manifest}  # fmt: skip
+        if unfiled:  # said, not hidden: run the export again once they are filed
+            summary["deliveries_not_yet_filed"] = unfiled
+        body = json.dumps(summary, indent=1, sort_keys=True).encode()
         archive.writestr("manifest.json", body)
     size = temporary.zip.stat().st_size
     return Written(hashlib.sha256(body).hexdigest(), size, len(manifest) + 1)
@@ -256,6 +290,14 @@ async def _file_chunks(path: Path, size: int = 1 << 20) -> AsyncIterator[bytes]:
     with path.open("rb") as source:
         while chunk := source.read(size):
             yield chunk
+
+
+def _account_json(account: Account) -> bytes:
+    fields = ("emails", "name", "status", "created_at", "updated_at", "deleted_at",
+              "erasure_requested_at", "purge_due_at", "purged_at")  # fmt: skip
+    found = account.model_dump(mode="json", include=set(fields))
+    return json.dumps({"account_id": account.id, **{f: found.get(f) for f in fields}},
+                      ensure_ascii=False, indent=1).encode()  # fmt: skip
 
 
 def _conversation_json(c: Conversation) -> dict[str, Any]:
@@ -392,7 +434,12 @@ async def _write_for(
         await _set(export, directory=str(directory))
     path = export_path(directory, export.id)
     try:
-        written = await write_export(path, scope, now=now, on_message=on_message)
+        unfiled = await filed_up_to(now, within=FILING_WAIT)
+        if unfiled:
+            log.warning("export %s: %d deliveries acknowledged before it are not filed yet; "
+                        "it says so in its manifest", export.id, unfiled)  # fmt: skip
+        written = await write_export(path, scope, now=now, on_message=on_message,
+                                     unfiled=unfiled)  # fmt: skip
     except BaseException as exc:
         path.unlink(missing_ok=True)
         error = "interrupted" if isinstance(exc, asyncio.CancelledError) else type(exc).__name__

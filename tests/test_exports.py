@@ -2,26 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
 import os
 import tracemalloc
 import zipfile
+from datetime import timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 
-from exports.builder import Scope, remove_expired_exports, write_export
+from exports.builder import (
+    Scope,
+    build_export,
+    remove_expired_exports,
+    start_export,
+    write_export,
+)
+from ingest.filer import Filer, filing
 from retention.sweep import sweep
 from service.serve import retention_policy
+from store.accounts import register_account
 from store.blobs import read_blob
 from store.database import Database
 from store.documents import Disclosure, Export, Message, Role, utcnow
+from store.spool import Spool
 from tests.conftest import Api
 from tests.factories import chat, email
 from tests.helpers import eventually
+from tests.mail import SUPPORT, make_email
 
 HOSTILE = ["../../etc/passwd", "/etc/shadow", "C:\\Windows\\win.ini", "Über\u202enaïve.pdf",
            "tab\tnew\nline\x00nul.txt", "..", "", "a" * 300 + ".pdf"]  # fmt: skip
@@ -118,6 +130,25 @@ async def test_a_subject_access_export_holds_everything_of_the_account(
     for n, file in enumerate(files):
         assert archive.read(file) == f"file {n}".encode()
     assert "README.txt" in archive.namelist()
+
+
+async def test_a_subject_access_export_holds_the_accounts_own_record(
+    api: Api, account: dict[str, Any]
+) -> None:
+    await api.put("/api/v1/accounts/acct-x", Role.PLATFORM,
+                  json={"emails": ["ann@example.com"], "name": "Ann Example"})  # fmt: skip
+    _, data, _ = await export_via_api(api, {"account_id": "acct-x"})
+    archive, manifest = check_archive(data)
+    record = json.loads(archive.read("account.json"))
+    assert (record["account_id"], record["emails"], record["name"], record["status"]) == (
+        "acct-x",
+        ["ann@example.com"],
+        "Ann Example",
+        "active",
+    )
+    assert record["created_at"] and record["deleted_at"] is None
+    assert "account.json" in manifest["files"]
+    assert "account.json" in archive.read("README.txt").decode()
 
 
 async def test_a_disclosure_is_entered_once_in_the_register_without_content(
@@ -230,3 +261,31 @@ async def test_exports_are_listed_newest_first_by_account_in_cursor_pages(api: A
     assert rest["next_cursor"] is None
     of_a = await (await api.get("/api/v1/exports?account_id=acct-a", Role.COMPLIANCE)).json()
     assert [e["id"] for e in of_a["exports"]] == [i for i, a in reversed(made) if a == "acct-a"]
+
+
+async def test_an_export_holds_what_was_acknowledged_before_it_was_asked_for(
+    tmp_path: Path, database: Database
+) -> None:
+    """Five mails are acknowledged (in the spool) but not filed yet when the export is asked
+    for: it waits for the filer, and holds all five."""
+    await register_account(account_id="acct-q", emails=["quinn@example.com"], name=None)
+    spool = Spool()
+    for n in range(5):
+        await spool.put_email(make_email(sender="quinn@example.com", message_id=f"<q{n}@x>"),
+                              envelope=None, received_at=utcnow())  # fmt: skip
+    export = await start_export(scope=Scope(account_id="acct-q"), account_id="acct-q",
+                                hold_id=None, created_by="test", now=utcnow(),
+                                max_age=timedelta(days=1), directory=tmp_path)  # fmt: skip
+    building = asyncio.create_task(
+        build_export(export, Scope(account_id="acct-q"), directory=tmp_path, now=utcnow())
+    )
+    await asyncio.sleep(1)  # the export is waiting: nothing is filed yet
+    assert not building.done() and await Message.count() == 0
+    async with filing(Filer(spool, support=SUPPORT), spool, shutdown_grace=10):
+        ready = await asyncio.wait_for(building, 60)
+    assert ready.path is not None
+    with zipfile.ZipFile(ready.path) as archive:
+        conversations = json.loads(archive.read("conversations.json"))["conversations"]
+        manifest = json.loads(archive.read("manifest.json"))
+    assert sum(len(c["messages"]) for c in conversations) == 5
+    assert "deliveries_not_yet_filed" not in manifest
