@@ -50,6 +50,13 @@ def guarded(name: str) -> Callable[[Job], Job]:
             started = time.perf_counter()
             try:
                 result = await job()
+            except asyncio.CancelledError:
+                # Only the service's shutdown cancels a job; APScheduler would log it as a
+                # failure, with a traceback, on every Ctrl-C that lands while one runs.
+                JOB_RUNS.labels(name, "interrupted").inc()
+                log.info("job %s interrupted by the shutdown; it runs again after the next "
+                         "start", name)  # fmt: skip
+                return None
             except Exception:
                 JOB_RUNS.labels(name, "failed").inc()
                 log.exception("job %s failed; it runs again at its next time", name)

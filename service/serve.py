@@ -146,8 +146,13 @@ def webhook_sources(settings: Settings) -> dict[str, Source]:
 
 
 def fetch_policy(settings: Settings) -> FetchPolicy:
-    """Attachments named by URL: from the listed origins, each no larger than a mail."""
-    return FetchPolicy.of(settings.webhook_fetch_origins, max_bytes=settings.smtp_max_message_bytes)
+    """Attachments named by URL: from the listed origins, each no larger than a mail, each
+    fetched within ARCHIVE_WEBHOOK_FETCH_TIMEOUT, all its attempts together."""
+    return FetchPolicy.of(
+        settings.webhook_fetch_origins,
+        max_bytes=settings.smtp_max_message_bytes,
+        deadline_seconds=settings.webhook_fetch_timeout.total_seconds(),
+    )
 
 
 @dataclass(frozen=True)

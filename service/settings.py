@@ -210,6 +210,9 @@ class Settings(BaseSettings):
     webhook_max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     # Origins (scheme://host[:port]) whose attachment URLs a webhook may make the archive fetch.
     webhook_fetch_origins: CsvList = []
+    # One attachment's fetch, all its attempts together; past it the attachment is kept as
+    # metadata with the reason.
+    webhook_fetch_timeout: Duration = timedelta(seconds=30)
     # Per chatwoot source (by its <NAME>): its Chatwoot API, for ``chatwoot backfill``.
     chatwoot_api: dict[str, ChatwootApi] = {}
 
@@ -237,6 +240,13 @@ class Settings(BaseSettings):
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError:
                 raise ValueError(f"{cidr!r} is not an IP network (CIDR)") from None
+        return value
+
+    @field_validator("webhook_fetch_timeout")
+    @classmethod
+    def _fetch_timeout(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= value <= timedelta(minutes=10):
+            raise ValueError("must be between 1s and 10m (one attachment's fetch, all attempts)")
         return value
 
     @field_validator("parse_budget")

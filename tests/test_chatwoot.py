@@ -3,11 +3,13 @@ signature, to the app over a real socket; its attachments served by a local "Cha
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import struct
 import zlib
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +106,13 @@ def storage_app(hits: list[str], *, elsewhere: str) -> web.Application:
             raise web.HTTPBadGateway()
         if key in ("flaky", "dropping"):
             return web.Response(body=PHOTO, content_type="image/png")
+        if key == "trickle":  # a byte a second: each attempt runs out of time
+            response = web.StreamResponse(headers={"Content-Type": "application/pdf"})
+            await response.prepare(request)
+            for _ in range(120):
+                await response.write(b"%")
+                await asyncio.sleep(1)
+            return response
         raise web.HTTPNotFound()
 
     app = web.Application()
@@ -148,19 +157,25 @@ class Desk:
 
 @pytest.fixture
 async def desk(database: Database, tmp_path: Path) -> AsyncIterator[Desk]:
+    async with a_desk(database, tmp_path) as running:
+        yield running
+
+
+@asynccontextmanager
+async def a_desk(database: Database, tmp_path: Path, **settings: Any) -> AsyncIterator[Desk]:
     elsewhere = Server(TestServer(web.Application()))
     elsewhere.server = TestServer(elsewhere_app(elsewhere.hits))
     async with elsewhere.server:
         storage = Server(TestServer(web.Application()))
         storage.server = TestServer(storage_app(storage.hits, elsewhere=elsewhere.origin))
         async with storage.server:
-            settings = load_settings(
+            config = load_settings(
                 webhook_sources=[f"helpdesk:chatwoot:{SECRET}",
                                  f"trusted-desk:chatwoot:{TRUSTED_SECRET}:trusted"],
                 webhook_fetch_origins=[storage.origin],
-                smtp_max_message_bytes=MAX_ATTACHMENT, data_dir=tmp_path,
+                smtp_max_message_bytes=MAX_ATTACHMENT, data_dir=tmp_path, **settings,
             )  # fmt: skip
-            async with TestClient(TestServer(build_app(settings, database))) as http:
+            async with TestClient(TestServer(build_app(config, database))) as http:
                 yield Desk(http, storage, elsewhere)
 
 
@@ -492,6 +507,24 @@ async def test_a_fetch_that_fails_at_first_is_retried_and_stored(desk: Desk, key
     [attachment] = message.attachments
     assert attachment.sha256 == hashlib.sha256(PHOTO).hexdigest()
     assert message.unfetched_attachments == []
+
+
+async def test_a_trickling_server_costs_one_deadline_and_delays_no_other_attachment(
+    database: Database, tmp_path: Path
+) -> None:
+    """Before: three attempts of 30 s each, one link after the other, held filing 96 s."""
+    async with a_desk(database, tmp_path, webhook_fetch_timeout="2s") as desk:
+        event = message_webhook_data(content=None, attachments=[
+            attachment_push_event_data(data_url=desk.data_url("trickle", "scan.pdf"),
+                                       file_size=120, file_type="file"),
+            attachment_push_event_data(id=2, data_url=desk.data_url("photo"), file_size=8),
+        ])  # fmt: skip
+        assert (await desk.post(event)).status == 201  # filed within desk.post's 30 s
+    message = await only_message()
+    [photo] = message.attachments
+    assert photo.sha256 == hashlib.sha256(PHOTO).hexdigest()
+    [slow] = message.unfetched_attachments
+    assert slow.reason == "not fetched within 2s, all attempts"
 
 
 async def test_a_fetch_that_keeps_failing_is_retried_a_few_times_then_noted(desk: Desk) -> None:

@@ -5,9 +5,10 @@ signed, but the URLs in it are whatever the helpdesk stored, and the archive mus
 a way to make requests elsewhere. Redirects are followed by hand and only to listed origins
 (Chatwoot's ``data_url`` redirects to its storage). Bounded in size and time; a fetch that
 fails for a reason that may pass (an HTTP 5xx or 429, no answer in time, a connection that
-failed) is tried again a few times with backoff; one that still fails, or fails for good (a
-4xx, an origin not listed, too large), keeps what is known of the attachment with the reason,
-and never holds up the message.
+failed) is tried again a few times with backoff, all attempts within one deadline; one that
+still fails, or fails for good (a 4xx, an origin not listed, too large), keeps what is known of
+the attachment with the reason. Every link of a batch is fetched at once: a slow server delays
+a batch by at most the deadline.
 """
 
 from __future__ import annotations
@@ -39,10 +40,16 @@ class FetchPolicy:
     max_redirects: int = 5
     attempts: int = 3
     backoff_seconds: float = 0.5  # before the second attempt; doubled before each next one
+    # One attachment's fetch, all its attempts together: a server that trickles its answer
+    # costs this much once, not a timeout per attempt (three 30 s attempts held filing 96 s).
+    deadline_seconds: float = 30.0
 
     @classmethod
-    def of(cls, origins: Collection[str], *, max_bytes: int) -> FetchPolicy:
-        return cls(origins=frozenset(origins), max_bytes=max_bytes)
+    def of(
+        cls, origins: Collection[str], *, max_bytes: int, deadline_seconds: float = 30.0
+    ) -> FetchPolicy:
+        return cls(origins=frozenset(origins), max_bytes=max_bytes,
+                   timeout_seconds=deadline_seconds, deadline_seconds=deadline_seconds)  # fmt: skip
 
     def allows(self, url: URL) -> bool:
         return url.absolute and str(url.origin()) in self.origins
@@ -65,9 +72,10 @@ async def fetch_attachments(batch: ChatBatch, *, policy: FetchPolicy) -> ChatBat
         cookie_jar=aiohttp.DummyCookieJar(),  # nothing a server sets is sent anywhere
         timeout=aiohttp.ClientTimeout(total=policy.timeout_seconds),
     )
-    async with session:
-        messages = [await _fetch_message(session, m, policy) for m in batch.messages]
-    return replace(batch, messages=messages)
+    async with session:  # every link at once: a slow one delays none of the others
+        messages = await asyncio.gather(*(_fetch_message(session, m, policy)
+                                          for m in batch.messages))  # fmt: skip
+    return replace(batch, messages=list(messages))
 
 
 async def _fetch_message(
@@ -76,13 +84,28 @@ async def _fetch_message(
     if not message.links:
         return message
     fetched, unfetched = list(message.attachments), list(message.unfetched)
-    for n, link in enumerate(message.links):
-        try:
-            fetched.append(await _fetch(session, link, policy))
-        except NotFetched as exc:
-            log.warning("message %s: attachment %d not fetched: %s", message.external_id, n, exc)
-            unfetched.append(link.unfetched(str(exc)))
+    outcomes = await asyncio.gather(*(_within_deadline(session, link, policy)
+                                      for link in message.links))  # fmt: skip
+    for n, (link, outcome) in enumerate(zip(message.links, outcomes, strict=True)):
+        if isinstance(outcome, NotFetched):
+            log.warning("message %s: attachment %d not fetched: %s", message.external_id, n,
+                        outcome)  # fmt: skip
+            unfetched.append(link.unfetched(str(outcome)))
+        else:
+            fetched.append(outcome)
     return replace(message, attachments=fetched, unfetched=unfetched, links=())
+
+
+async def _within_deadline(
+    session: aiohttp.ClientSession, link: AttachmentLink, policy: FetchPolicy
+) -> NewAttachment | NotFetched:
+    try:
+        async with asyncio.timeout(policy.deadline_seconds):
+            return await _fetch(session, link, policy)
+    except TimeoutError:
+        return NotFetched(f"not fetched within {policy.deadline_seconds:g}s, all attempts")
+    except NotFetched as exc:
+        return exc
 
 
 async def _fetch(
