@@ -24,6 +24,7 @@ from store.documents import Author, AuthorRole, Direction, Message, PurgeRecord,
 from store.words import WORD, normalise
 from tests.conftest import Api
 from tests.factories import T0, chat, email
+from tests.pdfs import pdf_with_text
 from tests.test_search import search
 
 
@@ -33,32 +34,6 @@ async def ids(api: Api, q: str, role: Role = Role.AGENT, **params: Any) -> set[s
 
 def index_of(api: Api) -> SearchIndex:
     return api.http.app[SEARCH]
-
-
-def pdf_with_text(text: str) -> bytes:
-    """A one-page PDF showing ``text`` (Helvetica), with a correct cross-reference table."""
-    stream = f"BT /F1 18 Tf 72 720 Td ({text}) Tj ET".encode()
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-        b"/Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for n, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % n + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return bytes(out)
 
 
 async def internal_note(text: str, *, account_id: str | None = None) -> Message:

@@ -9,7 +9,6 @@ import asyncio
 import base64
 import json
 import time
-import zlib
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -25,36 +24,10 @@ from tests.conftest import report
 from tests.faults.processes import serve_env, serving
 from tests.helpers import eventually
 from tests.mail import make_email, send
+from tests.pdfs import pdf_bomb
 
 SECRET = "widget-secret-0123456789"
 BUDGET_SECONDS = 2
-
-
-def pdf_bomb(*, moves: int = 400_000, pages: int = 5) -> bytes:
-    """A small PDF whose pages each hold ``moves`` empty text-showing operators: a few KB
-    compressed, about six seconds of pypdf's time per page."""
-    stream = zlib.compress(b"BT /F1 12 Tf " + b"() Tj " * moves + b"ET", 9)
-    kids = b" ".join(b"%d 0 R" % (4 + n) for n in range(pages))
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [" + kids + b"] /Count %d >>" % pages,
-        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
-        *[b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R "
-          b"/Resources << /Font << /F1 %d 0 R >> >> >>" % (4 + pages)] * pages,
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]  # fmt: skip
-    out, offsets = bytearray(b"%PDF-1.4\n"), []
-    for n, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % n + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return bytes(out)
 
 
 def mail_with_pdf(pdf: bytes) -> bytes:

@@ -13,8 +13,9 @@ from ingest.budget import OverBudget, cpu_budget
 from ingest.parsing import ParserLost, Parsers, ToParse
 from store.documents import utcnow
 from tests.faults import poison
-from tests.faults.test_hostile_mail import mail_with_pdf, pdf_bomb
+from tests.faults.test_hostile_mail import mail_with_pdf
 from tests.mail import SUPPORT, make_email
+from tests.pdfs import pdf_bomb
 
 
 def test_the_budget_stops_a_busy_block() -> None:
