@@ -193,23 +193,28 @@ class ConnectionCaps:
 
     def __init__(self, *, per_client: int, per_network: int, total: int) -> None:
         self._limits = {"client": per_client, "network": per_network, "total": total}
+        # Only open sessions are counted: a key whose count falls to 0 goes (a stream of
+        # distinct addresses costs nothing once their sessions closed).
         self._open: collections.Counter[tuple[str, str]] = collections.Counter()
 
-    def admit(self, address: str) -> list[tuple[str, str]] | None:
-        """The counters a new session from ``address`` takes, or None when one is full."""
-        keys = [("client", address), ("network", _network_of(address)), ("total", "")]
-        if any(self._open[key] >= self._limits[key[0]] for key in keys):
-            return None
-        self._open.update(keys)
-        return keys
+    def admit(self, address: str) -> str | None:
+        """Count a new session from ``address``; or, when a cap is full, which one (for the
+        log: a kind, not the address) and count nothing."""
+        keys = _keys(address)
+        full = next((k[0] for k in keys if self._open[k] >= self._limits[k[0]]), None)
+        if full is None:
+            self._open.update(keys)
+        return full
 
-    def release(self, keys: list[tuple[str, str]]) -> None:
-        self._open.subtract(keys)
+    def release(self, address: str) -> None:
+        for key in _keys(address):
+            self._open[key] -= 1
+            if self._open[key] <= 0:
+                del self._open[key]
 
-    def full(self, address: str) -> str:
-        """Which cap refused ``address`` (for the log: a kind, not the address)."""
-        keys = [("client", address), ("network", _network_of(address)), ("total", "")]
-        return next((k[0] for k in keys if self._open[k] >= self._limits[k[0]]), "none")
+
+def _keys(address: str) -> list[tuple[str, str]]:
+    return [("client", address), ("network", _network_of(address)), ("total", "")]
 
 
 def _network_of(address: str) -> str:
@@ -239,7 +244,7 @@ class ArchiveSMTP(SMTP):
         handler: ArchiveHandler,
         *,
         max_message_bytes: int,
-        caps: ConnectionCaps | None = None,
+        caps: ConnectionCaps,
         **kwargs: Any,
     ) -> None:
         # The reader's limit is the most it holds of a line before answering 500: a command's
@@ -248,7 +253,7 @@ class ArchiveSMTP(SMTP):
         self._data_line_limit = max_message_bytes + 2
         self._handler = handler
         self._caps = caps
-        self._held: list[tuple[str, str]] | None = None
+        self._client: str | None = None  # the address counted in ``caps`` while open
         super().__init__(
             handler,
             data_size_limit=max_message_bytes,
@@ -277,22 +282,18 @@ class ArchiveSMTP(SMTP):
             transport.write(REFUSED_AT_CONNECT)
             transport.close()
             return
-        held = self._caps.admit(client) if self._caps is not None else []
-        if held is None:
-            assert self._caps is not None
-            log.warning("refused a connection: the %s connection cap is reached",
-                        self._caps.full(client))  # fmt: skip
+        if full := self._caps.admit(client):
+            log.warning("refused a connection: the %s connection cap is reached", full)
             transport.write(TOO_MANY)
             transport.close()
             return
-        self._held = held
+        self._client = client
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self._held is not None:
-            if self._caps is not None:
-                self._caps.release(self._held)
-            self._held = None
+        if self._client is not None:
+            self._caps.release(self._client)
+            self._client = None
             super().connection_lost(error)
 
     async def smtp_DATA(self, arg: str) -> None:

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 import aiosmtplib
 import pytest
 
+from ingest.smtp import ConnectionCaps
 from store.database import Database
 from store.documents import Message, SpoolEntry
 from store.spool import Spool
@@ -207,3 +208,14 @@ async def test_connections_are_capped_per_network_and_in_all(spool: Spool) -> No
     assert one == ["220", "220", "421"]  # the client's cap
     assert network == ["220", "421"]  # the /24's
     assert other == ["220", "421"]  # the total
+
+
+def test_closed_sessions_leave_no_count_behind() -> None:
+    """A stream of distinct client addresses costs memory only while their sessions are open."""
+    caps = ConnectionCaps(per_client=5, per_network=10_000, total=10_000)
+    addresses = [f"10.{n // 65536}.{n // 256 % 256}.{n % 256}" for n in range(2000)]
+    assert all(caps.admit(address) is None for address in addresses)
+    assert caps.admit("10.0.0.1") is None and caps.admit("10.0.0.1") is None
+    for address in [*addresses, "10.0.0.1", "10.0.0.1"]:
+        caps.release(address)
+    assert len(caps._open) == 0
