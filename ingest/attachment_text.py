@@ -55,15 +55,21 @@ async def with_attachment_text(
     batches: Sequence[ChatBatch], extract: Extract = extracted_here
 ) -> list[ChatBatch]:
     """``batches`` with the searchable text of each message's attachments (once they are
-    fetched: a link has no contents yet)."""
-    texts = iter(await extract([m.attachments for b in batches for m in b.messages
-                                if m.attachments]))  # fmt: skip
+    fetched: a link has no contents yet). Only the attachments whose text is indexed go to
+    ``extract``: an image's megabytes are not copied to a parsing process for nothing."""
+    texts = iter(await extract([indexed for b in batches for m in b.messages
+                                if (indexed := _indexed(m.attachments))]))  # fmt: skip
     return [
         replace(b, messages=[
-            replace(m, attachment_text=next(texts)) if m.attachments else m for m in b.messages
+            replace(m, attachment_text=next(texts)) if _indexed(m.attachments) else m
+            for m in b.messages
         ])
         for b in batches
     ]  # fmt: skip
+
+
+def _indexed(attachments: Sequence[NewAttachment]) -> list[NewAttachment]:
+    return [a for a in attachments if kind_of(a.content_type, a.filename) is not None]
 
 
 def text_of(attachments: Iterable[tuple[str | None, str | None, bytes]]) -> str:

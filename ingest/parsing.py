@@ -108,7 +108,7 @@ class Parsers:
         """The searchable text of each message's attachments (a chat's, fetched or sent), in
         the parsing processes; "" for a message whose extraction ran past the budget."""
         if self.workers == 0 or not attachments:
-            return [searchable_text(a) for a in attachments]
+            return _texts_of(list(attachments), None)
         [texts] = await self._in_pool(
             [partial(_texts_of, list(attachments), self.budget)], steps=len(attachments)
         )
