@@ -134,15 +134,24 @@ class Written:
     files: int
 
 
-async def filed_up_to(moment: datetime, *, within: timedelta) -> int:
+async def filed_up_to(
+    moment: datetime, *, within: timedelta, on_waiting: Callable[[], object] = lambda: None
+) -> int:
     """Wait until every delivery acknowledged up to ``moment`` has left the spool (filed), at
     most ``within``: an export covers what the archive acknowledged before it was asked for.
-    Returns how many were still waiting (0: all filed)."""
+    ``on_waiting`` is called once if it has to wait. Returns how many were still waiting
+    (0: all filed)."""
     deadline = time.monotonic() + within.total_seconds()
     before = {"received_at": {"$lte": moment}}
-    while waiting := await SpoolEntry.find(before).count():
+    spool = SpoolEntry.get_pymongo_collection()
+    # Polled for one entry (the oldest come first): a backlog is not counted five times a second.
+    waited = False
+    while await spool.find_one(before, {"_id": 1}) is not None:
         if time.monotonic() >= deadline:
-            return waiting
+            return await spool.count_documents(before)
+        if not waited:
+            on_waiting()
+            waited = True
         await asyncio.sleep(FILING_POLL_SECONDS)
     return 0
 

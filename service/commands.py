@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, closing, contextmanager
@@ -21,9 +22,11 @@ import retention.forecast
 import retention.records
 import retention.sweep
 from exports.builder import (
+    FILING_WAIT,
     Scope,
     count_messages,
     export_to_file,
+    filed_up_to,
     register_disclosure,
     scope_of_hold,
     start_export,
@@ -244,6 +247,11 @@ async def export(
             "export_id": str(record.id), "account_id": scope.account_id or "",
             **({"hold_id": str(hold.id)} if hold else {}),
         })  # fmt: skip
+        # What was acknowledged before is filed first (export_to_file waits for it too), so
+        # that the bar counts what the export will hold.
+        await filed_up_to(now, within=FILING_WAIT, on_waiting=lambda: print(
+            "waiting for the deliveries acknowledged before the export to be filed...",
+            file=sys.stderr))  # fmt: skip
         total = await count_messages(scope)
         with tqdm(total=total, unit="msg", desc="exporting") as bar:
             return await export_to_file(
