@@ -10,7 +10,6 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from api import params, views
 from api.auth import principal_of
-from api.problems import EMAIL_PATTERN
 from api.trail import audited
 from store.accounts import account_summary, register_account
 from store.accounts import list_accounts as store_list_accounts
@@ -18,8 +17,7 @@ from store.documents import Account, AccountStatus, utcnow
 
 Email = Annotated[
     str,
-    # No \s: Python's and JSON Schema's (ECMA) differ, and the schema must say what we check.
-    Field(max_length=320, pattern=EMAIL_PATTERN),
+    Field(max_length=320, pattern=params.EMAIL_PATTERN),
     AfterValidator(str.lower),
 ]
 

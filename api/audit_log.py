@@ -25,7 +25,7 @@ class AuditParams(params.QueryModel):
 
 class AuditCursor(BaseModel):
     t: datetime
-    i: Annotated[str, Field(pattern=r"^[0-9a-f]{24}$")]
+    i: params.ObjectIdText
 
 
 async def get_audit(request: web.Request) -> web.Response:

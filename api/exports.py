@@ -32,7 +32,7 @@ Text = Annotated[str, Field(min_length=1, max_length=500)]
 
 class ExportBody(params.BodyModel):
     account_id: params.AccountId | None = None
-    hold_id: Annotated[str, Field(pattern=r"^[0-9a-f]{24}$")] | None = None
+    hold_id: params.ObjectIdText | None = None
     authority: Text | None = None
     legal_basis: Text | None = None
 
@@ -124,7 +124,7 @@ class ExportsParams(params.QueryModel):
 
 class ExportCursor(BaseModel):
     t: datetime
-    i: Annotated[str, Field(pattern=r"^[0-9a-f]{24}$")]
+    i: params.ObjectIdText
 
 
 async def list_exports(request: web.Request) -> web.Response:

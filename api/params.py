@@ -35,7 +35,16 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT)]
 AccountId = Annotated[str, Field(pattern=ACCOUNT_ID_PATTERN)]
-_OBJECT_ID = r"^[0-9a-f]{24}$"
+OBJECT_ID_PATTERN = r"^[0-9a-f]{24}$"
+ObjectIdText = Annotated[str, Field(pattern=OBJECT_ID_PATTERN)]
+# No \s: Python's and JSON Schema's (ECMA) differ, and the schema must say what we check.
+EMAIL_PATTERN = r"^[^@\x00-\x20\x7f-\x9f]+@[^@\x00-\x20\x7f-\x9f]+$"
+# What a field's pattern means, said to the client instead of the pattern itself.
+PATTERN_MEANINGS = {
+    EMAIL_PATTERN: "not an email address: name@domain, without spaces",
+    ACCOUNT_ID_PATTERN: f"not an account id: {ACCOUNT_ID_RULE}",
+    OBJECT_ID_PATTERN: "not an id: 24 hexadecimal digits (0-9, a-f)",
+}
 
 
 def _iso_only(value: object) -> object:

@@ -12,16 +12,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
-from store.accounts import ACCOUNT_ID_PATTERN, ACCOUNT_ID_RULE
+from api.params import PATTERN_MEANINGS
 from store.errors import Conflict, NotFound, is_transient
-
-# What a field's pattern means, said to the client instead of the pattern itself.
-EMAIL_PATTERN = r"^[^@\x00-\x20\x7f-\x9f]+@[^@\x00-\x20\x7f-\x9f]+$"
-PATTERN_MEANINGS = {
-    EMAIL_PATTERN: "not an email address: name@domain, without spaces",
-    ACCOUNT_ID_PATTERN: f"not an account id: {ACCOUNT_ID_RULE}",
-    r"^[0-9a-f]{24}$": "not an id: 24 hexadecimal digits (0-9, a-f)",
-}
 
 log = logging.getLogger("archive.api")
 

@@ -65,7 +65,7 @@ async def _account(request: web.Request, account_id: str) -> web.Response:
 
 class HoldBody(params.BodyModel):
     account_id: params.AccountId | None = None
-    conversation_id: Annotated[str, Field(pattern=r"^[0-9a-f]{24}$")] | None = None
+    conversation_id: params.ObjectIdText | None = None
     kind: HoldKind
     reason: Reason
     case_ref: Annotated[str, Field(max_length=200)] | None = None

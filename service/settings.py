@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -88,6 +89,13 @@ def _split_csv(value: Any) -> Any:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
+
+
+# What each bounded duration bounds, for the error that refuses it.
+_BOUNDED = {
+    "parse_budget": "the CPU one message's parse may take",
+    "webhook_fetch_timeout": "one attachment's fetch, all attempts",
+}
 
 
 class Environment(StrEnum):
@@ -242,18 +250,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"{cidr!r} is not an IP network (CIDR)") from None
         return value
 
-    @field_validator("webhook_fetch_timeout")
+    @field_validator("parse_budget", "webhook_fetch_timeout")
     @classmethod
-    def _fetch_timeout(cls, value: timedelta) -> timedelta:
+    def _one_message_bound(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        """The time one message's parse, or one attachment's fetch, may take."""
         if not timedelta(seconds=1) <= value <= timedelta(minutes=10):
-            raise ValueError("must be between 1s and 10m (one attachment's fetch, all attempts)")
-        return value
-
-    @field_validator("parse_budget")
-    @classmethod
-    def _parse_budget(cls, value: timedelta) -> timedelta:
-        if not timedelta(seconds=1) <= value <= timedelta(minutes=10):
-            raise ValueError("must be between 1s and 10m (the CPU one message may take)")
+            raise ValueError(f"must be between 1s and 10m ({_BOUNDED[info.field_name or '']})")
         return value
 
     @field_validator("support_addresses")

@@ -26,7 +26,7 @@ from web.pages import parse, render, see_other, session_of, values_of
 HOLDS_SHOWN = 100
 EXPORTS_SHOWN = 50
 DISCLOSURES_SHOWN = 100
-ObjectIdText = Annotated[str, Field(pattern=r"^[0-9a-f]{24}$")]
+ObjectIdText = params.ObjectIdText
 Text = Annotated[str, Field(min_length=1, max_length=500)]
 
 
