@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -60,3 +61,31 @@ async def serving(env: dict[str, str], log: Path, *args: str) -> AsyncIterator[S
         if process.returncode is None:
             process.terminate()
             await process.wait()
+
+
+@dataclass
+class HealthWatch:
+    slowest: float = 0.0  # seconds: the longest /healthz answer seen
+
+
+@asynccontextmanager
+async def watching_healthz(serve: Serve) -> AsyncIterator[HealthWatch]:
+    """Ask serve's /healthz every 0.1 s while the block runs (each answer a 200, or the block
+    fails on leaving); ``slowest`` is the longest it took."""
+    watch, stop = HealthWatch(), asyncio.Event()
+
+    async def poll(http: aiohttp.ClientSession) -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            async with http.get(f"http://127.0.0.1:{serve.http_port}/healthz") as answer:
+                assert answer.status == 200
+            watch.slowest = max(watch.slowest, time.monotonic() - started)
+            await asyncio.sleep(0.1)
+
+    async with aiohttp.ClientSession() as http:
+        polling = asyncio.create_task(poll(http))
+        try:
+            yield watch
+        finally:
+            stop.set()
+            await polling

@@ -6,7 +6,6 @@ what a hostile or broken sender might put there) over signed webhooks, from a fi
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import random
@@ -24,8 +23,8 @@ from store.database import Database
 from store.embedded import EmbeddedMongo
 from store.reading import filed_message
 from tests.conftest import report
-from tests.faults.processes import serve_env, serving
-from tests.faults.test_fuzz_mime import CORPUS, SPECIAL
+from tests.faults.processes import serve_env, serving, watching_healthz
+from tests.faults.test_fuzz_mime import CORPUS, mutate
 from tests.helpers import eventually
 from tests.mail import queued_id, send
 
@@ -37,24 +36,6 @@ ODD_VALUES: list[Any] = [
     "9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+14:00", "2026-02-30T00:00:00Z",
     "not a date", "\ud800", "<script>alert(1)</script>", ["a", 1, None],
 ]  # fmt: skip
-
-
-def mutated_mail(rng: random.Random) -> bytes:
-    data = bytearray(rng.choice(CORPUS))
-    for _ in range(rng.randint(1, 8)):
-        at = rng.randint(0, len(data))
-        action = rng.choice(["flip", "insert", "delete", "truncate", "special"])
-        if action == "flip" and data:
-            data[min(at, len(data) - 1)] ^= 1 << rng.randint(0, 7)
-        elif action == "insert":
-            data[at:at] = rng.randbytes(rng.randint(1, 64))
-        elif action == "delete":
-            del data[at : at + rng.randint(1, 200)]
-        elif action == "truncate":
-            del data[at:]
-        else:
-            data[at:at] = rng.choice(SPECIAL)
-    return bytes(data)
 
 
 def transcript(n: int) -> dict[str, Any]:
@@ -104,22 +85,14 @@ async def test_random_mail_and_webhooks_get_no_500_no_stall_and_every_ack_resolv
                     webhook_sources=f"widget:generic:{SECRET}")  # fmt: skip
     acknowledged: list[PydanticObjectId] = []
     statuses: dict[int, int] = {}
-    async with serving(env, tmp_path / "serve.log") as serve, aiohttp.ClientSession() as http:
+    async with (
+        serving(env, tmp_path / "serve.log") as serve,
+        aiohttp.ClientSession() as http,
+        watching_healthz(serve) as health,
+    ):
         base = f"http://127.0.0.1:{serve.http_port}"
-        slowest, stop = 0.0, asyncio.Event()
-
-        async def watch() -> None:
-            nonlocal slowest
-            while not stop.is_set():
-                started = time.monotonic()
-                async with http.get(f"{base}/healthz") as answer:
-                    assert answer.status == 200
-                slowest = max(slowest, time.monotonic() - started)
-                await asyncio.sleep(0.1)
-
-        watching = asyncio.create_task(watch())
         for _ in range(MAILS):
-            code, reply = await send(serve.smtp_port, mutated_mail(rng))
+            code, reply = await send(serve.smtp_port, mutate(rng.choice(CORPUS), rng))
             statuses[code] = statuses.get(code, 0) + 1
             assert code == 250, reply  # a message is never refused for its content
             acknowledged.append(PydanticObjectId(queued_id(reply)))
@@ -139,8 +112,7 @@ async def test_random_mail_and_webhooks_get_no_500_no_stall_and_every_ack_resolv
             return all([await filed_message(i) is not None for i in acknowledged])
 
         await eventually(all_resolve, timeout=120)
-        stop.set()
-        await watching
+    slowest = health.slowest
     assert slowest < 1.0, f"/healthz took {slowest:.2f}s"
     report(f"fuzzing a real serve: {MAILS} mutated mails and {CALLS} mutated webhook calls, "
            f"answers {dict(sorted(statuses.items()))}, {len(acknowledged)} acknowledged ids "

@@ -5,7 +5,6 @@ within its CPU budget (``ARCHIVE_PARSE_BUDGET``, 2 s here)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import time
@@ -21,7 +20,7 @@ from store.database import Database
 from store.documents import Message
 from store.embedded import EmbeddedMongo
 from tests.conftest import report
-from tests.faults.processes import serve_env, serving
+from tests.faults.processes import serve_env, serving, watching_healthz
 from tests.helpers import eventually
 from tests.mail import make_email, send
 from tests.pdfs import pdf_bomb
@@ -67,20 +66,11 @@ async def test_bombs_being_filed_stall_neither_serve_nor_the_mail_after_them(
                     parse_budget=f"{BUDGET_SECONDS}s",
                     webhook_sources=f"widget:generic:{SECRET}")  # fmt: skip
     pdf = pdf_bomb()
-    async with serving(env, tmp_path / "serve.log") as serve, aiohttp.ClientSession() as http:
-        slowest = 0.0
-        stop = asyncio.Event()
-
-        async def watch() -> None:
-            nonlocal slowest
-            while not stop.is_set():
-                started = time.monotonic()
-                async with http.get(f"http://127.0.0.1:{serve.http_port}/healthz") as answer:
-                    assert answer.status == 200
-                slowest = max(slowest, time.monotonic() - started)
-                await asyncio.sleep(0.1)
-
-        watching = asyncio.create_task(watch())
+    async with (
+        serving(env, tmp_path / "serve.log") as serve,
+        aiohttp.ClientSession() as http,
+        watching_healthz(serve) as health,
+    ):
         body, stamp = chat_with_pdf(pdf), str(int(time.time()))
         headers = {"X-Archive-Timestamp": stamp, "Content-Type": "application/json",
                    "X-Archive-Signature": sign(SECRET.encode(), stamp, body)}  # fmt: skip
@@ -97,8 +87,7 @@ async def test_bombs_being_filed_stall_neither_serve_nor_the_mail_after_them(
 
         await eventually(filed_after, timeout=10)
         after = time.monotonic() - sent
-        stop.set()
-        await watching
+    slowest = health.slowest
     pdf_mail = await Message.find_one({"message_id_header": "pdf-bomb@example.net"})
     html_mail = await Message.find_one({"message_id_header": "html-bomb@example.net"})
     chat = await Message.find_one({"external_id": "bomb-1"})
