@@ -479,10 +479,16 @@ class SearchIndex:
 
     def close(self) -> None:
         with self._lock:
-            if self._writer is not None:
-                with contextlib.suppress(ValueError):
-                    self._writer.wait_merging_threads()
-                self._writer = None
+            self._drop_writer()
+
+    def _drop_writer(self) -> None:
+        """Let the writer go, and its lock on the index directory with it, now: waiting for
+        its merges consumes it, even one that failed (otherwise the lock lives as long as
+        anything refers to the writer, e.g. the traceback of the failure that broke it)."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            with contextlib.suppress(ValueError):
+                writer.wait_merging_threads()
 
     async def _locked(self, work: Callable[..., Any], *args: Any) -> Any:
         """Run ``work`` in a worker thread with the writer to itself."""
@@ -576,7 +582,7 @@ class SearchIndex:
 
     def _reopen(self) -> None:
         with self._lock:
-            self._writer = None  # dropped here: its lock on the index directory goes with it
+            self._drop_writer()
             self.open()
 
     async def _apply(self, stream: Any, collection: Any) -> None:
