@@ -67,7 +67,7 @@ def message(m: Message) -> Json:
             {"text": v.text, "html": v.html, "replaced_at": iso(v.replaced_at)} for v in m.history
         ],
         "deleted_at_source": iso(m.deleted_at_source),
-        "unfetched_attachments": [a.model_dump() for a in m.unfetched_attachments],
+        "unfetched_attachments": [a.shown() for a in m.unfetched_attachments],
     }
 
 

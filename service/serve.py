@@ -7,10 +7,12 @@ import contextlib
 import errno
 import logging
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -20,6 +22,7 @@ from api.state import OPENAPI_PATHS, ApiConfig
 from ingest.chat.fetch import FetchPolicy, fetch_attachments
 from ingest.chat.filing import ChatFiling
 from ingest.chat.intake import ChatIntake, replaying
+from ingest.chat.refetch import refetching
 from ingest.chat.webhook import (
     FORMATS,
     WEBHOOK_PATH,
@@ -147,11 +150,13 @@ def webhook_sources(settings: Settings) -> dict[str, Source]:
 
 def fetch_policy(settings: Settings) -> FetchPolicy:
     """Attachments named by URL: from the listed origins, each no larger than a mail, each
-    fetched within ARCHIVE_WEBHOOK_FETCH_TIMEOUT, all its attempts together."""
+    fetched within ARCHIVE_WEBHOOK_FETCH_TIMEOUT, all its attempts together, and again later
+    for ARCHIVE_WEBHOOK_REFETCH_FOR if its server did not answer."""
     return FetchPolicy.of(
         settings.webhook_fetch_origins,
         max_bytes=settings.smtp_max_message_bytes,
         deadline_seconds=settings.webhook_fetch_timeout.total_seconds(),
+        retry_for=settings.webhook_refetch_for,
     )
 
 
@@ -164,6 +169,9 @@ class Ingest:
     filer: Filer
     journal: Journal
     intake: ChatIntake
+    # Fetching again the chat attachments whose server did not answer in time (None: no
+    # fetch origins are configured, so nothing is ever fetched).
+    refetch: Callable[[], Coroutine[Any, Any, None]] | None = None
 
 
 # The app's ingest (declared here, not in api.state: the API does not know ingest).
@@ -188,23 +196,29 @@ def make_ingest(settings: Settings) -> Ingest:
                   parsers=parsers)  # fmt: skip
     journal = Journal(settings.data_dir, max_bytes=settings.journal_max_bytes)
     intake = ChatIntake(spool=ChatSpool(spool), journal=journal, sources=sources)
-    return Ingest(spool=spool, filer=filer, journal=journal, intake=intake)
+    # What did not come within the deadline is fetched again behind the filing.
+    refetch = partial(refetching, policy, extract=parsers.attachment_texts)
+    return Ingest(spool=spool, filer=filer, journal=journal, intake=intake,
+                  refetch=refetch if policy.origins else None)  # fmt: skip
 
 
 @asynccontextmanager
 async def ingesting(ingest: Ingest, database: Database) -> AsyncIterator[None]:
-    """The filer, and the journal replay (at once, then whenever calls were journaled and
-    the database answers), in the background. On exit, the replay stops (what is left stays
-    journaled for the next start) and the filer files what was accepted."""
+    """The filer, the journal replay (at once, then whenever calls were journaled and the
+    database answers) and the fetching again of attachments, in the background. On exit, the
+    replay stops (what is left stays journaled for the next start), so do the fetches (they
+    are tried again at the next start), and the filer files what was accepted."""
     async with filing(ingest.filer, ingest.spool, shutdown_grace=SHUTDOWN_GRACE_SECONDS):
-        replay = asyncio.create_task(
-            replaying(ingest.intake, ingest.journal, database), name="journal-replay"
-        )
+        tasks = [asyncio.create_task(replaying(ingest.intake, ingest.journal, database),
+                                     name="journal-replay")]  # fmt: skip
+        if ingest.refetch is not None:
+            tasks.append(asyncio.create_task(ingest.refetch(), name="attachment-refetch"))
         try:
             yield
         finally:
-            replay.cancel()
-            await asyncio.wait([replay])
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
             ingest.journal.close()
 
 

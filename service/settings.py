@@ -221,6 +221,9 @@ class Settings(BaseSettings):
     # One attachment's fetch, all its attempts together; past it the attachment is kept as
     # metadata with the reason.
     webhook_fetch_timeout: Duration = timedelta(seconds=30)
+    # How long an attachment whose server did not answer is fetched again (after 1 min, then
+    # four times longer each time, at most 6 h apart); 0: never, it stays metadata at once.
+    webhook_refetch_for: Duration = timedelta(days=1)
     # Per chatwoot source (by its <NAME>): its Chatwoot API, for ``chatwoot backfill``.
     chatwoot_api: dict[str, ChatwootApi] = {}
 
@@ -256,6 +259,13 @@ class Settings(BaseSettings):
         """The time one message's parse, or one attachment's fetch, may take."""
         if not timedelta(seconds=1) <= value <= timedelta(minutes=10):
             raise ValueError(f"must be between 1s and 10m ({_BOUNDED[info.field_name or '']})")
+        return value
+
+    @field_validator("webhook_refetch_for")
+    @classmethod
+    def _refetch_window(cls, value: timedelta) -> timedelta:
+        if not timedelta(0) <= value <= timedelta(days=30):
+            raise ValueError("must be between 0 and 30d (how long an attachment is fetched again)")
         return value
 
     @field_validator("support_addresses")

@@ -22,6 +22,7 @@ from store.documents import (
     ChatClaim,
     Conversation,
     Direction,
+    FetchRetry,
     Message,
     MessageVersion,
     UnfetchedAttachment,
@@ -51,10 +52,10 @@ class AttachmentLink:
         parts = urlsplit(self.url)
         return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else None
 
-    def unfetched(self, reason: str) -> UnfetchedAttachment:
+    def unfetched(self, reason: str, retry: FetchRetry | None = None) -> UnfetchedAttachment:
         return UnfetchedAttachment(
             filename=self.filename, content_type=self.content_type, size=self.size,
-            origin=self.origin, reason=reason,
+            origin=self.origin, reason=reason, retry=retry,
         )  # fmt: skip
 
 
@@ -208,6 +209,7 @@ def _message(
     attachments: list[AttachmentRef],
 ) -> Message:
     subject = new.subject or batch.subject
+    unfetched = [*new.unfetched, *(k.unfetched("not fetched") for k in new.links)]
     return Message(
         id=new.id or PydanticObjectId(),
         conversation_id=conversation.id,
@@ -232,8 +234,14 @@ def _message(
         attachment_text=new.attachment_text,
         deleted_at_source=batch.received_at if new.deleted else None,
         # Links nobody fetched (a caller that skipped the fetch step) are kept as what they are.
-        unfetched_attachments=[*new.unfetched, *(k.unfetched("not fetched") for k in new.links)],
+        unfetched_attachments=unfetched,
+        refetch_at=refetch_at(unfetched),
     )
+
+
+def refetch_at(unfetched: Sequence[UnfetchedAttachment]) -> datetime | None:
+    """When the first of a message's unfetched attachments is to be fetched again."""
+    return min((u.retry.next_at for u in unfetched if u.retry is not None), default=None)
 
 
 # An edited message keeps its first text and the latest ones before the current one, each

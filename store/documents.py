@@ -210,16 +210,32 @@ class AttachmentRef(BlobRef):
     content_id: str | None = None
 
 
+class FetchRetry(BaseModel):
+    """When to fetch an attachment again that did not answer in time (ingest.chat.refetch).
+    Its URL is a credential that lets anyone download the file: it is never shown, and it
+    goes with the message (or once the fetch succeeds or is given up)."""
+
+    url: str
+    attempts: int  # made so far
+    next_at: datetime
+    until: datetime  # given up after this
+
+
 class UnfetchedAttachment(BaseModel):
     """An attachment a chat message pointed to by URL and the archive did not fetch: what is
-    known of it, and why it is not here. Only the URL's origin is kept (its path is a
-    credential that lets anyone download the file)."""
+    known of it, and why it is not here. Only the URL's origin is shown (its path is a
+    credential); the whole URL is kept, in ``retry``, only while it is to be fetched again."""
 
     filename: str | None = None
     content_type: str | None = None
     size: int | None = None
     origin: str | None = None
     reason: str
+    retry: FetchRetry | None = None
+
+    def shown(self) -> dict[str, object]:
+        """What the API, the pages and exports say of it (never the URL)."""
+        return self.model_dump(exclude={"retry"})
 
 
 class Envelope(BaseModel):
@@ -290,6 +306,8 @@ class Message(Document):
     # Chat: when the source said the message was deleted there (its archived text is kept).
     deleted_at_source: datetime | None = None
     unfetched_attachments: list[UnfetchedAttachment] = Field(default_factory=list)
+    # The earliest ``retry.next_at`` of its unfetched attachments (None: nothing to fetch).
+    refetch_at: datetime | None = None
     # Email: another message with other content carries the same Message-ID (real mailers reuse
     # them); each is stored as a message of its own.
     shares_message_id: bool = False
@@ -323,6 +341,11 @@ class Message(Document):
                 [("account_id", ASCENDING), ("purge_due_at", ASCENDING)],
                 name="account_purge_due",
                 partialFilterExpression={"purge_due_at": {"$type": "date"}},
+            ),
+            IndexModel(
+                [("refetch_at", ASCENDING)],
+                name="refetch_at",
+                partialFilterExpression={"refetch_at": {"$type": "date"}},
             ),
             IndexModel(
                 [("alias_ids", ASCENDING)],

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
 import struct
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from service.serve import INGEST, build_app
+from api import views
+from ingest.chat.fetch import FetchPolicy
+from ingest.chat.refetch import refetch_due
+from service.serve import INGEST, build_app, fetch_policy
 from service.settings import load_settings
 from store.accounts import register_account
 from store.blobs import read_blob
 from store.database import Database
-from store.documents import Account, AuthorRole, Conversation, Direction, Message, Role
+from store.documents import Account, AuthorRole, Conversation, Direction, Message, Role, utcnow
 from store.keys import create_key
 from tests.chatwoot import (
     T0,
@@ -59,6 +64,7 @@ def png(width: int = 8) -> bytes:
 
 
 PHOTO = png()
+LATER_TEXT = b"bill of lading for the quuxcargo shipment"
 
 
 @dataclass
@@ -67,6 +73,7 @@ class Server:
 
     server: TestServer
     hits: list[str] = field(default_factory=list)
+    back: set[str] = field(default_factory=set)  # the storage's files that answer again
 
     @property
     def origin(self) -> str:
@@ -76,9 +83,10 @@ class Server:
         return str(self.server.make_url(path))
 
 
-def storage_app(hits: list[str], *, elsewhere: str) -> web.Application:
+def storage_app(hits: list[str], *, elsewhere: str, back: set[str]) -> web.Application:
     """Chatwoot's ActiveStorage: ``data_url`` redirects (same origin) to the disk service,
-    which serves the file; ``away`` redirects to another origin."""
+    which serves the file; ``away`` redirects to another origin. A ``later...`` file is
+    unavailable (503) until its key is in ``back``."""
 
     async def redirect(request: web.Request) -> web.StreamResponse:
         hits.append(request.path)
@@ -97,6 +105,12 @@ def storage_app(hits: list[str], *, elsewhere: str) -> web.Application:
             return web.Response(body=b"x" * (MAX_ATTACHMENT + 1), content_type="text/plain")
         if key == "down":  # the storage service is unwell, and stays so
             raise web.HTTPServiceUnavailable()
+        if key.startswith("later"):
+            if key not in back:
+                raise web.HTTPServiceUnavailable()
+            if key == "later-gone":  # back, but the file was deleted meanwhile
+                raise web.HTTPNotFound()
+            return web.Response(body=LATER_TEXT, content_type="text/plain")
         if key == "flaky" and hits.count(request.path) == 1:  # a bad gateway, the first time
             raise web.HTTPBadGateway()
         # The connection closes before any answer, twice (aiohttp asks again by itself once).
@@ -138,6 +152,7 @@ class Desk:
     http: TestClient[web.Request, web.Application]
     storage: Server
     elsewhere: Server
+    fetch: FetchPolicy
 
     async def post(self, payload: Any, *, source: str = "helpdesk", secret: str = SECRET) -> Any:
         """Post as Chatwoot does, and return once what was acknowledged is filed (the answer
@@ -167,7 +182,8 @@ async def a_desk(database: Database, tmp_path: Path, **settings: Any) -> AsyncIt
     elsewhere.server = TestServer(elsewhere_app(elsewhere.hits))
     async with elsewhere.server:
         storage = Server(TestServer(web.Application()))
-        storage.server = TestServer(storage_app(storage.hits, elsewhere=elsewhere.origin))
+        storage.server = TestServer(storage_app(storage.hits, elsewhere=elsewhere.origin,
+                                                back=storage.back))  # fmt: skip
         async with storage.server:
             config = load_settings(
                 webhook_sources=[f"helpdesk:chatwoot:{SECRET}",
@@ -176,7 +192,7 @@ async def a_desk(database: Database, tmp_path: Path, **settings: Any) -> AsyncIt
                 smtp_max_message_bytes=MAX_ATTACHMENT, data_dir=tmp_path, **settings,
             )  # fmt: skip
             async with TestClient(TestServer(build_app(config, database))) as http:
-                yield Desk(http, storage, elsewhere)
+                yield Desk(http, storage, elsewhere, fetch_policy(config))
 
 
 async def only_message() -> Message:
@@ -547,3 +563,95 @@ async def test_an_attachment_over_the_limit_is_not_fetched_whole(desk: Desk) -> 
     message = await only_message()
     assert message.attachments == []
     assert "larger than" in message.unfetched_attachments[0].reason
+
+
+# --- fetched again later --------------------------------------------------------------------
+
+
+def later_message(key: str) -> dict[str, Any]:
+    attachment = attachment_push_event_data(data_url=f"{key}", file_size=len(LATER_TEXT),
+                                            file_type="file", extension="txt")  # fmt: skip
+    return message_webhook_data(content="the bill is attached", attachments=[attachment])
+
+
+async def post_unanswered(desk: Desk, key: str) -> Message:
+    event = later_message(desk.data_url(key, "bill.txt"))
+    assert (await desk.post(event)).status == 201
+    return await only_message()
+
+
+def after(minutes: float) -> datetime:
+    return utcnow() + timedelta(minutes=minutes)
+
+
+async def test_an_attachment_whose_server_did_not_answer_is_fetched_again_later(
+    desk: Desk,
+) -> None:
+    """Filed at once without it (holding no other message back); fetched again behind the
+    filing once its server answers, blob, reference and searchable text."""
+    message = await post_unanswered(desk, "later")
+    assert message.text == "the bill is attached" and message.attachments == []
+    [waiting] = message.unfetched_attachments
+    assert waiting.retry is not None and waiting.retry.attempts == 1
+    assert message.refetch_at == waiting.retry.next_at
+    desk.storage.back.add("later")
+
+    assert (await refetch_due(desk.fetch, now=after(0.5))).fetched == 0  # not due yet
+    report = await refetch_due(desk.fetch, now=after(2))
+
+    assert (report.fetched, report.messages, report.later) == (1, 1, 0)
+    message = await only_message()
+    [bill] = message.attachments
+    assert await read_blob(bill.sha256) == LATER_TEXT
+    assert (bill.filename, bill.content_type) == ("bill.txt", "text/plain")
+    assert message.has_attachments and "quuxcargo" in message.attachment_text
+    assert message.unfetched_attachments == [] and message.refetch_at is None
+
+
+async def test_the_link_of_an_attachment_to_fetch_again_is_never_shown(desk: Desk) -> None:
+    message = await post_unanswered(desk, "later")
+    view = views.message(message)
+    [shown] = view["unfetched_attachments"]
+    assert "retry" not in shown and "/rails/" not in json.dumps(view, default=str)
+    assert shown["origin"] == desk.storage.origin
+
+
+async def test_a_link_still_unanswered_is_tried_less_often_then_given_up_after_a_day(
+    desk: Desk,
+) -> None:
+    message = await post_unanswered(desk, "later")
+    first = message.refetch_at
+    assert first is not None
+    report = await refetch_due(desk.fetch, now=after(2))
+    assert (report.later, report.given_up) == (1, 0)
+    message = await only_message()
+    [waiting] = message.unfetched_attachments
+    assert waiting.retry is not None and waiting.retry.attempts == 2
+    assert waiting.retry.next_at - first > timedelta(minutes=3)  # four times longer
+
+    report = await refetch_due(desk.fetch, now=after(25 * 60))
+    assert (report.later, report.given_up) == (0, 1)
+    message = await only_message()
+    [given_up] = message.unfetched_attachments
+    assert given_up.retry is None and message.refetch_at is None  # the URL is forgotten
+    assert given_up.reason == "answered HTTP 503 (3 attempts); given up after 3 fetches"
+
+
+async def test_a_link_refused_for_good_on_a_later_try_is_given_up_at_once(desk: Desk) -> None:
+    await post_unanswered(desk, "later-gone")
+    desk.storage.back.add("later-gone")
+    report = await refetch_due(desk.fetch, now=after(2))
+    assert (report.fetched, report.given_up) == (0, 1)
+    [given_up] = (await only_message()).unfetched_attachments
+    assert given_up.retry is None
+    assert given_up.reason == "answered HTTP 404; given up after 2 fetches"
+
+
+async def test_a_deleted_accounts_message_is_not_completed(desk: Desk) -> None:
+    message = await post_unanswered(desk, "later")
+    await message.set({"purge_due_at": utcnow()})
+    desk.storage.back.add("later")
+    hits = len(desk.storage.hits)
+    assert (await refetch_due(desk.fetch, now=after(2))).fetched == 0
+    assert len(desk.storage.hits) == hits  # nothing was asked for it
+    assert (await only_message()).attachments == []

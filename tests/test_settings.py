@@ -77,6 +77,8 @@ def test_variables_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch
         ("ARCHIVE_DB_NAME", "a/b"),
         ("ARCHIVE_JOURNAL_MAX_BYTES", "lots"),
         ("ARCHIVE_JOURNAL_MAX_BYTES", "10kB"),
+        ("ARCHIVE_WEBHOOK_FETCH_TIMEOUT", "11m"),
+        ("ARCHIVE_WEBHOOK_REFETCH_FOR", "31d"),
     ],
 )
 def test_a_bad_variable_is_one_line_naming_it(

@@ -8,7 +8,9 @@ fails for a reason that may pass (an HTTP 5xx or 429, no answer in time, a conne
 failed) is tried again a few times with backoff, all attempts within one deadline; one that
 still fails, or fails for good (a 4xx, an origin not listed, too large), keeps what is known of
 the attachment with the reason. Every link of a batch is fetched at once: a slow server delays
-a batch by at most the deadline.
+a batch by at most the deadline. One that did not answer is fetched again later, behind the
+filing (``ingest.chat.refetch``), for a day by default: its message is filed at once, without
+it, and gains it when it comes.
 """
 
 from __future__ import annotations
@@ -17,14 +19,17 @@ import asyncio
 import logging
 import mimetypes
 import re
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 import aiohttp
 from yarl import URL
 
 from store.blobs import NewAttachment
 from store.chat import AttachmentLink, ChatBatch, NewChatMessage
+from store.documents import FetchRetry, utcnow
 
 log = logging.getLogger("archive.chat")
 
@@ -43,16 +48,34 @@ class FetchPolicy:
     # One attachment's fetch, all its attempts together: a server that trickles its answer
     # costs this much once, not a timeout per attempt (three 30 s attempts held filing 96 s).
     deadline_seconds: float = 30.0
+    # An attachment whose server did not answer is fetched again after this, then after four
+    # times as long each time (at most ``retry_most``), until ``retry_for`` after the first try.
+    retry_after: timedelta = timedelta(minutes=1)
+    retry_most: timedelta = timedelta(hours=6)
+    retry_for: timedelta = timedelta(days=1)
 
     @classmethod
     def of(
-        cls, origins: Collection[str], *, max_bytes: int, deadline_seconds: float = 30.0
-    ) -> FetchPolicy:
+        cls, origins: Collection[str], *, max_bytes: int, deadline_seconds: float = 30.0,
+        retry_for: timedelta = timedelta(days=1),
+    ) -> FetchPolicy:  # fmt: skip
         return cls(origins=frozenset(origins), max_bytes=max_bytes,
-                   timeout_seconds=deadline_seconds, deadline_seconds=deadline_seconds)  # fmt: skip
+                   timeout_seconds=deadline_seconds, deadline_seconds=deadline_seconds,
+                   retry_for=retry_for)  # fmt: skip
 
     def allows(self, url: URL) -> bool:
         return url.absolute and str(url.origin()) in self.origins
+
+    def retry(
+        self, url: str, *, attempts: int, now: datetime, first: FetchRetry | None = None
+    ) -> FetchRetry | None:
+        """When to try ``url`` again after ``attempts`` unanswered tries (None: given up);
+        ``first`` is the retry so far, whose end stays."""
+        until = first.until if first is not None else now + self.retry_for
+        delay = min(self.retry_after * 4 ** (attempts - 1), self.retry_most)
+        if now + delay > until:
+            return None
+        return FetchRetry(url=url, attempts=attempts, next_at=now + delay, until=until)
 
 
 class NotFetched(Exception):
@@ -60,7 +83,8 @@ class NotFetched(Exception):
 
 
 class Unanswered(NotFetched):
-    """A failure that may pass: an HTTP 5xx or 429, no answer in time, a failed connection."""
+    """A failure that may pass: an HTTP 5xx or 429, no answer in time, a failed connection
+    (the attachment is fetched again later)."""
 
 
 async def fetch_attachments(batch: ChatBatch, *, policy: FetchPolicy) -> ChatBatch:
@@ -68,14 +92,21 @@ async def fetch_attachments(batch: ChatBatch, *, policy: FetchPolicy) -> ChatBat
     metadata with the reason (``unfetched``). Never raises for a fetch that fails."""
     if not any(m.links for m in batch.messages):
         return batch
+    async with fetching(policy) as session:  # every link at once: a slow one delays no other
+        messages = await asyncio.gather(*(_fetch_message(session, m, policy)
+                                          for m in batch.messages))  # fmt: skip
+    return replace(batch, messages=list(messages))
+
+
+@asynccontextmanager
+async def fetching(policy: FetchPolicy) -> AsyncIterator[aiohttp.ClientSession]:
+    """The HTTP client the fetches of one batch (or one round of fetching again) share."""
     session = aiohttp.ClientSession(
         cookie_jar=aiohttp.DummyCookieJar(),  # nothing a server sets is sent anywhere
         timeout=aiohttp.ClientTimeout(total=policy.timeout_seconds),
     )
-    async with session:  # every link at once: a slow one delays none of the others
-        messages = await asyncio.gather(*(_fetch_message(session, m, policy)
-                                          for m in batch.messages))  # fmt: skip
-    return replace(batch, messages=list(messages))
+    async with session:
+        yield session
 
 
 async def _fetch_message(
@@ -84,26 +115,30 @@ async def _fetch_message(
     if not message.links:
         return message
     fetched, unfetched = list(message.attachments), list(message.unfetched)
-    outcomes = await asyncio.gather(*(_within_deadline(session, link, policy)
+    outcomes = await asyncio.gather(*(fetch_link(session, link, policy)
                                       for link in message.links))  # fmt: skip
     for n, (link, outcome) in enumerate(zip(message.links, outcomes, strict=True)):
         if isinstance(outcome, NotFetched):
-            log.warning("message %s: attachment %d not fetched: %s", message.external_id, n,
-                        outcome)  # fmt: skip
-            unfetched.append(link.unfetched(str(outcome)))
+            retry = (policy.retry(link.url, attempts=1, now=utcnow())
+                     if isinstance(outcome, Unanswered) else None)  # fmt: skip
+            log.warning("message %s: attachment %d not fetched: %s%s", message.external_id, n,
+                        outcome, "; fetched again later" if retry else "")  # fmt: skip
+            unfetched.append(link.unfetched(str(outcome), retry))
         else:
             fetched.append(outcome)
     return replace(message, attachments=fetched, unfetched=unfetched, links=())
 
 
-async def _within_deadline(
+async def fetch_link(
     session: aiohttp.ClientSession, link: AttachmentLink, policy: FetchPolicy
 ) -> NewAttachment | NotFetched:
+    """The attachment, or why not (``Unanswered`` if it may come later); all attempts
+    within the policy's deadline. Never raises for a fetch that fails."""
     try:
         async with asyncio.timeout(policy.deadline_seconds):
             return await _fetch(session, link, policy)
     except TimeoutError:
-        return NotFetched(f"not fetched within {policy.deadline_seconds:g}s, all attempts")
+        return Unanswered(f"not fetched within {policy.deadline_seconds:g}s, all attempts")
     except NotFetched as exc:
         return exc
 
@@ -122,7 +157,7 @@ async def _fetch(
             return await _fetch_once(session, url, link, policy)
         except Unanswered as exc:
             if attempt >= policy.attempts:
-                raise NotFetched(f"{exc} ({attempt} attempts)") from None
+                raise Unanswered(f"{exc} ({attempt} attempts)") from None
             delay = policy.backoff_seconds * 2 ** (attempt - 1)
             log.info("attachment fetch attempt %d of %d failed (%s); again in %gs", attempt,
                      policy.attempts, exc, delay)  # fmt: skip
