@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from retention.forecast import ForecastItem
+from retention.residue import Kind, Verdict, verdict_of
 from search.engine import Hit
 from store.accounts import AccountSummary
 from store.documents import (
@@ -232,13 +233,24 @@ def purge_record(r: PurgeRecord) -> Json:
     }
 
 
+def record_verdict(scan: dict[str, Any]) -> Verdict:
+    """The verdict of a record's scan, from its findings (records written before the verdict
+    was stored have the findings too)."""
+    return verdict_of(Kind(f["kind"]) for f in scan["findings"])
+
+
 def residue(scan: dict[str, Any]) -> Json:
     """The residue scan a purge record carries: the deletion certificate's last line."""
     return {
         "checked_at": iso(scan["checked_at"]),
         # When its blob lines were checked again, once the blobs it left pending were gone.
         "rechecked_at": iso(scan.get("rechecked_at")),
-        "clean": scan["clean"],
+        # One word, as verify-purge's exit status: clean (0) only when nothing of the subject
+        # is anywhere and nothing is pending; pending or kept (3); remains (1).
+        "verdict": record_verdict(scan).value,
+        "clean": record_verdict(scan) is Verdict.CLEAN,
         "residue": scan["residue"],
-        "findings": scan["findings"],
+        "findings": [
+            {**f, "until": iso(f["until"])} if f.get("until") else f for f in scan["findings"]
+        ],
     }

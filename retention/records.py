@@ -84,10 +84,15 @@ async def verify_purge(
     policy: RetentionPolicy,
 ) -> Residue:
     """The residue scan on demand: what of this account (by its id, and by the addresses and
-    names given: a tombstone keeps none) remains anywhere the service keeps data."""
+    names given: a tombstone keeps none) remains anywhere the service keeps data, the blobs
+    its purges left pending included (before, a scan that did not know them said "clean"
+    while the next sweep still had the raw mail to delete)."""
     account = await Account.get(account_id)
     identifiers = Identifiers(account_id=account_id, emails={e.lower() for e in emails},
                               names=set(names))  # fmt: skip
+    for record in await purge_records(secret_key=policy.secret_key, account_id=account_id):
+        identifiers.blobs.update(record.pending_blobs)
+        identifiers.conversation_ids.update(record.pending_conversations)
     if account is not None:
         identifiers.emails |= set(account.emails)
         identifiers.names |= {account.name} if account.name else set()

@@ -98,12 +98,39 @@ class Kind(StrEnum):
     KEPT = "kept"  # a record kept by design (tombstone, hold record, audit by id)
 
 
+class Verdict(StrEnum):
+    """What a scan says of its subject, in one word, the same in the CLI (its exit status),
+    the API and the web page."""
+
+    CLEAN = "clean"  # nothing of the subject anywhere, and nothing pending
+    PENDING = "pending"  # content on its way out: the next sweep or housekeeping removes it
+    KEPT = "kept"  # content an active hold keeps
+    REMAINS = "remains"  # something that should be gone is not: a failure of the purge
+
+    @property
+    def exit_status(self) -> int:
+        return {Verdict.CLEAN: 0, Verdict.REMAINS: 1}.get(self, 3)
+
+
+def verdict_of(kinds: Iterable[Kind]) -> Verdict:
+    """The verdict of findings of these kinds (records kept by design change nothing)."""
+    found = set(kinds)
+    if Kind.RESIDUE in found:
+        return Verdict.REMAINS
+    if Kind.HELD in found:
+        return Verdict.KEPT
+    if Kind.PENDING in found:
+        return Verdict.PENDING
+    return Verdict.CLEAN
+
+
 @dataclass(frozen=True)
 class Finding:
     place: str  # a collection, or a folder under ARCHIVE_DATA_DIR
     count: int
     why: str
     kind: Kind
+    until: datetime | None = None  # pending: when it goes at the latest
 
 
 @dataclass
@@ -119,33 +146,40 @@ class Residue:
         return self.count(Kind.RESIDUE)
 
     @property
-    def clean(self) -> bool:
-        return self.unexplained == 0
+    def verdict(self) -> Verdict:
+        return verdict_of(f.kind for f in self.findings)
 
-    @property
-    def content_remains(self) -> bool:
-        """Content (not only records kept by design) is still stored, held or pending."""
-        return self.count(Kind.RESIDUE, Kind.HELD, Kind.PENDING) > 0
-
-    def found(self, place: str, count: int, why: str, kind: Kind = Kind.RESIDUE) -> None:
+    def found(
+        self, place: str, count: int, why: str, kind: Kind = Kind.RESIDUE,
+        until: datetime | None = None,
+    ) -> None:  # fmt: skip
         if count:
-            self.findings.append(Finding(place, count, why, kind))
+            self.findings.append(Finding(place, count, why, kind, until))
 
     def as_record(self) -> dict[str, Any]:
         """What the purge record stores: counts and reasons, no personal data."""
         return {
             "checked_at": self.checked_at,
-            "clean": self.clean,
+            "verdict": self.verdict.value,
+            "clean": self.verdict is Verdict.CLEAN,
             "residue": self.unexplained,
             "findings": [
-                {"place": f.place, "count": f.count, "why": f.why, "kind": f.kind.value}
+                {
+                    "place": f.place,
+                    "count": f.count,
+                    "why": f.why,
+                    "kind": f.kind.value,
+                    **({"until": f.until} if f.until else {}),
+                }
                 for f in self.findings
             ],
         }
 
     def lines(self) -> list[str]:
         """One line per finding, as ``verify-purge`` prints them."""
-        return [f"{f.kind.value:<8} {f.place}: {f.count} {f.why}" for f in self.findings]
+        return [f"{f.kind.value:<8} {f.place}: {f.count} {f.why}"
+                + (f" (quiet until {iso(f.until)})" if f.until else "")
+                for f in self.findings]  # fmt: skip
 
 
 async def scan(
@@ -426,12 +460,14 @@ async def _blobs(scans: _Scans, *, now: datetime, quiet_period: timedelta) -> No
     for i, residue in scans:
         there = [b for b in i.blobs if b in stored.last_referenced]
         shared = sum(1 for b in there if b in stored.referenced)
-        quiet = sum(1 for b in there if b not in stored.referenced
-                    and stored.last_referenced[b] >= quiet_since)  # fmt: skip
+        quiet_ones = [stored.last_referenced[b] for b in there if b not in stored.referenced
+                      and stored.last_referenced[b] >= quiet_since]  # fmt: skip
+        quiet = len(quiet_ones)
+        until = max(quiet_ones) + quiet_period if quiet_ones else None
         chunks = sum(stored.chunks[b] for b in i.blobs if b not in stored.last_referenced)
         residue.found("blobs", shared, "the same bytes belong to content that stays", Kind.SHARED)
-        residue.found("blobs", quiet, "referenced within the quiet period; the next sweep "
-                      "removes them", Kind.PENDING)  # fmt: skip
+        residue.found("blobs", quiet, "referenced within the quiet period; the first sweep "
+                      "after it removes them", Kind.PENDING, until)  # fmt: skip
         residue.found("blobs", len(there) - shared - quiet, "no longer referenced and not removed")
         residue.found("blob_chunks", chunks, "chunks of blobs that are gone")
 
@@ -687,11 +723,18 @@ async def _search_index(scans: _Scans, *, data_dir: Path) -> None:
 
 
 def describe(residue: Residue) -> str:
-    """One line: the verdict of the scan."""
-    if not residue.clean:
-        state = f"{residue.unexplained} items remain that should not"
-    elif residue.content_remains:
-        state = "clean; content remains that a hold or the blob quiet period explains"
-    else:
-        state = "clean: nothing of it remains"
-    return f"residue scan at {iso(residue.checked_at)}: {state}"
+    """One line: the verdict of the scan, in its word (``Verdict``) and what it means."""
+    verdict = residue.verdict
+    state = {
+        Verdict.REMAINS: f"{residue.unexplained} items remain that should be gone",
+        Verdict.KEPT: f"{residue.count(Kind.HELD)} items an active hold keeps",
+        Verdict.PENDING: f"{residue.count(Kind.PENDING)} items on their way out"
+                         + (f"; the last goes at the first sweep after {iso(until)}"
+                            if (until := _latest(residue)) else ""),
+        Verdict.CLEAN: "nothing of it remains and nothing is pending",
+    }[verdict]  # fmt: skip
+    return f"residue scan at {iso(residue.checked_at)}: {verdict.value}: {state}"
+
+
+def _latest(residue: Residue) -> datetime | None:
+    return max((f.until for f in residue.findings if f.until), default=None)

@@ -37,7 +37,7 @@ from retention.deletion import Doomed, Hook, Purged
 from retention.forecast import conversation_ids, due_now, lateness
 from retention.holds import held_now, held_scopes, unheld
 from retention.records import open_records
-from retention.residue import Identifiers, Kind, scan, scan_many
+from retention.residue import Identifiers, Kind, Verdict, scan, scan_many, verdict_of
 from retention.rules import RetentionPolicy, max_age_cutoff, rule_for
 from store.accounts import earliest_deadlines, stamp_deleted_contents
 from store.audit import Subject, redact_accounts
@@ -225,9 +225,11 @@ async def _recheck_blobs(
     findings = [f for f in record.residue["findings"] if f["place"] not in _BLOB_PLACES]
     findings += fresh.as_record()["findings"]
     unexplained = sum(f["count"] for f in findings if f["kind"] == Kind.RESIDUE.value)
+    verdict = verdict_of(Kind(f["kind"]) for f in findings)
     await PurgeRecord.get_pymongo_collection().update_one(settled, {"$set": {
         "residue.findings": findings, "residue.residue": unexplained,
-        "residue.clean": unexplained == 0, "residue.rechecked_at": now,
+        "residue.verdict": verdict.value, "residue.clean": verdict is Verdict.CLEAN,
+        "residue.rechecked_at": now,
     }})  # fmt: skip
 
 

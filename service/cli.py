@@ -118,10 +118,6 @@ def _purge(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-# verify-purge: content remains, but a hold or the blob quiet period explains it.
-EXIT_HELD = 3
-
-
 def _verify_purge(settings: Settings, args: argparse.Namespace) -> int:
     check = asyncio.run(commands.verify_purge(
         settings, account_id=args.account, emails=args.email or [], names=args.name or [],
@@ -143,9 +139,7 @@ def _verify_purge(settings: Settings, args: argparse.Namespace) -> int:
     print(describe(residue))
     for line in residue.lines():
         print(f"  {line}")
-    if not residue.clean:
-        return EXIT_FAILED
-    return EXIT_HELD if residue.content_remains else 0
+    return residue.verdict.exit_status
 
 
 def _reindex(settings: Settings, args: argparse.Namespace) -> int:

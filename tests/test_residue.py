@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from retention.holds import place_hold
-from retention.residue import Identifiers, Kind, scan
+from retention.residue import Identifiers, Kind, Verdict, scan
 from retention.rules import RetentionPolicy
 from retention.sweep import sweep
 from service.serve import retention_policy
@@ -77,9 +77,12 @@ async def test_the_certificate_is_served_with_the_purge_records(
     await sweep(database, now=now, policy=retention_policy(api.settings))
     response = await api.get("/api/v1/purge-records?account_id=ann", Role.COMPLIANCE)
     [record] = (await response.json())["records"]
-    assert record["residue"]["clean"] is True
-    # The service's quiet period keeps the just-referenced blobs for a later sweep: said so.
+    # The service's quiet period keeps the just-referenced blobs for a later sweep: said so,
+    # and the certificate says "pending", never "clean", while they are there (before: clean).
     assert record["pending_blobs"] == 2
+    assert record["residue"]["verdict"] == "pending" and record["residue"]["clean"] is False
+    [blobs] = [f for f in record["residue"]["findings"] if f["kind"] == "pending"]
+    assert blobs["count"] == 2 and blobs["until"] > record["done_at"]
     assert {"place": "blobs", "count": 2, "kind": "pending"}.items() <= next(
         f for f in record["residue"]["findings"] if f["place"] == "blobs"
     ).items()
@@ -113,7 +116,7 @@ async def test_what_remains_is_named_with_its_reason(database: Database, tmp_pat
     assert ("audit_events", Kind.RESIDUE) in by_place
     assert ("exports folder", Kind.RESIDUE) in by_place
     assert ("data folder", Kind.RESIDUE) in by_place
-    assert not residue.clean and residue.content_remains
+    assert residue.verdict is Verdict.REMAINS
 
 
 async def test_the_scan_reads_the_embedded_mongods_log_files(
@@ -125,7 +128,8 @@ async def test_the_scan_reads_the_embedded_mongods_log_files(
     mongo.mkdir()
     (mongo / "mongod.log").write_text('{"msg":"Index build: done","attr":{"index":"channel_1",'
                                       '"account_id":"ann"}}\n')  # fmt: skip
-    assert (await scan(ann(), now=utcnow(), quiet_period=QUIET, data_dir=tmp_path)).clean
+    found = await scan(ann(), now=utcnow(), quiet_period=QUIET, data_dir=tmp_path)
+    assert found.verdict is Verdict.CLEAN
     (mongo / "mongod.log.2026-11-24T10-00-00").write_text(
         '{"msg":"Slow query","attr":{"command":{"filter":{"participants":"ANN@example.com"}}}}\n'
     )
@@ -176,7 +180,7 @@ async def verify(env: dict[str, str], *args: str) -> tuple[int, str]:
     return process.returncode, out.decode()
 
 
-async def purged_in(env: dict[str, str], *, hold: bool = False) -> None:
+async def purged_in(env: dict[str, str], *, hold: bool = False, quiet: timedelta = QUIET) -> None:
     async with open_database(env["ARCHIVE_MONGODB_URI"], name=env["ARCHIVE_DB_NAME"]) as db:
         await ann_with_content()
         if hold:
@@ -190,7 +194,7 @@ async def purged_in(env: dict[str, str], *, hold: bool = False) -> None:
         secret = env["ARCHIVE_SECRET_KEY"].encode()
         await sweep(db, now=now, policy=RetentionPolicy(
             grace=timedelta(days=180), max_age=timedelta(days=1095), secret_key=secret,
-            blob_quiet_period=QUIET, data_dir=Path(env["ARCHIVE_DATA_DIR"])))  # fmt: skip
+            blob_quiet_period=quiet, data_dir=Path(env["ARCHIVE_DATA_DIR"])))  # fmt: skip
 
 
 @pytest.mark.slow
@@ -200,7 +204,8 @@ async def test_verify_purge_prints_the_certificate_and_exits_0_when_nothing_rema
     await purged_in(env)
     code, out = await verify(env, "--account", "ann", "--email", "ann@example.com")
     assert code == 0, out
-    assert "erasure purge due" in out and "clean: nothing of it remains" in out
+    assert "erasure purge due" in out
+    assert ": clean: nothing of it remains and nothing is pending" in out
 
 
 @pytest.mark.slow
@@ -212,6 +217,29 @@ async def test_verify_purge_exits_1_and_says_where_when_something_remains(
     code, out = await verify(env, "--account", "ann", "--email", "ann@example.com")
     assert code == 1, out
     assert "residue  data folder: 1 files naming the account" in out
+
+
+@pytest.mark.slow
+async def test_verify_purge_says_pending_and_exits_3_while_blobs_wait_out_their_quiet_period(
+    env: dict[str, str],
+) -> None:
+    """Before: "clean: nothing of it remains", exit 0, while the raw mail and its attachment
+    were still stored (the scan on demand did not know the blobs the purge left pending)."""
+    await purged_in(env, quiet=timedelta(minutes=5))
+    code, out = await verify(env, "--account", "ann", "--email", "ann@example.com")
+    assert code == 3, out
+    assert ": pending: 2 items on their way out; the last goes at the first sweep after" in out
+    assert "pending  blobs: 2 referenced within the quiet period" in out
+    assert "clean" not in out
+    async with open_database(env["ARCHIVE_MONGODB_URI"], name=env["ARCHIVE_DB_NAME"]) as db:
+        [record] = await PurgeRecord.find_all().to_list()
+        assert record.residue is not None and record.residue["verdict"] == "pending"
+        assert not record.residue["clean"]
+        await sweep(db, now=utcnow(), policy=policy(Path(env["ARCHIVE_DATA_DIR"])))  # quiet over
+        [record] = await PurgeRecord.find_all().to_list()
+        assert record.residue is not None and record.residue["verdict"] == "clean"
+    code, out = await verify(env, "--account", "ann", "--email", "ann@example.com")
+    assert code == 0, out
 
 
 @pytest.mark.slow

@@ -41,7 +41,7 @@ from hypothesis.stateful import (
 from exports.builder import Scope, build_export, files_of_exports, start_export
 from ingest.mime import parse_email
 from retention.holds import place_hold, release_hold
-from retention.residue import Identifiers, scan
+from retention.residue import Identifiers, Verdict, scan
 from retention.rules import RetentionPolicy, subject_hmac
 from retention.sweep import sweep
 from scheduler.jobs import Jobs
@@ -444,7 +444,7 @@ class RetentionMachine(RuleBasedStateMachine):
         overdue.add(m for m in self.model.messages.values() if m.gone or self.overdue(m))
         residue = self.run(scan(overdue, now=self.scan_clock(), quiet_period=timedelta(0),
                                 data_dir=self.data_dir))  # fmt: skip
-        assert residue.clean, residue.lines()
+        assert residue.verdict is not Verdict.REMAINS, residue.lines()
 
     def check_purged_accounts(self) -> None:
         """Right after a sweep, the residue scan of every purged account (by its id, address
@@ -461,7 +461,7 @@ class RetentionMachine(RuleBasedStateMachine):
                 residue = self.run(scan(identifiers, now=self.scan_clock(),
                                         quiet_period=timedelta(0), data_dir=self.data_dir,
                                         captured_at=lives[-1].purged_at))  # fmt: skip
-                assert residue.clean, (account, residue.lines())
+                assert residue.verdict is not Verdict.REMAINS, (account, residue.lines())
 
     @invariant()
     def count_steps(self) -> None:
