@@ -19,7 +19,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
@@ -216,7 +216,7 @@ async def scan_many(
     await _blobs(scans, now=now, quiet_period=quiet_period)
     await _spool(scans)
     await _exports(scans)
-    await _audit(scans)
+    await _audit(scans, now=now, captured_at=captured_at or now)
     await _accounts(scans)
     if data_dir is not None:
         await _files(scans, data_dir=data_dir)
@@ -520,23 +520,57 @@ async def _exports(scans: _Scans) -> None:
             residue.found("exports", records[i.account_id], "export records of the account")
 
 
-async def _audit(scans: _Scans) -> None:
+async def _audit(scans: _Scans, *, now: datetime, captured_at: datetime) -> None:
+    """Audit events whose free text names a subject. Of a purged account, those from before
+    its purge are residue (the purge redacts them); those since are the searches that
+    verified the erasure, kept ``ARCHIVE_AUDIT_TEXT_MAX_AGE`` like any free text. Of an
+    account not purged (held, or not due yet) they are its live trail, redacted at its purge:
+    before, compliance's own search of a held account was "residue". Runs after the probes
+    of messages and conversations: what they found held keeps the account's trail too."""
     asked = [(i, r) for i, r in scans if i.account_id is not None or i.emails]
     subjects = [Subject(account_id=i.account_id or "", emails=i.emails,
                         name=" ".join(sorted(i.names)) or None) for i, _ in asked]  # fmt: skip
     collection = AuditEvent.get_pymongo_collection()
     found = await _found_each(collection, [naming_query(s) for s in subjects],
-                              projection={"query": 1})  # fmt: skip
-    by_id = await _counts(collection, "target.account_id", {i.account_id for i, _ in asked
-                                                            if i.account_id})  # fmt: skip
+                              projection={"query": 1, "at": 1})  # fmt: skip
+    ids = sorted({i.account_id for i, _ in asked if i.account_id})
+    by_id = await _counts(collection, "target.account_id", ids)
+    purged, held = await _accounts_purged_or_held(ids, now=now)
     for (i, residue), subject, events in zip(asked, subjects, found, strict=True):
-        naming = sum(1 for event in events if _names(subject, event))
-        residue.found("audit_events", naming, "free text (search terms, filters) naming the "
-                      "account")  # fmt: skip
+        naming = [e for e in events if _names(subject, e)]
+        if i.account_id is not None and i.account_id not in purged:
+            kind = Kind.HELD if i.account_id in held or residue.count(Kind.HELD) else Kind.PENDING
+            residue.found("audit_events", len(naming), "free text naming the account, which is "
+                          "not purged: redacted at its purge", kind)  # fmt: skip
+        else:
+            since = purged.get(i.account_id or "", captured_at)
+            after = sum(1 for e in naming if _aware(e["at"]) > since)
+            residue.found("audit_events", len(naming) - after, "free text (search terms, "
+                          "filters) naming the account")  # fmt: skip
+            residue.found("audit_events", after, "searches naming the account since its purge "
+                          "(the trail of the erasure), their free text redacted after "
+                          "ARCHIVE_AUDIT_TEXT_MAX_AGE", Kind.KEPT)  # fmt: skip
         if i.account_id:
             residue.found("audit_events", by_id[i.account_id], "name the account by its id only "
                           "(who read or changed what, kept for the audit period)",
                           Kind.KEPT)  # fmt: skip
+
+
+async def _accounts_purged_or_held(
+    ids: Sequence[str], *, now: datetime
+) -> tuple[dict[str, datetime], set[str]]:
+    """Of these accounts: when each purged one was purged, and which an active hold covers."""
+    purged: dict[str, datetime] = {}
+    for part in _slices(ids):
+        query = {"_id": {"$in": part}, "purged_at": {"$type": "date"}}
+        async for a in Account.get_pymongo_collection().find(query, {"purged_at": 1}):
+            purged[a["_id"]] = _aware(a["purged_at"])
+    accounts, _ = await held_scopes(account_ids=list(ids), conversation_ids=[], now=now)
+    return purged, set(accounts)
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def _names(subject: Subject, event: _Doc) -> bool:

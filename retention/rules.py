@@ -31,6 +31,9 @@ class RetentionPolicy:
     # While deliveries wait to be filed, the sweep rests this long per second it worked:
     # 1.0 gives ingest half of the database between two batches, 0.5 a third.
     rest_per_work: float = 1.0
+    # Audit events keep their free text (search terms, filters) this long, then only which
+    # parameters were used (housekeeping redacts it): ARCHIVE_AUDIT_TEXT_MAX_AGE.
+    audit_text_max_age: timedelta = timedelta(days=30)
 
 
 def rule_for(account: Account) -> PurgeRule:

@@ -20,7 +20,7 @@ from retention.housekeeping import remove_orphans, retire_search_terms
 from retention.rules import RetentionPolicy
 from retention.sweep import SweepReport, sweep
 from search.index import SearchIndex
-from store.audit import index_audit_mentions
+from store.audit import forget_free_text, index_audit_mentions
 from store.database import Database
 from store.documents import utcnow
 
@@ -129,8 +129,9 @@ class Jobs:
             await self.index.sync()
 
     async def housekeeping(self) -> None:
-        """Orphan blobs and chunks, expired exports, export files no record owns, and audit
-        events written before their free text was indexed for redaction."""
+        """Orphan blobs and chunks, expired exports, export files no record owns, audit events
+        written before their free text was indexed for redaction, and the free text of audit
+        events older than ARCHIVE_AUDIT_TEXT_MAX_AGE."""
         async with self.busy:
             removed = await remove_orphans(quiet_period=self.policy.blob_quiet_period)
             now = self.clock()
@@ -141,6 +142,7 @@ class Jobs:
                     directory=self.policy.data_dir / "exports", now=now, min_age=EXPORT_FILE_AGE
                 )
             indexed = await index_audit_mentions()
+            aged = await forget_free_text(before=now - self.policy.audit_text_max_age)
             retired = await retire_search_terms()
             compacted = repaired = 0
             if self.index is not None and self.index.ready:
@@ -152,10 +154,10 @@ class Jobs:
             log.info("housekeeping: search index rewritten with %d messages (it held deleted "
                      "ones), %d days reconciled; search terms removed from %d messages",
                      compacted, repaired, retired)  # fmt: skip
-        if removed or expired or files or indexed:
+        if removed or expired or files or indexed or aged:
             log.info("housekeeping removed %d orphan blobs/chunks, %d expired exports, %d "
-                     "unowned export files; indexed %d audit events", removed, expired, files,
-                     indexed)  # fmt: skip
+                     "unowned export files; indexed %d audit events, redacted the free text of "
+                     "%d", removed, expired, files, indexed, aged)  # fmt: skip
 
     async def stop(self, *, grace: float = 30.0) -> None:
         """Wait for the job in flight (at most ``grace`` seconds), then give up the lease."""

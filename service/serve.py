@@ -300,6 +300,7 @@ def retention_policy(settings: Settings) -> RetentionPolicy:
         secret_key=settings.resolved_secret_key(),
         blob_quiet_period=settings.blob_quiet_period,
         data_dir=settings.data_dir,
+        audit_text_max_age=settings.audit_text_max_age,
     )
 
 

@@ -231,6 +231,8 @@ class Settings(BaseSettings):
     retention_max_age: Duration = timedelta(days=1095)
     purge_interval: Duration = timedelta(minutes=10)
     audit_max_age: Duration = timedelta(days=395)
+    # The free text of audit events (search terms, filters) is redacted after this.
+    audit_text_max_age: Duration = timedelta(days=30)
     # A blob referenced this recently is not deleted by a purge (a message may be about to
     # reference it); housekeeping removes it later if nothing does.
     blob_quiet_period: Duration = timedelta(minutes=5)

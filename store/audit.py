@@ -5,6 +5,10 @@ free text that can name a customer (a search for ``from:ann@example.com``, a par
 the account is purged, ``redact_account`` replaces those values with ``REDACTED`` and keeps the
 rest of the event (who, what, when, outcome, ids). To find them without scanning 13 months of
 events, each event stores the terms of its free text in ``mentions`` (indexed) when written.
+
+Free text names people a purge cannot know of (a street, a surname, a word of their mail), so
+it is not kept as long as the event: ``forget_free_text`` redacts every free-text value of the
+events older than ``ARCHIVE_AUDIT_TEXT_MAX_AGE`` (30 days), keeping which parameters were used.
 """
 
 from __future__ import annotations
@@ -170,6 +174,31 @@ async def redact_accounts(subjects: list[Subject]) -> int:
     if updates:
         await collection.bulk_write(updates, ordered=False)
     return len(changed)
+
+
+async def forget_free_text(*, before: datetime) -> int:
+    """Redact every free-text value of the events that happened before ``before`` (the
+    parameters stay, their values become ``REDACTED``); returns how many events changed. The
+    ``free_text_at`` index holds only the events that still keep some: each run reads only
+    those that aged out since the last."""
+    collection = AuditEvent.get_pymongo_collection()
+    aged = {"at": {"$lt": before}, "mentions.0": {"$exists": True}}
+    done = 0
+    while True:
+        found = collection.find(aged, {"query": 1}).hint("free_text_at").limit(_BATCH)
+        events = [e async for e in found]
+        if not events:
+            return done
+        updates = [
+            UpdateOne({"_id": e["_id"]}, {"$set": {"query": _without_free_text(e), "mentions": []}})
+            for e in events
+        ]
+        done += (await collection.bulk_write(updates, ordered=False)).modified_count
+
+
+def _without_free_text(event: Mapping[str, Any]) -> dict[str, str]:
+    query = dict(event.get("query") or {})
+    return {k: REDACTED if k in free_text(query) else v for k, v in query.items()}
 
 
 async def index_audit_mentions() -> int:

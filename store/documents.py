@@ -608,6 +608,14 @@ class AuditEvent(Document):
             IndexModel([("action", ASCENDING), ("at", DESCENDING)], name="action"),
             IndexModel([("target.account_id", ASCENDING), ("at", DESCENDING)], name="account"),
             IndexModel([("mentions", ASCENDING)], name="mentions"),
+            # The events that still keep free text, by age: what ages out of it next. (With
+            # ``_id``: Beanie tells indexes apart by their fields, not their order, and would
+            # take one on ``at`` alone for the index ``at`` above.)
+            IndexModel(
+                [("at", ASCENDING), ("_id", ASCENDING)],
+                name="free_text_at",
+                partialFilterExpression={"mentions.0": {"$exists": True}},
+            ),
         ]
 
 

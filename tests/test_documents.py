@@ -97,7 +97,7 @@ EXPECTED_INDEXES = {
     "messages": {
         "dedup_key", "message_id_header", "thread", "account_time", "newest", "participant",
         "collected_at_id", "raw_blob", "attachment_blobs",
-        "account_purge_due", "alias_ids",
+        "account_purge_due", "alias_ids", "refetch_at",
     },
     "blobs": {"last_referenced_at"},
     "blob_chunks": {"blob_n"},
@@ -105,7 +105,7 @@ EXPECTED_INDEXES = {
     "purge_records": {"purge_key", "subjects", "done_at", "pending_blobs", "pending_conversations"},
     "leases": set(),
     "api_keys": {"name", "token"},
-    "audit_events": {"ttl", "at", "actor", "action", "account", "mentions"},
+    "audit_events": {"ttl", "at", "actor", "action", "account", "mentions", "free_text_at"},
     "exports": {"expires_at", "account", "created"},
     "disclosures": {"disclosed_at"},
     "spool": {"owner", "lease_until", "raw_sha256", "chat_claims", "chat_claims_id"},

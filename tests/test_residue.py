@@ -8,7 +8,7 @@ import asyncio
 import os
 import sys
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -113,10 +113,82 @@ async def test_what_remains_is_named_with_its_reason(database: Database, tmp_pat
     by_place = {(f.place, f.kind) for f in residue.findings}
     assert ("messages", Kind.HELD) in by_place
     assert ("blobs", Kind.RESIDUE) in by_place
-    assert ("audit_events", Kind.RESIDUE) in by_place
+    # The account lives on in its held conversation: its trail is redacted at its purge.
+    assert ("audit_events", Kind.HELD) in by_place
     assert ("exports folder", Kind.RESIDUE) in by_place
     assert ("data folder", Kind.RESIDUE) in by_place
     assert residue.verdict is Verdict.REMAINS
+
+
+async def purged_ann(database: Database, tmp_path: Path) -> datetime:
+    await ann_with_content()
+    purged = utcnow()
+    await request_erasure(account_id="ann", now=purged)
+    await sweep(database, now=purged, policy=policy(tmp_path))
+    return purged
+
+
+async def audit_search(q: str, *, role: Role, at: datetime) -> None:
+    """The event the API writes for a search (``api.app``'s audit of ``GET /search``)."""
+    await audit.record(actor=f"{role.value}-key", role=role, action="search", query={"q": q},
+                       max_age=timedelta(days=395), now=at)  # fmt: skip
+
+
+async def test_free_text_from_before_the_purge_that_still_names_the_account_is_residue(
+    database: Database, tmp_path: Path
+) -> None:
+    purged = await purged_ann(database, tmp_path)
+    # What a redaction that missed an event leaves (written as of before the purge).
+    await audit_search("from:ann@example.com", role=Role.AGENT, at=purged - timedelta(hours=1))
+    residue = await scan(ann(), now=utcnow(), quiet_period=QUIET, data_dir=tmp_path,
+                         captured_at=purged)  # fmt: skip
+    assert residue.verdict is Verdict.REMAINS
+    assert "residue  audit_events: 1 free text (search terms, filters) naming the account" in (
+        residue.lines())  # fmt: skip
+
+
+async def test_compliances_searches_that_verify_an_erasure_are_not_its_residue(
+    database: Database, tmp_path: Path
+) -> None:
+    purged = await purged_ann(database, tmp_path)
+    await audit_search("ann@example.com", role=Role.COMPLIANCE, at=utcnow())
+    residue = await scan(ann(), now=utcnow(), quiet_period=QUIET, data_dir=tmp_path,
+                         captured_at=purged)  # fmt: skip
+    assert residue.verdict is Verdict.CLEAN, residue.lines()
+    [kept] = [f for f in residue.findings if f.place == "audit_events" and "since" in f.why]
+    assert kept.kind is Kind.KEPT and kept.count == 1
+
+
+@pytest.mark.slow
+async def test_a_held_accounts_own_searches_are_not_residue(env: dict[str, str]) -> None:
+    """Before: a held account, never purged, that compliance had searched for with
+    ``account:ann`` was "1 items remain that should not", exit 1: a false alarm."""
+    async with open_database(env["ARCHIVE_MONGODB_URI"], name=env["ARCHIVE_DB_NAME"]) as db:
+        await ann_with_content()
+        await place_hold(db, account_id="ann", conversation_id=None, kind=HoldKind.DISPUTE,
+                         reason="r", case_ref=None, expires_at=None,
+                         created_by="legal")  # fmt: skip
+        await audit_search("account:ann", role=Role.COMPLIANCE, at=utcnow())
+        now = utcnow()
+        await request_erasure(account_id="ann", now=now)
+        await sweep(db, now=now, policy=policy(Path(env["ARCHIVE_DATA_DIR"])))
+    code, out = await verify(env, "--account", "ann")
+    assert code == 3, out
+    assert ": kept: " in out
+    assert "held     audit_events: 1 free text naming the account, which is not purged" in out
+    assert "\n  residue " not in out
+
+
+async def test_audit_free_text_is_forgotten_after_its_own_max_age(database: Database) -> None:
+    now = utcnow()
+    await audit_search("Quuxstreet 12 Zelda", role=Role.COMPLIANCE, at=now - timedelta(days=31))
+    await audit_search("quuxworth OR zanzibarquux", role=Role.AGENT, at=now - timedelta(days=29))
+    assert await audit.forget_free_text(before=now - timedelta(days=30)) == 1
+    old, recent = await AuditEvent.find_all().sort("at").to_list()
+    assert old.query == {"q": audit.REDACTED} and old.mentions == []
+    assert (old.actor, old.action) == ("compliance-key", "search")  # who and what stay
+    assert recent.query == {"q": "quuxworth OR zanzibarquux"}
+    assert await audit.forget_free_text(before=now - timedelta(days=30)) == 0  # once
 
 
 async def test_the_scan_reads_the_embedded_mongods_log_files(
