@@ -26,25 +26,35 @@ async def open_records(
     now: datetime,
 ) -> list[PurgeRecord]:
     """The records of these purges (rule, deadline, account), in their order: an unfinished
-    one for the same purge is resumed, never doubled; the new ones are inserted together."""
+    one for the same purge is resumed, never doubled, and so is the last one if it deleted
+    nothing (a held account's purge is tried at every sweep: before, each wrote a record
+    repeating the same findings); the new ones are inserted together."""
     prefixes = []
     for rule, due_at, account_id in purges:
         subject = subject_hmac(policy.secret_key, account_id) if account_id else None
         prefixes.append((f"{rule.value}:{subject or 'any'}:{due_at.isoformat()}", subject))
     earlier: Counter[str] = Counter()
     unfinished: dict[str, PurgeRecord] = {}
+    latest: dict[str, tuple[int, PurgeRecord]] = {}
     found_records = PurgeRecord.get_pymongo_collection().find(
         records_of_purges([prefix for prefix, _ in prefixes])
     )
     async for doc in found_records:
         found = PurgeRecord.model_validate(doc)
-        prefix = found.purge_key.rsplit(":", 1)[0]
+        prefix, number = found.purge_key.rsplit(":", 1)
         earlier[prefix] += 1
         if found.done_at is None:
             unfinished[prefix] = found
-    records, new = [], []
+        if int(number) > latest.get(prefix, (0, found))[0]:
+            latest[prefix] = (int(number), found)
+    records, new, again = [], [], []
     for (rule, due_at, _), (prefix, subject) in zip(purges, prefixes, strict=True):
         record = unfinished.get(prefix)
+        if record is None and prefix in latest and _deleted_nothing(latest[prefix][1]):
+            # The same purge found nothing to delete last time either (what is left is held):
+            # its record is taken up again, not one more written at every sweep.
+            record = latest[prefix][1]
+            again.append(record.id)
         if record is None:
             record = PurgeRecord(
                 id=PydanticObjectId(), subject_hmac=subject,
@@ -55,7 +65,21 @@ async def open_records(
         records.append(record)
     if new:
         await PurgeRecord.insert_many(new)
+    if again:
+        await PurgeRecord.get_pymongo_collection().update_many(
+            {"_id": {"$in": again}}, {"$set": {"done_at": None}}
+        )
+        for record in records:
+            if record.id in again:
+                record.done_at = None
     return records
+
+
+def _deleted_nothing(record: PurgeRecord) -> bool:
+    counts = record.counts
+    return (record.done_at is not None and not record.pending_blobs
+            and not record.pending_conversations
+            and counts.messages == counts.conversations == counts.blobs == 0)  # fmt: skip
 
 
 def records_of_purges(prefixes: Sequence[str]) -> dict[str, Any]:

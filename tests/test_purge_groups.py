@@ -102,6 +102,26 @@ async def test_a_second_sweep_finds_nothing_more_and_writes_no_new_record(
     assert await PurgeRecord.count() == 5
 
 
+async def test_a_purge_held_back_by_a_hold_keeps_one_record_for_the_sweeps_that_find_nothing(
+    database: Database,
+) -> None:
+    """Before: every sweep (every 20 s in the trial) wrote another record of the same purge,
+    each repeating the same findings. Now the sweeps that find nothing more to delete take up
+    the record of the last one that did not either."""
+    [account] = await customers(1)
+    held = await Conversation.find_one({"external_id": f"{account}-1"})
+    assert held is not None and held.id is not None
+    await place_hold(database, account_id=None, conversation_id=held.id, kind=HoldKind.DISPUTE,
+                     reason="r", case_ref=None, expires_at=None, created_by="legal")  # fmt: skip
+    for _ in range(5):
+        await sweep(database, now=utcnow(), policy=POLICY)
+    first, waiting = await PurgeRecord.find_all().sort("purge_key").to_list()
+    assert first.counts.messages == 1 and first.done_at is not None  # the unheld chat went
+    assert waiting.counts.messages == 0 and waiting.done_at is not None
+    assert waiting.residue is not None and waiting.residue["verdict"] == "kept"
+    assert waiting.residue["checked_at"] > waiting.started_at  # checked again at each sweep
+
+
 async def sweep_cost(
     database: Database, mongo: EmbeddedMongo, accounts: int, prefix: str
 ) -> Counter[str]:
