@@ -361,11 +361,24 @@ async def start_export(
             raise NotFound(f"no account {scope.account_id!r}")
         if account.purged_at is not None:
             raise Conflict(f"account {scope.account_id!r} was purged; nothing of it is left")
+    accounts, conversations = await subjects_of(scope)
     export = Export(account_id=account_id or scope.account_id, hold_id=hold_id,
                     created_by=created_by, created_at=now, expires_at=now + max_age,
-                    directory=str(directory) if directory else None)  # fmt: skip
+                    directory=str(directory) if directory else None,
+                    account_ids=accounts, conversation_ids=conversations)  # fmt: skip
     await export.insert()
     return export
+
+
+async def subjects_of(scope: Scope) -> tuple[list[str], list[PydanticObjectId]]:
+    """Whose data an export of ``scope`` holds: the account, or the conversation and the
+    account it is linked to."""
+    if scope.account_id is not None:
+        return [scope.account_id], []
+    assert scope.conversation_id is not None
+    conversation = await Conversation.get(scope.conversation_id)
+    account = conversation.account_id if conversation is not None else None
+    return ([account] if account else []), [scope.conversation_id]
 
 
 async def build_export(

@@ -18,6 +18,7 @@ from beanie import PydanticObjectId
 from pymongo import UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from exports.builder import remove_exports
 from retention.holds import held_scopes, unheld
 from retention.rules import RetentionPolicy, subject_hmac
 from store.blobs import referenced
@@ -284,6 +285,8 @@ async def settle_conversations(
     result = await Conversation.get_pymongo_collection().delete_many(
         {"_id": {"$in": [c["_id"] for c in going]}}
     )
+    # A disclosure of one of them goes with it (a hold released, its conversation purged).
+    await remove_exports({"conversation_ids": {"$in": [c["_id"] for c in going]}})
     dropped: Counter[Any] = Counter(record_of(c).id for c in going)
     await PurgeRecord.get_pymongo_collection().bulk_write([
         UpdateOne({"_id": record_id}, {"$inc": {"counts.conversations": count}})

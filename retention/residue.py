@@ -215,7 +215,7 @@ async def scan_many(
     await _conversations(scans, now=now, before=before)
     await _blobs(scans, now=now, quiet_period=quiet_period)
     await _spool(scans)
-    await _exports(scans)
+    await _exports(scans, now=now)
     await _audit(scans, now=now, captured_at=captured_at or now)
     await _accounts(scans)
     if data_dir is not None:
@@ -512,12 +512,54 @@ def _naming_scans(entry: _Doc, needles: _Needles, addressed: dict[str, set[int]]
     return named
 
 
-async def _exports(scans: _Scans) -> None:
-    ids = {i.account_id for i, _ in scans if i.account_id is not None}
-    records = await _counts(Export.get_pymongo_collection(), "account_id", ids)
+async def _exports(scans: _Scans, *, now: datetime) -> None:
+    """Export records that hold a subject: a subject-access export of the account, or a
+    disclosure that contains the account or one of its conversations (before, a disclosure of
+    a released hold's conversation outlived the purge, its zip still downloadable). Those of
+    an account not purged yet go at its purge."""
+    ids = sorted({i.account_id for i, _ in scans if i.account_id is not None})
+    conversations = sorted({c for i, _ in scans for c in i.conversation_ids})
+    found: list[_Doc] = []
+    for part in _slices(ids):
+        query: _Doc = {"$or": [{"account_id": {"$in": part}}, {"account_ids": {"$in": part}}]}
+        found += await Export.get_pymongo_collection().find(query, _EXPORT_SUBJECTS).to_list()
+    for part in _slices(conversations):
+        query = {"conversation_ids": {"$in": part}}
+        found += await Export.get_pymongo_collection().find(query, _EXPORT_SUBJECTS).to_list()
+    exports = {e["_id"]: e for e in found}.values()
+    purged, held = await _accounts_purged_or_held(ids, now=now)
     for i, residue in scans:
-        if i.account_id is not None:
-            residue.found("exports", records[i.account_id], "export records of the account")
+        holding = sum(1 for e in exports if _holds(e, i))
+        alive = _alive(i, residue, purged, held)
+        if alive is not None:
+            residue.found("exports", holding, "export records (and their files) holding the "
+                          "account, which is not purged: they go at its purge", alive)  # fmt: skip
+        else:
+            residue.found("exports", holding, "export records (and their files) holding the "
+                          "account")  # fmt: skip
+
+
+def _alive(
+    identifiers: Identifiers, residue: Residue, purged: dict[str, datetime], held: set[str]
+) -> Kind | None:
+    """How what an account not purged yet still has counts (held, or pending its purge);
+    None for a purged account, or a scan without one (what remains is residue)."""
+    account = identifiers.account_id
+    if account is None or account in purged:
+        return None
+    return Kind.HELD if account in held or residue.count(Kind.HELD) else Kind.PENDING
+
+
+_EXPORT_SUBJECTS = {"account_id": 1, "account_ids": 1, "conversation_ids": 1}
+
+
+def _holds(export: _Doc, identifiers: Identifiers) -> bool:
+    account = identifiers.account_id
+    return bool(
+        (account is not None and (export.get("account_id") == account
+                                  or account in (export.get("account_ids") or ())))
+        or identifiers.conversation_ids.intersection(export.get("conversation_ids") or ())
+    )  # fmt: skip
 
 
 async def _audit(scans: _Scans, *, now: datetime, captured_at: datetime) -> None:
@@ -538,10 +580,9 @@ async def _audit(scans: _Scans, *, now: datetime, captured_at: datetime) -> None
     purged, held = await _accounts_purged_or_held(ids, now=now)
     for (i, residue), subject, events in zip(asked, subjects, found, strict=True):
         naming = [e for e in events if _names(subject, e)]
-        if i.account_id is not None and i.account_id not in purged:
-            kind = Kind.HELD if i.account_id in held or residue.count(Kind.HELD) else Kind.PENDING
+        if (alive := _alive(i, residue, purged, held)) is not None:
             residue.found("audit_events", len(naming), "free text naming the account, which is "
-                          "not purged: redacted at its purge", kind)  # fmt: skip
+                          "not purged: redacted at its purge", alive)  # fmt: skip
         else:
             since = purged.get(i.account_id or "", captured_at)
             after = sum(1 for e in naming if _aware(e["at"]) > since)

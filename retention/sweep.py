@@ -377,7 +377,10 @@ async def _forget_accounts(
     async with database.client.start_session() as session:
         forgotten = set(await session.with_transaction(tombstone))
     if forgotten:
-        await remove_exports({"account_id": {"$in": sorted(forgotten)}})
+        # Subject-access exports, and disclosures that hold any of them.
+        forgotten_ids = sorted(forgotten)
+        await remove_exports({"$or": [{"account_id": {"$in": forgotten_ids}},
+                                      {"account_ids": {"$in": forgotten_ids}}]})  # fmt: skip
         await redact_accounts([Subject(account_id=a.id, emails=a.emails, name=a.name)
                                for a in accounts if a.id in forgotten])  # fmt: skip
     return forgotten

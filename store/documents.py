@@ -644,12 +644,18 @@ class Export(Document):
     # Where its files go (``<id>.zip`` and its temporary ``<id>.*.part``): removed with the
     # record even when the export never finished.
     directory: str | None = None
+    # Whose data it holds: the export goes (file and record) as soon as any of them is purged,
+    # a disclosure of a hold's conversation as much as a subject-access export.
+    account_ids: list[str] = Field(default_factory=list)
+    conversation_ids: list[PydanticObjectId] = Field(default_factory=list)
 
     class Settings:
         name = "exports"
         indexes = [
             IndexModel([("expires_at", ASCENDING)], name="expires_at"),
             IndexModel([("account_id", ASCENDING)], name="account", sparse=True),
+            IndexModel([("account_ids", ASCENDING)], name="subject_accounts"),
+            IndexModel([("conversation_ids", ASCENDING)], name="subject_conversations"),
             IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)], name="created"),
         ]
 

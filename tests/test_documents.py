@@ -106,7 +106,7 @@ EXPECTED_INDEXES = {
     "leases": set(),
     "api_keys": {"name", "token"},
     "audit_events": {"ttl", "at", "actor", "action", "account", "mentions", "free_text_at"},
-    "exports": {"expires_at", "account", "created"},
+    "exports": {"expires_at", "account", "created", "subject_accounts", "subject_conversations"},
     "disclosures": {"disclosed_at"},
     "spool": {"owner", "lease_until", "raw_sha256", "chat_claims", "chat_claims_id"},
 }  # fmt: skip

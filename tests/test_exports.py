@@ -23,12 +23,13 @@ from exports.builder import (
     write_export,
 )
 from ingest.filer import Filer, filing
+from retention.records import verify_purge
 from retention.sweep import sweep
 from service.serve import retention_policy
 from store.accounts import register_account
 from store.blobs import read_blob
 from store.database import Database
-from store.documents import Disclosure, Export, Message, Role, utcnow
+from store.documents import Conversation, Disclosure, Export, Message, Role, utcnow
 from store.spool import Spool
 from tests.conftest import Api
 from tests.factories import chat, email
@@ -244,6 +245,43 @@ async def test_an_accounts_exports_are_purged_with_it(
     await sweep(database, now=utcnow(), policy=retention_policy(api.settings))
     assert await Export.get(view["id"]) is None
     assert not Path(export.path).exists()
+
+
+async def test_a_disclosure_of_a_released_holds_conversation_goes_with_its_purge(
+    api: Api, account: dict[str, Any], database: Database
+) -> None:
+    """Before: the conversation was purged 3 s after the release and the certificate said
+    clean, while the disclosure zip (chat text, name, address) stayed downloadable and on disk
+    for the export's 7 days: exports were purged by ``account_id``, which a hold's has not.
+    The register's entry stays, without content."""
+    await api.post("/api/v1/accounts/acct-x/erasure", Role.COMPLIANCE)
+    conversation = await Conversation.find_one({"external_id": "x-chat"})
+    assert conversation is not None
+    hold = await (await api.post("/api/v1/holds", Role.COMPLIANCE, json={
+        "conversation_id": str(conversation.id), "kind": "dispute", "reason": "chargeback"}
+    )).json()  # fmt: skip
+    policy = retention_policy(api.settings)
+    await sweep(database, now=utcnow(), policy=policy)  # all but the held chat goes
+    view, _, _ = await export_via_api(api, {"hold_id": hold["id"], "authority": "Court",
+                                            "legal_basis": "order"})  # fmt: skip
+    export = await Export.get(view["id"])
+    assert export is not None and export.path and Path(export.path).exists()
+    assert export.conversation_ids == [conversation.id]
+    assert export.account_ids == ["acct-x"]
+    released = await api.post(f"/api/v1/holds/{hold['id']}/release", Role.COMPLIANCE,
+                              json={"reason": "settled"})  # fmt: skip
+    assert released.status == 200, await released.text()
+
+    await sweep(database, now=utcnow(), policy=policy)
+
+    assert await Export.get(view["id"]) is None and not Path(export.path).exists()
+    download = await api.get(f"/api/v1/exports/{view['id']}/download", Role.COMPLIANCE)
+    assert download.status == 404
+    [entry] = (await (await api.get("/api/v1/disclosures", Role.COMPLIANCE)).json())["disclosures"]
+    assert entry["export_id"] == view["id"]  # the register keeps that it happened
+    found = await verify_purge(account_id="acct-x", emails=["ann@example.com"], names=[],
+                               now=utcnow(), policy=policy)  # fmt: skip
+    assert not [f for f in found.findings if f.place == "exports"], found.lines()
 
 
 async def test_exports_are_listed_newest_first_by_account_in_cursor_pages(api: Api) -> None:
