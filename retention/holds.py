@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from beanie import PydanticObjectId
+from pymongo import UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from store.audit import Subject
 from store.database import Database
-from store.documents import Account, Conversation, Hold, HoldKind, active_holds_query, utcnow
+from store.documents import (
+    Account,
+    Conversation,
+    Disclosure,
+    Hold,
+    HoldKind,
+    active_holds_query,
+    utcnow,
+)
 from store.errors import Conflict, NotFound
 
 
@@ -126,3 +137,41 @@ def unheld(
     if conversations:
         query["conversation_id"] = {"$nin": conversations}
     return query
+
+
+# --- the legal trail's free text ------------------------------------------------------------
+
+# The free text of the legal trail, which stays after the purge: who held or disclosed what,
+# when, why. A reason or a case reference may name the customer ("chargeback by Hugo
+# Holdquux <hugo@example.net>"): that goes with the customer.
+TRAIL_TEXT = {Hold: ("reason", "case_ref", "release_reason"),
+              Disclosure: ("case_ref", "authority", "legal_basis")}  # fmt: skip
+
+
+def trail_naming(doc: dict[str, Any], fields: Sequence[str], subject: Subject) -> dict[str, str]:
+    """The fields of ``doc`` whose text names ``subject``, redacted."""
+    changed = {}
+    for name in fields:
+        text = doc.get(name)
+        if isinstance(text, str) and (redacted := subject.redacted_in(text)) != text:
+            changed[name] = redacted
+    return changed
+
+
+async def redact_trail(subjects: Sequence[Subject]) -> int:
+    """Redact, in every hold and disclosure, the subjects' addresses, ids and each word of
+    their names (``Subject.redacted_in``); returns how many records changed. Both collections
+    are small (a few per case) and read whole: a reason names a customer in no indexed way."""
+    changed = 0
+    for model, fields in TRAIL_TEXT.items():
+        collection = model.get_pymongo_collection()
+        updates = []
+        async for doc in collection.find({}, dict.fromkeys(fields, 1)):
+            redacted: dict[str, str] = {}
+            for subject in subjects:
+                redacted |= trail_naming({**doc, **redacted}, fields, subject)
+            if redacted:
+                updates.append(UpdateOne({"_id": doc["_id"]}, {"$set": redacted}))
+        if updates:
+            changed += (await collection.bulk_write(updates, ordered=False)).modified_count
+    return changed

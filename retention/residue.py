@@ -29,7 +29,7 @@ from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
 
 from exports.builder import unowned_export_files
-from retention.holds import held_scopes
+from retention.holds import TRAIL_TEXT, held_scopes, trail_naming
 from search.index import index_path, presence_of_each
 from store.audit import Subject, free_text, naming_query
 from store.blobs import referenced
@@ -217,6 +217,7 @@ async def scan_many(
     await _spool(scans)
     await _exports(scans, now=now)
     await _audit(scans, now=now, captured_at=captured_at or now)
+    await _trail(scans, now=now)
     await _accounts(scans)
     if data_dir is not None:
         await _files(scans, data_dir=data_dir)
@@ -612,6 +613,32 @@ async def _accounts_purged_or_held(
 
 def _aware(at: datetime) -> datetime:
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+async def _trail(scans: _Scans, *, now: datetime) -> None:
+    """Hold and disclosure records (kept as the legal trail) whose reason, case reference,
+    authority or legal basis still name a subject: redacted at its purge (before, a reason
+    kept the customer's name and address forever after release and purge)."""
+    asked = [(i, r) for i, r in scans if i.account_id is not None or i.emails or i.names]
+    if not asked:
+        return
+    records = [
+        (fields, doc)
+        for model, fields in TRAIL_TEXT.items()
+        async for doc in model.get_pymongo_collection().find({}, dict.fromkeys(fields, 1))
+    ]
+    ids = sorted({i.account_id for i, _ in asked if i.account_id})
+    purged, held = await _accounts_purged_or_held(ids, now=now)
+    for i, residue in asked:
+        subject = Subject(account_id=i.account_id or "", emails=i.emails,
+                          name=" ".join(sorted(i.names)) or None)  # fmt: skip
+        naming = sum(1 for fields, doc in records if trail_naming(doc, fields, subject))
+        if (alive := _alive(i, residue, purged, held)) is not None:
+            residue.found("holds and disclosures", naming, "reasons or references naming the "
+                          "account, which is not purged: redacted at its purge", alive)  # fmt: skip
+        else:
+            residue.found("holds and disclosures", naming, "reasons or references naming the "
+                          "account")  # fmt: skip
 
 
 def _names(subject: Subject, event: _Doc) -> bool:

@@ -35,7 +35,7 @@ from exports.builder import remove_exports
 from retention import deletion
 from retention.deletion import Doomed, Hook, Purged
 from retention.forecast import conversation_ids, due_now, lateness
-from retention.holds import held_now, held_scopes, unheld
+from retention.holds import held_now, held_scopes, redact_trail, unheld
 from retention.records import open_records
 from retention.residue import Identifiers, Kind, Verdict, scan, scan_many, verdict_of
 from retention.rules import RetentionPolicy, max_age_cutoff, rule_for
@@ -352,7 +352,8 @@ async def _forget_accounts(
     """All content of these deleted accounts is gone: each stays as a tombstone without its
     personal data (its id stays a retention subject), its exports go, and the audit trail's
     free text that named it (by id, address or name, as captured before the tombstone) is
-    redacted. Only an account still as the sweep read it and still deleted (a restore during
+    redacted, as are its addresses, id and name words in hold reasons, case references and
+    disclosures. Only an account still as the sweep read it and still deleted (a restore during
     the sweep wins). Returns the ids of those forgotten now."""
     if not accounts:
         return set()
@@ -381,8 +382,10 @@ async def _forget_accounts(
         forgotten_ids = sorted(forgotten)
         await remove_exports({"$or": [{"account_id": {"$in": forgotten_ids}},
                                       {"account_ids": {"$in": forgotten_ids}}]})  # fmt: skip
-        await redact_accounts([Subject(account_id=a.id, emails=a.emails, name=a.name)
-                               for a in accounts if a.id in forgotten])  # fmt: skip
+        subjects = [Subject(account_id=a.id, emails=a.emails, name=a.name)
+                    for a in accounts if a.id in forgotten]  # fmt: skip
+        await redact_accounts(subjects)
+        await redact_trail(subjects)
     return forgotten
 
 

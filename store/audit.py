@@ -23,7 +23,7 @@ from pymongo import UpdateOne
 
 from store.documents import AuditEvent, Role, utcnow
 from store.paging import Page, keyset_page
-from store.words import words_of
+from store.words import WORD, normalise, words_of
 
 REDACTED = "[redacted]"
 # Query parameters whose values are ids, codes, times or switches; every other parameter is
@@ -42,6 +42,7 @@ STRUCTURED_PARAMETERS = frozenset(
     }
 )
 _ADDRESS = re.compile(r"[^\s@<>()\[\]\"',;:]+@[^\s@<>()\[\]\"',;:]+")
+_TOKEN = re.compile(r"\S+")
 _BATCH = 500
 
 
@@ -129,12 +130,32 @@ class Subject:
     """What names one account in free text: its id, its emails, the words of its name."""
 
     def __init__(self, *, account_id: str, emails: Iterable[str], name: str | None) -> None:
-        self.exact = {account_id.lower(), *(e.strip().lower() for e in emails if e.strip())}
+        exact = {account_id.lower(), *(e.strip().lower() for e in emails)}
+        self.exact = {term for term in exact if term}
         self.name_words = sorted(set(words_of(name or "")))
 
     def named_in(self, value: str) -> bool:
         terms = mention_terms(value)
         return bool(terms & self.exact) or (bool(self.name_words) and terms >= set(self.name_words))
+
+    def redacted_in(self, text: str) -> str:
+        """``text`` with each of the subject's addresses and ids, and each word of its name
+        (any one of them, in any case or accent, two letters or more), replaced by
+        ``REDACTED``: the rule for the free text of the legal trail (hold reasons, case
+        references, disclosures), which is kept after the purge."""
+
+        def exact(match: re.Match[str]) -> str:
+            token = match.group(0)
+            core = token.strip("()[]<>\"'.,;:!?")
+            return token.replace(core, REDACTED, 1) if core.lower() in self.exact else token
+
+        def word(match: re.Match[str]) -> str:
+            found = match.group(0)
+            return REDACTED if len(found) > 1 and normalise(found) in names else found
+
+        names = set(self.name_words)
+        text = _TOKEN.sub(exact, text)
+        return WORD.sub(word, text) if names else text
 
 
 def naming_query(subject: Subject) -> dict[str, Any]:

@@ -12,8 +12,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from beanie import PydanticObjectId
 
-from retention.holds import place_hold
+from retention.holds import place_hold, release_hold
 from retention.residue import Identifiers, Kind, Verdict, scan
 from retention.rules import RetentionPolicy
 from retention.sweep import sweep
@@ -25,6 +26,8 @@ from store.database import Database, open_database
 from store.documents import (
     AuditEvent,
     Conversation,
+    Disclosure,
+    Hold,
     HoldKind,
     Message,
     PurgeRecord,
@@ -177,6 +180,64 @@ async def test_a_held_accounts_own_searches_are_not_residue(env: dict[str, str])
     assert ": kept: " in out
     assert "held     audit_events: 1 free text naming the account, which is not purged" in out
     assert "\n  residue " not in out
+
+
+async def test_hold_reasons_and_disclosures_forget_the_customer_at_the_purge(
+    database: Database, tmp_path: Path
+) -> None:
+    """Before: the reasons kept the name and address forever after release and purge, and
+    the certificate said nothing of them."""
+    await register_account(account_id="zelda", emails=["hugo.holdquux@example.net"],
+                           name="Zelda Hugo Holdquux")  # fmt: skip
+    await email(account_id="zelda")
+    await chat("my parcel", account_id="zelda", conversation="zelda-chat")
+    conversation = await Conversation.find_one({"external_id": "zelda-chat"})
+    assert conversation is not None and conversation.id is not None
+    on_account = await place_hold(database, account_id="zelda", conversation_id=None,
+                                  kind=HoldKind.CRIMINAL_INVESTIGATION,
+                                  reason="retention order re Zelda Quuxworth",
+                                  case_ref="PR-7 zelda", expires_at=None,
+                                  created_by="legal")  # fmt: skip
+    on_chat = await place_hold(database, account_id=None, conversation_id=conversation.id,
+                               kind=HoldKind.DISPUTE,
+                               reason="chargeback by Hugo Holdquux (hugo.holdquux@example.net)",
+                               case_ref=None, expires_at=None, created_by="legal")  # fmt: skip
+    await Disclosure(export_id=PydanticObjectId(), hold_id=on_account.id, case_ref="PR-7 zelda",
+                     authority="Court", legal_basis="order re Holdquux",
+                     disclosed_by="legal").insert()  # fmt: skip
+    for hold in (on_account, on_chat):
+        assert hold.id is not None
+        await release_hold(
+            hold_id=hold.id, released_by="legal", reason="Zelda settled", now=utcnow()
+        )
+    await request_erasure(account_id="zelda", now=utcnow())
+    await sweep(database, now=utcnow(), policy=policy(tmp_path))
+
+    account_hold, chat_hold = await Hold.find_all().sort("created_at").to_list()
+    assert account_hold.reason == "retention order re [redacted] Quuxworth"
+    assert account_hold.case_ref == "PR-7 [redacted]"
+    assert account_hold.release_reason == "[redacted] settled"
+    assert chat_hold.reason == "chargeback by [redacted] [redacted] ([redacted])"
+    [disclosure] = await Disclosure.find_all().to_list()
+    assert (disclosure.case_ref, disclosure.legal_basis) == (
+        "PR-7 [redacted]",
+        "order re [redacted]",
+    )
+    zelda = Identifiers(account_id="zelda", emails={"hugo.holdquux@example.net"},
+                        names={"Zelda Hugo Holdquux"})  # fmt: skip
+    residue = await scan(zelda, now=utcnow(), quiet_period=QUIET, data_dir=tmp_path)
+    assert not [f for f in residue.findings if f.place == "holds and disclosures"], residue.lines()
+
+
+async def test_a_hold_reason_naming_a_purged_customer_is_residue(
+    database: Database, tmp_path: Path
+) -> None:
+    await purged_ann(database, tmp_path)
+    await Hold(account_id="someone-else", kind=HoldKind.DISPUTE, reason="refund to Ann Customer",
+               created_by="legal").insert()  # fmt: skip
+    residue = await scan(ann(), now=utcnow(), quiet_period=QUIET, data_dir=tmp_path)
+    assert "residue  holds and disclosures: 1 reasons or references naming the account" in (
+        residue.lines())  # fmt: skip
 
 
 async def test_audit_free_text_is_forgotten_after_its_own_max_age(database: Database) -> None:
