@@ -4,7 +4,7 @@ sweep is (the lateness metric), and the queries for what is due that the sweep a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from beanie import PydanticObjectId
@@ -24,7 +24,7 @@ from store.documents import (
 @dataclass(frozen=True)
 class ForecastItem:
     rule: PurgeRule
-    due_at: datetime
+    due_at: datetime  # the first of its messages is due then (past: due now)
     account_id: str | None
     messages: int
     held_messages: int
@@ -34,63 +34,83 @@ class ForecastItem:
 async def forecast(
     *, now: datetime, policy: RetentionPolicy, limit: int = 1000
 ) -> list[ForecastItem]:
-    """What will be purged when, and what holds block: accounts with content under a deletion
-    deadline (deleted ones, and what linked to a purged one since), then the content past (or
-    next to pass) the maximum age."""
-    items = []
-    accounts = Account.find({"next_purge_at": {"$type": "date"}}).sort("+next_purge_at")
-    async for account in accounts.limit(limit):
-        items.append(await _account_item(account, now=now))
-    items += await _max_age_items(now=now, policy=policy)
+    """What will be purged when, and what holds keep, with every stored message in exactly
+    one row: a deleted account's content under its deadline (one row per account, at most
+    ``limit``), and everything else by the month its maximum age ends in (before, only the
+    next day's content had a row: most messages had no date anywhere)."""
+    held = await held_now(now)
+    items = await _deletion_items(held, now=now, limit=limit)
+    items += await _max_age_items(held, policy=policy)
     return sorted(items, key=lambda item: item.due_at)
 
 
-async def _account_item(account: Account, *, now: datetime) -> ForecastItem:
-    assert account.next_purge_at is not None
-    due = {"account_id": account.id, "purge_due_at": {"$type": "date"}}
-    held_accounts, held_conversations = await held_scopes(
-        account_ids=[account.id], conversation_ids=await conversation_ids([account.id]), now=now
-    )
-    blocked = await _blocking_hold_ids(account.id, held_conversations, now=now)
-    total = await Message.find(due).count()
-    if held_accounts:
-        held = total
-    elif held_conversations:
-        held = await Message.find(
-            {**due, "conversation_id": {"$in": sorted(held_conversations)}}
-        ).count()
-    else:
-        held = 0
-    return ForecastItem(rule_for(account), account.next_purge_at, account.id, total, held, blocked)
+def _held_count(held: tuple[list[str], list[PydanticObjectId]]) -> dict[str, Any]:
+    """An aggregation's count of the messages an active hold covers."""
+    accounts, conversations = held
+    covered = {"$or": [{"$in": ["$account_id", accounts]},
+                       {"$in": ["$conversation_id", conversations]}]}  # fmt: skip
+    return {"$sum": {"$cond": [covered, 1, 0]}}
 
 
-async def _blocking_hold_ids(
-    account_id: str, conversations: set[PydanticObjectId], *, now: datetime
-) -> list[str]:
-    scope = [{"account_id": account_id}, {"conversation_id": {"$in": sorted(conversations)}}]
-    query = {"$and": [{"$or": scope}, active_holds_query(now)]}
-    return [str(h.id) async for h in Hold.find(query)]
-
-
-async def _max_age_items(*, now: datetime, policy: RetentionPolicy) -> list[ForecastItem]:
-    cutoff = max_age_cutoff(now=now, max_age=policy.max_age)
-    due = await Message.find({"collected_at": {"$lt": cutoff}}).count()
+async def _deletion_items(
+    held: tuple[list[str], list[PydanticObjectId]], *, now: datetime, limit: int
+) -> list[ForecastItem]:
+    """One row per account with content under a deletion deadline (``purge_due_at``)."""
+    found = await Message.get_pymongo_collection().aggregate([
+        {"$match": {"purge_due_at": {"$type": "date"}}},
+        {"$group": {"_id": "$account_id", "due_at": {"$min": "$purge_due_at"},
+                    "messages": {"$sum": 1}, "held": _held_count(held)}},
+        {"$sort": {"due_at": 1}},
+        {"$limit": limit},
+    ], hint="account_purge_due")  # fmt: skip
+    groups = [g async for g in found]
+    accounts = {a.id: a async for a in Account.find({"_id": {"$in": [g["_id"] for g in groups]}})}
+    blocking = await _blocking_holds([g["_id"] for g in groups if g["held"]], held, now=now)
     items = []
-    if due:
-        items.append(ForecastItem(PurgeRule.MAX_AGE, now, None, due, 0, []))
-    oldest = (
-        await Message.find({"collected_at": {"$gte": cutoff}}).sort("+collected_at").first_or_none()
-    )
-    if oldest is not None:
-        next_due = oldest.collected_at + policy.max_age
-        count = (
-            await Message.find(
-                {"collected_at": {"$lt": oldest.collected_at + timedelta(days=1)}}
-            ).count()
-            - due
-        )
-        items.append(ForecastItem(PurgeRule.MAX_AGE, next_due, None, count, 0, []))
+    for g in groups:
+        account = accounts.get(g["_id"])
+        rule = rule_for(account) if account is not None else PurgeRule.ACCOUNT_DELETION
+        items.append(ForecastItem(rule, _aware(g["due_at"]), g["_id"], g["messages"], g["held"],
+                                  blocking.get(g["_id"], [])))  # fmt: skip
     return items
+
+
+async def _blocking_holds(
+    account_ids: list[str], held: tuple[list[str], list[PydanticObjectId]], *, now: datetime
+) -> dict[str, list[str]]:
+    """The ids of the active holds over each of these accounts or its conversations."""
+    _, conversations = held
+    owner = {c["_id"]: c.get("account_id") async for c in Conversation.get_pymongo_collection()
+             .find({"_id": {"$in": conversations}}, {"account_id": 1})}  # fmt: skip
+    blocking: dict[str, list[str]] = {}
+    scope = [{"account_id": {"$in": account_ids}}, {"conversation_id": {"$in": conversations}}]
+    async for hold in Hold.find({"$and": [{"$or": scope}, active_holds_query(now)]}):
+        account = hold.account_id or owner.get(hold.conversation_id)
+        if account in account_ids:
+            blocking.setdefault(account, []).append(str(hold.id))
+    return blocking
+
+
+async def _max_age_items(
+    held: tuple[list[str], list[PydanticObjectId]], *, policy: RetentionPolicy
+) -> list[ForecastItem]:
+    """Everything not under a deletion deadline, by the month its maximum age ends in: the
+    row's date is its first message's."""
+    found = await Message.get_pymongo_collection().aggregate([
+        {"$match": {"purge_due_at": None}},
+        {"$group": {"_id": {"$dateTrunc": {"date": "$collected_at", "unit": "month"}},
+                    "first": {"$min": "$collected_at"}, "messages": {"$sum": 1},
+                    "held": _held_count(held)}},
+    ])  # fmt: skip
+    items = []
+    async for g in found:
+        due_at = _aware(g["first"]) + policy.max_age
+        items.append(ForecastItem(PurgeRule.MAX_AGE, due_at, None, g["messages"], g["held"], []))
+    return items
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def due_now(now: datetime) -> dict[str, Any]:

@@ -404,6 +404,8 @@ class AccountSummary:
     conversations: int
     messages: int
     active_holds: list[Hold]
+    # When the company first had the oldest of its messages (the maximum age counts from it).
+    oldest_collected_at: datetime | None = None
 
 
 async def account_summary(*, account_id: str, now: datetime) -> AccountSummary:
@@ -413,9 +415,14 @@ async def account_summary(*, account_id: str, now: datetime) -> AccountSummary:
     ]
     scope = {"$or": [{"account_id": account_id}, {"conversation_id": {"$in": conversation_ids}}]}
     holds = await Hold.find({"$and": [scope, active_holds_query(now)]}).to_list()
+    oldest = await (await Message.get_pymongo_collection().aggregate([
+        {"$match": {"account_id": account_id}},
+        {"$group": {"_id": None, "at": {"$min": "$collected_at"}}},
+    ])).to_list()  # fmt: skip
     return AccountSummary(
         account=account,
         conversations=len(conversation_ids),
         messages=await Message.find({"account_id": account_id}).count(),
         active_holds=holds,
+        oldest_collected_at=oldest[0]["at"] if oldest else None,
     )

@@ -35,6 +35,7 @@ from store.documents import (
     HoldKind,
     Message,
     PurgeRecord,
+    PurgeRule,
     utcnow,
 )
 from tests.conftest import Api
@@ -314,6 +315,26 @@ async def test_the_forecast_lists_what_is_due_when_and_what_blocks_it(
     assert (item.account_id, item.due_at, item.messages) == ("ann", deleted_at + GRACE, 5)
     assert item.blocked_by == [str(hold.id)] and item.held_messages == 5
     assert await Hold.count() == 1
+
+
+async def test_the_forecast_gives_every_stored_message_a_date(database: Database) -> None:
+    """Before: with 12 messages stored, one line ("max_age - 3"): the 9 of an active account
+    had no due date anywhere. Now each message is in exactly one row: a deleted account's,
+    or the month its maximum age ends in."""
+    now = utcnow()
+    await register_account(account_id="bo", emails=["bo@example.com"], name="Bo")
+    for days in (0, 1, 2, 40, 41, 42, 70, 71, 72):
+        await chat(f"day {days}", account_id="bo", conversation=f"bo-{days}",
+                   at=now - timedelta(days=days))  # fmt: skip
+    for n in range(3):
+        await chat("very old", conversation=f"old-{n}", at=now - POLICY.max_age - timedelta(days=n))
+    items = await forecast(now=now, policy=POLICY)
+    assert sum(i.messages for i in items) == await Message.count() == 12
+    assert all(i.rule is PurgeRule.MAX_AGE and i.account_id is None for i in items)
+    overdue = [i for i in items if i.due_at <= now]
+    assert sum(i.messages for i in overdue) == 3
+    later = sorted(i.due_at for i in items if i.due_at > now)
+    assert later[0] == now - timedelta(days=72) + POLICY.max_age  # the month's first message
 
 
 @pytest.fixture

@@ -40,6 +40,7 @@ from hypothesis.stateful import (
 
 from exports.builder import Scope, build_export, files_of_exports, start_export
 from ingest.mime import parse_email
+from retention.forecast import forecast
 from retention.holds import place_hold, release_hold
 from retention.residue import Identifiers, Verdict, scan
 from retention.rules import RetentionPolicy, subject_hmac
@@ -462,6 +463,17 @@ class RetentionMachine(RuleBasedStateMachine):
                                         quiet_period=timedelta(0), data_dir=self.data_dir,
                                         captured_at=lives[-1].purged_at))  # fmt: skip
                 assert residue.verdict is not Verdict.REMAINS, (account, residue.lines())
+
+    @invariant()
+    def every_stored_message_is_in_exactly_one_row_of_the_forecast(self) -> None:
+        """The forecast gives every message a date: a deleted account's row, or the month its
+        maximum age ends in; no row holds more held messages than it has."""
+        items = self.run(forecast(now=self.model.now, policy=self.policy))
+        assert sum(i.messages for i in items) == self.run(Message.count()), items
+        assert all(0 <= i.held_messages <= i.messages for i in items), items
+        under_deadline = {"purge_due_at": {"$type": "date"}}
+        assert sum(i.messages for i in items if i.account_id) == self.run(
+            Message.find(under_deadline).count())  # fmt: skip
 
     @invariant()
     def count_steps(self) -> None:

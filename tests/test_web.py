@@ -524,6 +524,18 @@ async def test_the_account_page_shows_holds_as_the_role_may_see_them(
     assert "fraud ring" in compliance and "CASE-9" in compliance
 
 
+async def test_the_account_page_says_when_its_content_reaches_its_maximum_age(
+    site: Web, story: Story
+) -> None:
+    """Before: only "content still goes at its maximum age", no date."""
+    page = await (await (await site.signed_in(A)).get("/accounts/acct-1")).text()
+    oldest = min(m.collected_at for m in (story.email, story.reply, story.chat, story.note))
+    due = oldest + site.app[CONFIG].retention.max_age
+    maximum = page.split("<dt>Maximum age</dt>")[1].split("</div>")[0]
+    assert f'datetime="{due.isoformat()}"' in maximum or due.strftime("%Y-%m-%d") in maximum
+    assert "the others as they reach the same age" in maximum
+
+
 async def test_agents_see_only_the_status_of_a_deleted_account(site: Web, story: Story) -> None:
     from store.accounts import mark_deleted
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from api import params, views
 from api import reading as api_reading
 from api.search import fingerprint, position
-from api.state import SEARCH
+from api.state import CONFIG, SEARCH
 from api.trail import audited
 from search.engine import Filters, Order, Position, QueryError, parse_query, search
 from store import reading
@@ -204,5 +204,10 @@ async def account_page(request: web.Request) -> web.Response:
             .limit(CONVERSATIONS_SHOWN)
             .to_list()
         )
+    oldest = summary.oldest_collected_at
+    # Its own dates: what goes first at the maximum age, besides any deletion deadline.
+    max_age = request.app[CONFIG].retention.max_age
+    max_age_due = oldest + max_age if oldest is not None and "emails" in view else None
     return render(request, "account.html", {"title": f"Account {account_id}", "account": view,
-                  "conversations": conversations, "shown": CONVERSATIONS_SHOWN})  # fmt: skip
+                  "conversations": conversations, "shown": CONVERSATIONS_SHOWN,
+                  "max_age_due": max_age_due})  # fmt: skip
