@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 from aiohttp import web
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from api import params, views
 from api.auth import principal_of
@@ -15,15 +15,9 @@ from store.accounts import account_summary, register_account
 from store.accounts import list_accounts as store_list_accounts
 from store.documents import Account, AccountStatus, utcnow
 
-Email = Annotated[
-    str,
-    Field(max_length=320, pattern=params.EMAIL_PATTERN),
-    AfterValidator(str.lower),
-]
-
 
 class AccountBody(params.BodyModel):
-    emails: Annotated[list[Email], Field(max_length=100)]
+    emails: Annotated[list[params.Email], Field(max_length=100)]
     name: Annotated[str, Field(max_length=500)] | None = None
 
 

@@ -83,6 +83,7 @@ def create_app(
     add_route(app, "DELETE", deletion, retention.restore_account, roles=PLATFORM_UP)
     erasure = f"{V1}/accounts/{{account_id}}/erasure"
     add_route(app, "POST", erasure, retention.erase_account, roles=COMPLIANCE_UP)
+    add_route(app, "POST", f"{V1}/erasures", retention.erase_person, roles=COMPLIANCE_UP)
     add_route(app, "POST", f"{V1}/holds", retention.create_hold, roles=COMPLIANCE_UP)
     add_route(app, "GET", f"{V1}/holds", retention.list_holds, roles=COMPLIANCE_UP)
     release = f"{V1}/holds/{{hold_id}}/release"

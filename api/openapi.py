@@ -268,6 +268,7 @@ def _retention_paths(components: Json) -> Json:
         DeletionBody,
         HoldBody,
         HoldsParams,
+        PersonErasureBody,
         PurgeRecordParams,
         ReleaseBody,
     )
@@ -295,6 +296,19 @@ def _retention_paths(components: Json) -> Json:
             "Erasure request: the account's content is due now (holds apply)",
             {"202": {"description": "Due now", "content": _json(account)}},
             problems=(404, *AUTHED), parameters=account_param)},
+        "/api/v1/erasures": {"post": _operation(
+            "Erasure of a person by address: every account that has or had one of them, and "
+            "their unlinked content, is due now (holds apply)",
+            {"202": {"description": "Due now", "content": _json({
+                "type": "object", "required": ["person_account_id", "account_ids"],
+                "properties": {
+                    "person_account_id": {"type": "string"},
+                    "account_ids": {"type": "array", "items": {"type": "string"}},
+                    "purge_records": {"type": "array", "items": {"type": "string"}},
+                }})}},
+            problems=(415, *AUTHED),
+            requestBody={"required": True,
+                         "content": _json(_schema(PersonErasureBody, components))})},
         "/api/v1/holds": {
             "post": _operation(
                 "Place a hold on an account or a conversation",

@@ -10,6 +10,7 @@ import base64
 import binascii
 import json
 import re
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
@@ -48,12 +49,17 @@ PATTERN_MEANINGS = {
 
 
 def _iso_only(value: object) -> object:
-    # pydantic would read "1700000000" or "0.5" as unix time; the API promises ISO 8601.
-    if isinstance(value, str) and not re.match(r"^\d{4}-\d{2}-\d{2}", value):
+    # pydantic would read "1700000000", "0.5" or a JSON number as unix time; the API promises
+    # ISO 8601 (a JSON 0 was taken for 1970-01-01: schemathesis found it).
+    if not isinstance(value, str | datetime) or (
+        isinstance(value, str) and not re.match(r"^\d{4}-\d{2}-\d{2}", value)
+    ):
         raise ValueError("an ISO 8601 date-time with a timezone, e.g. 2026-01-31T09:00:00Z")
     return value
 
 
+# An email address as bodies take it: lowercased, as accounts store them.
+Email = Annotated[str, Field(max_length=320, pattern=EMAIL_PATTERN), AfterValidator(str.lower)]
 IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_only), AfterValidator(in_utc_range)]
 
 

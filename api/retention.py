@@ -58,6 +58,22 @@ async def erase_account(request: web.Request) -> web.Response:
     return response
 
 
+class PersonErasureBody(params.BodyModel):
+    emails: Annotated[list[params.Email], Field(min_length=1, max_length=100)]
+    names: Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]],
+                     Field(max_length=10)] = []  # fmt: skip
+
+
+async def erase_person(request: web.Request) -> web.Response:
+    """An erasure of a person by address: every account that has or had one of them, and
+    their unlinked content (filed under an account of its own), is due at once."""
+    body = await params.body(request, PersonErasureBody)
+    erasure = await accounts.erase_person(emails=body.emails, names=body.names, now=utcnow())
+    # The addresses are not audited (they are what is being erased): the ids are.
+    await audited(request, "erasure.person", target={"account_id": erasure.person})
+    return web.json_response(views.person_erasure(erasure), status=202)
+
+
 async def _account(request: web.Request, account_id: str) -> web.Response:
     summary = await accounts.account_summary(account_id=account_id, now=utcnow())
     return web.json_response(views.account(summary, role=principal_of(request).role))

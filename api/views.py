@@ -7,7 +7,7 @@ from typing import Any
 from retention.forecast import ForecastItem
 from retention.residue import Kind, Verdict, verdict_of
 from search.engine import Hit
-from store.accounts import AccountSummary
+from store.accounts import AccountSummary, PersonErasure
 from store.documents import (
     Account,
     AccountStatus,
@@ -230,6 +230,16 @@ def purge_record(r: PurgeRecord) -> Json:
         # and adds them to the counts.
         "pending_blobs": len(r.pending_blobs),
         "residue": residue(r.residue) if r.residue else None,
+    }
+
+
+def person_erasure(e: PersonErasure) -> Json:
+    """What an erasure of a person set due: ids only (the addresses are what goes)."""
+    return {
+        "person_account_id": e.person,
+        "account_ids": e.accounts,
+        # Its certificate, once a sweep has run: the purge records of each id.
+        "purge_records": [f"/api/v1/purge-records?account_id={i}" for i in [e.person, *e.accounts]],
     }
 
 

@@ -50,6 +50,7 @@ from store.documents import (
     PurgeRule,
     SpoolEntry,
 )
+from store.subjects import address_hashes
 
 log = logging.getLogger("archive.purge")
 
@@ -362,6 +363,7 @@ async def _forget_accounts(
     not_yet = {"$or": [{"purged_at": {"$ne": now}}, {"emails": {"$ne": []}},
                        {"name": {"$ne": None}}]}  # fmt: skip
     collection = Account.get_pymongo_collection()
+    hashes = {a.id: address_hashes(a.emails) for a in accounts}
 
     async def tombstone(session: AsyncClientSession) -> list[str]:
         # Read and written in one snapshot: exactly those read are the ones changed now.
@@ -369,10 +371,12 @@ async def _forget_accounts(
                                 session=session)  # fmt: skip
         ids = [a["_id"] async for a in found]
         if ids:
-            await collection.update_many(
-                {"_id": {"$in": ids}}, {"$set": {"purged_at": now, "emails": [], "name": None}},
-                session=session,
-            )  # fmt: skip
+            # Its addresses stay only as keyed hashes: late mail from them links here.
+            await collection.bulk_write([
+                UpdateOne({"_id": i}, {"$set": {"purged_at": now, "emails": [], "name": None},
+                                       "$addToSet": {"purged_addresses": {"$each": hashes[i]}}})
+                for i in ids
+            ], session=session)  # fmt: skip
         return ids
 
     async with database.client.start_session() as session:

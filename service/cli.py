@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from typing import Any, NoReturn
 from bson import ObjectId
 from tqdm import tqdm
 
+from api.params import EMAIL_PATTERN
 from ingest.chat.backfill import ChatwootApiError
 from ingest.mailbox import MailboxKind
 from retention.residue import describe
@@ -142,6 +144,18 @@ def _verify_purge(settings: Settings, args: argparse.Namespace) -> int:
     return residue.verdict.exit_status
 
 
+def _erase(settings: Settings, args: argparse.Namespace) -> int:
+    erasure = asyncio.run(commands.erase_person(settings, emails=args.email, names=args.name or []))
+    others = ", ".join(erasure.accounts) or "none"
+    print(f"erasure requested: the person's unlinked content is filed under {erasure.person}; "
+          f"accounts with these addresses erased too: {others}")  # fmt: skip
+    addresses = " ".join(f"--email {e}" for e in args.email)
+    for account_id in [erasure.person, *erasure.accounts]:
+        print(f"  after the next sweep: support-archive verify-purge --account {account_id} "
+              f"{addresses}")  # fmt: skip
+    return 0
+
+
 def _reindex(settings: Settings, args: argparse.Namespace) -> int:
     with tqdm(unit="msg", desc="rebuilding the search index", leave=False) as bar:
 
@@ -236,6 +250,13 @@ def _account_id(text: str) -> str:
     if not is_account_id(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not an account id: {ACCOUNT_ID_RULE}")
     return text
+
+
+def _address(text: str) -> str:
+    """An email address, as the API takes one."""
+    if not re.fullmatch(EMAIL_PATTERN, text.strip()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an email address: name@domain")
+    return text.strip().lower()
 
 
 def _key_name(text: str) -> str:
@@ -370,9 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
         "every file under ARCHIVE_DATA_DIR for what identifies it: its id, and the addresses "
         "and names you give (a purged account keeps none). An id the archive does not know is "
         "refused (a purged account keeps its id), unless --email or --name is given: then "
-        "those are scanned for. Exit status: 0 nothing remains "
-        "(records kept by design aside), 3 content remains that a hold or the blob quiet "
-        "period explains, 1 something remains that should not, or the id is unknown.",
+        "those are scanned for. It ends in one word and its exit status: clean 0 (nothing "
+        "remains, nothing pending; records kept by design aside), pending 3 (on its way out: "
+        "blobs in their quiet period), kept 3 (a hold keeps content), remains 1 (something "
+        "should be gone and is not); 1 also when the id is unknown.",
     )
     verify.add_argument("--account", metavar="ID", required=True, type=_account_id,
                         help="the account's id")  # fmt: skip
@@ -381,6 +403,23 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--name", action="append", metavar="NAME",
                         help="a name the customer used (repeatable)")  # fmt: skip
     verify.set_defaults(run=_verify_purge)
+
+    erase = command(
+        subcommands,
+        "erase",
+        help="erase a person known by address: their accounts and their unlinked content",
+        description="For a data subject the archive may know only by address (never "
+        "registered, or purged before), as POST /api/v1/erasures: every account that has or "
+        "had one of the addresses is erased (again), and their unlinked conversations are "
+        "filed under an account of their own, erased too. Everything is due at once (holds "
+        "apply); the next sweep purges it (or run 'support-archive purge'). Prints the ids to "
+        "check with verify-purge.",
+    )
+    erase.add_argument("--email", action="append", metavar="ADDRESS", required=True,
+                       type=_address, help="an address of the person (repeatable)")  # fmt: skip
+    erase.add_argument("--name", action="append", metavar="NAME",
+                       help="a name of the person (repeatable)")  # fmt: skip
+    erase.set_defaults(run=_erase)
 
     export = command(
         subcommands,

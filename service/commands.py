@@ -40,7 +40,8 @@ from scheduler.jobs import Jobs
 from search.index import REBUILD_REQUEST, IndexBusy, SearchIndex, rebuild_here
 from service.serve import database_from, export_dir, fetch_policy, retention_policy, search_dir
 from service.settings import Settings, WebhookSource
-from store import audit, keys
+from store import accounts, audit, keys
+from store.accounts import PersonErasure
 from store.chat import file_chats
 from store.documents import Account, ApiKey, Export, PurgeRecord, Role, utcnow
 from store.documents import Message as StoredMessage
@@ -323,6 +324,14 @@ class PurgeCheck:
     records: list[PurgeRecord]
     residue: Residue
     known: bool  # whether the archive has the account (a purged one stays, as a tombstone)
+
+
+async def erase_person(settings: Settings, *, emails: list[str], names: list[str]) -> PersonErasure:
+    """``POST /api/v1/erasures`` from the command line, audited by the ids it set due."""
+    async with database_from(settings, share=True):
+        erasure = await accounts.erase_person(emails=emails, names=names, now=utcnow())
+        await _audited(settings, "erasure.person", target={"account_id": erasure.person})
+    return erasure
 
 
 async def verify_purge(

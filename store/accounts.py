@@ -23,6 +23,7 @@ from store.documents import (
 )
 from store.errors import Conflict, NotFound
 from store.paging import Key, Page, keyset_page
+from store.subjects import address_hashes, person_id
 
 # What an account id (the platform's own) may be: the API and the command line refuse anything
 # else alike, so that an account made by one can always be named in the other's URLs.
@@ -47,13 +48,25 @@ def normalise_email(address: str) -> str:
 
 
 async def account_for_emails(emails: Iterable[str]) -> Account | None:
-    """The account one of ``emails`` belongs to: a live account before a deleted one."""
+    """The account one of ``emails`` belongs to: a live account before a deleted one, and a
+    purged one that had one of them (``store.subjects``) last."""
     wanted = sorted({normalise_email(e) for e in emails if e})
     if not wanted:
         return None
-    candidates = await Account.find({"emails": {"$in": wanted}}).sort("+created_at").to_list()
-    live = [a for a in candidates if a.status is AccountStatus.ACTIVE]
-    ranked = live or candidates
+    query = {"$or": [{"emails": {"$in": wanted}},
+                     {"purged_addresses": {"$in": address_hashes(wanted)}}]}  # fmt: skip
+    return best_account(await Account.find(query).sort("+created_at").to_list(), wanted)
+
+
+def best_account(candidates: Sequence[Account], emails: Iterable[str]) -> Account | None:
+    """Of ``candidates`` (oldest first), the one mail from ``emails`` belongs to: a live
+    account that has one of them, else a deleted one, else a purged one whose addresses'
+    hashes include one (late mail of a purged customer: it goes with the next sweep)."""
+    wanted = {normalise_email(e) for e in emails}
+    hashed = set(address_hashes(wanted))
+    having = [a for a in candidates if wanted.intersection(a.emails)]
+    had = [a for a in candidates if hashed.intersection(a.purged_addresses)]
+    ranked = [a for a in having if a.status is AccountStatus.ACTIVE] or having or had
     return ranked[0] if ranked else None
 
 
@@ -342,6 +355,45 @@ async def request_erasure(*, account_id: str, now: datetime) -> Account:
     account = await _get(account_id)
     await _stamp_content(account, due=now)
     return account
+
+
+@dataclass(frozen=True)
+class PersonErasure:
+    """What an erasure of a person (by address) set due: the accounts that had one of the
+    addresses, and the one their unlinked content was filed under (``person``)."""
+
+    person: str
+    accounts: list[str]
+
+
+async def erase_person(
+    *, emails: Iterable[str], names: Iterable[str], now: datetime
+) -> PersonErasure:
+    """Erasure for a data subject the archive may know only by address (never registered, or
+    purged before): every account that has, or had, one of ``emails`` is erased (again), and
+    the unlinked conversations of the addresses are filed under an account of their own
+    (``store.subjects.person_id``: the same addresses give the same id), erased too. Holds
+    apply as to any erasure; each purge gets its record, and ``verify-purge --account`` of
+    the person's id is its certificate."""
+    addresses = sorted({normalise_email(e) for e in emails if e.strip()})
+    if not addresses:
+        raise ValueError("an erasure of a person needs at least one address")
+    person = person_id(addresses)
+    having = Account.find(
+        {
+            "$or": [
+                {"emails": {"$in": addresses}},
+                {"purged_addresses": {"$in": address_hashes(addresses)}},
+            ]
+        }
+    )
+    accounts = sorted({a.id async for a in having} - {person})  # fmt: skip
+    for account_id in accounts:
+        await request_erasure(account_id=account_id, now=now)
+    name = " ".join(n.strip() for n in names if n.strip()) or None
+    await register_account(account_id=person, emails=addresses, name=name)
+    await request_erasure(account_id=person, now=now)
+    return PersonErasure(person=person, accounts=accounts)
 
 
 async def restore(*, account_id: str) -> Account:

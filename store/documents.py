@@ -118,11 +118,15 @@ class Account(Document):
     # account, which never revives (nor adopts) the content of the previous one.
     life: int = 1
     life_started_at: datetime | None = None
+    # A purged account's addresses as keyed hashes (store.subjects): mail that comes later
+    # from one of them links to the tombstone and goes at the next sweep.
+    purged_addresses: list[str] = Field(default_factory=list)
 
     class Settings:
         name = "accounts"
         indexes = [
             IndexModel([("emails", ASCENDING)], name="emails"),
+            IndexModel([("purged_addresses", ASCENDING)], name="purged_addresses"),
             # The account list: newest first, of one status or all.
             IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)], name="created"),
             IndexModel(

@@ -11,7 +11,13 @@ from beanie import PydanticObjectId
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
-from store.accounts import apply_link_terms, ensure_account, normalise_email, settle_links
+from store.accounts import (
+    apply_link_terms,
+    best_account,
+    ensure_account,
+    normalise_email,
+    settle_links,
+)
 from store.blobs import NewAttachment, attachment_ref, put_blobs
 from store.documents import (
     MAX_BODY_BYTES,
@@ -27,6 +33,7 @@ from store.documents import (
     Envelope,
     Message,
 )
+from store.subjects import address_hashes
 
 DUPLICATE_KEY = 11000
 _T = TypeVar("_T")
@@ -429,6 +436,7 @@ async def _accounts_for(emails: Sequence[NewEmail]) -> dict[int, Account]:
         query.append({"_id": {"$in": sorted(named)}})
     if addresses:
         query.append({"emails": {"$in": sorted(addresses)}})
+        query.append({"purged_addresses": {"$in": address_hashes(addresses)}})
     if not query:
         return {}
     candidates = await Account.find({"$or": query}).sort("+created_at").to_list()
@@ -438,11 +446,9 @@ async def _accounts_for(emails: Sequence[NewEmail]) -> dict[int, Account]:
         if email.account_id:
             found[id(email)] = by_id[email.account_id]
             continue
-        wanted = {normalise_email(a) for a in email.customer_emails if a}
-        mine = [a for a in candidates if wanted.intersection(a.emails)]
-        ranked = [a for a in mine if a.status is AccountStatus.ACTIVE] or mine
-        if ranked:
-            found[id(email)] = ranked[0]
+        account = best_account(candidates, [a for a in email.customer_emails if a])
+        if account is not None:
+            found[id(email)] = account
     return found
 
 

@@ -22,7 +22,11 @@ from store.documents import Role
 from store.embedded import EmbeddedMongo
 from store.keys import create_key
 from store.spool import Spool
+from store.subjects import use_key
 from tests.mail import running
+
+# Tests that open the database themselves hash addresses as serve does (store.subjects).
+use_key(b"test-subject-key-0123456789abcdef")
 
 
 @pytest.fixture(scope="session")

@@ -42,6 +42,7 @@ async def chat(
     conversation: str = "chat-1",
     at: datetime | None = None,
     role: AuthorRole = AuthorRole.CUSTOMER,
+    customer_email: str | None = None,
 ) -> Message:
     n = next(_counter)
     filed = await file_chat(
@@ -50,6 +51,7 @@ async def chat(
             conversation_id=conversation,
             received_at=utcnow(),
             account_id=account_id,
+            customer_email=customer_email,
             messages=[
                 NewChatMessage(
                     external_id=f"m-{n}",

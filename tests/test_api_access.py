@@ -35,6 +35,7 @@ MATRIX = [
     ("POST", "/api/v1/holds", {C, D}),
     ("POST", "/api/v1/holds/{h}/release", {C, D}),
     ("POST", "/api/v1/accounts/acct-1/erasure", {C, D}),
+    ("POST", "/api/v1/erasures", {C, D}),
     ("POST", "/api/v1/accounts/acct-1/deletion", {P, D}),
     ("DELETE", "/api/v1/accounts/acct-1/deletion", {P, D}),
     ("POST", "/api/v1/exports", {C, D}),
@@ -60,6 +61,7 @@ BODIES = {
     "PUT": {"emails": ["ann@example.com"]},
     "/api/v1/holds": {"account_id": "acct-1", "kind": "dispute", "reason": "chargeback"},
     "/api/v1/exports": {"account_id": "acct-1"},
+    "/api/v1/erasures": {"emails": ["someone@example.net"]},
 }
 
 

@@ -8,9 +8,9 @@ from typing import Any
 from retention.sweep import sweep
 from service.serve import retention_policy
 from store.database import Database
-from store.documents import Account, AuditEvent, Role, utcnow
+from store.documents import Account, AuditEvent, Message, Role, utcnow
 from tests.conftest import Api
-from tests.factories import email
+from tests.factories import chat, email
 from tests.helpers import iso
 
 
@@ -30,6 +30,17 @@ async def test_a_deletion_in_the_future_is_refused(api: Api) -> None:
     response = await api.post("/api/v1/accounts/acct-1/deletion", Role.PLATFORM,
                               json={"deleted_at": iso(utcnow() + timedelta(days=1))})  # fmt: skip
     assert response.status == 422
+    assert (await Account.get("acct-1")).status == "active"  # type: ignore[union-attr]
+
+
+async def test_a_deletion_time_given_as_a_number_is_refused(api: Api) -> None:
+    """A JSON number was read as unix time (0: a deletion in 1970, purged at once)."""
+    await email(account_id="acct-1")
+    for when in (0, 1_700_000_000, 0.5, True):
+        response = await api.post("/api/v1/accounts/acct-1/deletion", Role.PLATFORM,
+                                  json={"deleted_at": when})  # fmt: skip
+        assert response.status == 422, when
+        assert "deleted_at" in await response.text()
     assert (await Account.get("acct-1")).status == "active"  # type: ignore[union-attr]
 
 
@@ -133,3 +144,54 @@ async def test_deletions_holds_and_erasures_are_audited(api: Api) -> None:
     actions = [e.action async for e in AuditEvent.find(AuditEvent.action != "denied").sort("+at")]
     assert actions == ["account.delete", "account.restore", "hold.create", "hold.release",
                        "account.erasure", "retention.forecast", "purge_records.read"]  # fmt: skip
+
+
+async def test_a_person_known_only_by_address_is_erased_with_a_certificate(
+    api: Api, database: Database
+) -> None:
+    """Before: nothing could erase the content of a person who has no account (yet): mail
+    and a chat from her address stayed, and a later registration would have adopted them."""
+    mail = await email(sender="Quinn Quuxley <quinn@example.net>", subject="my case")
+    talk = await chat("hi, Quinn here", conversation="q-1", customer_email="quinn@example.net")
+    other = await email(sender="Rob <rob@example.net>")
+    assert mail.account_id is None and talk.account_id is None
+
+    response = await api.post("/api/v1/erasures", Role.COMPLIANCE, json={
+        "emails": ["Quinn@Example.net"], "names": ["Quinn Quuxley"]})  # fmt: skip
+
+    assert response.status == 202, await response.text()
+    body = await response.json()
+    person = body["person_account_id"]
+    assert person.startswith("person-") and body["account_ids"] == []
+    await sweep(database, now=utcnow(), policy=retention_policy(api.settings))
+    assert await Message.find({"_id": {"$in": [mail.id, talk.id]}}).count() == 0
+    assert await Message.get(other.id) is not None  # only hers
+    records = await (await api.get(body["purge_records"][0], Role.COMPLIANCE)).json()
+    assert records["purged"] is True
+    [record] = records["records"]
+    assert record["counts"]["messages"] == 2
+    # The raw mail waits out the blob quiet period: pending, never "clean" meanwhile.
+    assert record["residue"]["verdict"] == "pending" and record["pending_blobs"] == 1
+    [event] = await AuditEvent.find({"action": "erasure.person"}).to_list()
+    assert event.target == {"account_id": person} and "quinn" not in str(event.query)
+    # Later mail from her address links to the tombstone and goes with the next sweep.
+    late = await email(sender="Quinn <quinn@example.net>", subject="again")
+    assert late.account_id == person and late.restricted
+
+
+async def test_a_person_erasure_also_erases_the_accounts_that_have_the_address(api: Api) -> None:
+    await api.put("/api/v1/accounts/acct-9", Role.PLATFORM, json={"emails": ["sam@example.net"]})
+    response = await api.post("/api/v1/erasures", Role.COMPLIANCE,
+                              json={"emails": ["sam@example.net"]})  # fmt: skip
+    assert (await response.json())["account_ids"] == ["acct-9"]
+    account = await Account.get("acct-9")
+    assert account is not None and account.erasure_requested_at is not None
+
+
+async def test_a_person_erasure_needs_an_address(api: Api) -> None:
+    response = await api.post("/api/v1/erasures", Role.COMPLIANCE, json={"emails": []})
+    assert response.status == 422
+    assert response.content_type == "application/problem+json"
+    assert "emails" in await response.text()
+    forbidden = await api.post("/api/v1/erasures", Role.AGENT, json={"emails": ["a@b.c"]})
+    assert forbidden.status == 403

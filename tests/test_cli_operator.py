@@ -8,6 +8,7 @@ import asyncio
 import getpass
 import mailbox
 import os
+import re
 import sys
 import uuid
 import zipfile
@@ -20,8 +21,9 @@ import pytest
 from bson import ObjectId
 
 from store.database import open_database
-from store.documents import Account, AccountStatus, AuditEvent, utcnow
+from store.documents import Account, AccountStatus, AuditEvent, Message, utcnow
 from store.embedded import EmbeddedMongo, find_mongod
+from tests.factories import email
 from tests.helpers import eventually, free_port, mongod_pids_using
 from tests.mail import make_email
 
@@ -386,3 +388,31 @@ async def test_cli_actions_are_audited_as_the_operator(env: dict[str, str], tmp_
         "key.create", "key.revoke", "mailbox.import", "export.create", "purge.sweep",
     ]  # fmt: skip
     assert {e.actor for e in events} == {f"cli:{getpass.getuser()}"}
+
+
+async def test_erase_by_address_files_and_erases_a_persons_unlinked_content(
+    env: dict[str, str],
+) -> None:
+    async with open_database(env["ARCHIVE_MONGODB_URI"], name=env["ARCHIVE_DB_NAME"]):
+        mail = await email(sender="Quinn Quuxley <quinn@example.net>", subject="my case")
+    env = env | {"ARCHIVE_BLOB_QUIET_PERIOD": "0s"}
+    code, out, err = await run(env, "erase", "--email", "Quinn@example.net",
+                               "--name", "Quinn Quuxley")  # fmt: skip
+    assert code == 0, err
+    person = re.search(r"filed under (person-[0-9a-f]+)", out)
+    assert person is not None, out
+    assert f"support-archive verify-purge --account {person[1]} --email quinn@example.net" in out
+    code, _, err = await run(env, "purge")
+    assert code == 0, err
+    code, out, _ = await run(env, "verify-purge", "--account", person[1],
+                             "--email", "quinn@example.net", "--name", "Quinn Quuxley")  # fmt: skip
+    assert code == 0, out
+    assert ": clean: nothing of it remains and nothing is pending" in out
+    async with open_database(env["ARCHIVE_MONGODB_URI"], name=env["ARCHIVE_DB_NAME"]):
+        assert await Message.get(mail.id) is None
+
+
+async def test_erase_refuses_what_is_not_an_address_in_one_line(env: dict[str, str]) -> None:
+    code, out, err = await run(env, "erase", "--email", "not an address")
+    assert (code, out) == (2, "")
+    assert "'not an address' is not an email address: name@domain" in err

@@ -92,7 +92,8 @@ async def test_every_document_round_trips(database: Database) -> None:
 
 
 EXPECTED_INDEXES = {
-    "accounts": {"emails", "purge_due", "next_purge", "created", "status_created"},
+    "accounts": {"emails", "purge_due", "next_purge", "created", "status_created",
+                 "purged_addresses"},
     "conversations": {"source_external_id", "account", "customer_emails", "collected_at"},
     "messages": {
         "dedup_key", "message_id_header", "thread", "account_time", "newest", "participant",

@@ -24,6 +24,7 @@ from store.accounts import register_account, request_erasure
 from store.blobs import put_blob
 from store.database import Database, open_database
 from store.documents import (
+    Account,
     AuditEvent,
     Conversation,
     Disclosure,
@@ -238,6 +239,28 @@ async def test_a_hold_reason_naming_a_purged_customer_is_residue(
     residue = await scan(ann(), now=utcnow(), quiet_period=QUIET, data_dir=tmp_path)
     assert "residue  holds and disclosures: 1 reasons or references naming the account" in (
         residue.lines())  # fmt: skip
+
+
+async def test_mail_and_chat_from_a_purged_customers_address_go_with_the_next_sweep(
+    database: Database, tmp_path: Path
+) -> None:
+    """Before: mail and a chat from her address after the purge stayed unlinked, 'past their
+    deadline' to verify-purge, and no sweep ever removed them. The tombstone keeps keyed
+    hashes of its addresses (never the addresses), and late content links to it."""
+    await purged_ann(database, tmp_path)
+    [tombstone] = await Account.find_all().to_list()
+    assert tombstone.emails == [] and len(tombstone.purged_addresses) == 1
+    assert "ann@example.com" not in tombstone.purged_addresses[0]
+    late_mail = await email(subject="one more thing")  # from Ann Customer <ann@example.com>
+    late_chat = await chat("hello again", conversation="ann-later",
+                           customer_email="ANN@example.com")  # fmt: skip
+    for late in (late_mail, late_chat):
+        assert late.account_id == "ann" and late.restricted  # hidden from agents at once
+        assert late.purge_due_at is not None and late.purge_due_at <= utcnow()
+    await sweep(database, now=utcnow(), policy=policy(tmp_path))
+    assert await Message.find({"_id": {"$in": [late_mail.id, late_chat.id]}}).count() == 0
+    residue = await scan(ann(), now=utcnow(), quiet_period=QUIET, data_dir=tmp_path)
+    assert residue.verdict is Verdict.CLEAN, residue.lines()
 
 
 async def test_audit_free_text_is_forgotten_after_its_own_max_age(database: Database) -> None:
