@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from beanie import PydanticObjectId
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,6 +31,7 @@ from store.documents import (
     Conversation,
     Envelope,
     Export,
+    Hold,
     HoldKind,
     Message,
     Role,
@@ -73,6 +75,13 @@ async def deliver(spool: Spool, *, mail_from: str, body: str) -> None:
     envelope = Envelope(mail_from=mail_from, rcpt_tos=["support@shop.example"],
                         client_address="127.0.0.1")  # fmt: skip
     await spool.put_email(raw, envelope=envelope, received_at=utcnow())
+
+
+async def tombstone(account_id: str) -> None:
+    """The account as a purge leaves it: deleted, purged now, without addresses or name."""
+    await Account.get_pymongo_collection().update_one({"_id": account_id}, {"$set": {
+        "status": AccountStatus.DELETED.value, "purged_at": utcnow(), "emails": [],
+        "name": None}})  # fmt: skip
 
 
 def write(path: Path, text: str) -> None:
@@ -122,11 +131,13 @@ async def varied_residue(database: Database, spool: Spool, data_dir: Path) -> di
     await BlobChunk(blob_id="f" * 64, n=0, data=b"x").insert()
     dot.blobs |= {loose.sha256, stays.attachments[0].sha256, "f" * 64}
     await Export(account_id="eve", created_by="test", expires_at=utcnow() + QUIET).insert()
+    await tombstone("eve")  # purged, its export left behind
 
     fay = await account("fay", "Fay Fairweather")  # the audit trail's free text names her
     for query in ({"q": "refund FAY@example.com"}, {"participant": "fairweather fay"}):
         await audit.record(actor="agent-key", role=Role.AGENT, action="search", query=query,
                            target={"account_id": "fay"}, max_age=timedelta(days=30))  # fmt: skip
+    await tombstone("fay")  # purged, the free text before it not redacted
     gus = await account("gus")  # files, a log and the spool name him
     write(data_dir / "journal" / "1.journal", '{"email": "GUS@EXAMPLE.COM"}')
     write(data_dir / "mongo" / "mongod.log", '{"filter": {"participants": "gus@example.com"}}')
@@ -146,9 +157,22 @@ async def varied_residue(database: Database, spool: Spool, data_dir: Path) -> di
     write(data_dir / "notes" / "joann.txt", "joann@example.com")
     write(data_dir / "mongo" / "mongod.log.2026-11-24T10-00-00", '"joann@example.com"')
     kim = await account("kim", "Kim")  # a tombstone, as a purge leaves it
-    await Account.get_pymongo_collection().update_one({"_id": "kim"}, {"$set": {
-        "status": AccountStatus.DELETED.value, "purged_at": utcnow(), "emails": [],
-        "name": None}})  # fmt: skip
+    await tombstone("kim")
+    lea = await account("lea", "Lea Lind")  # not purged: her trail waits for her purge
+    await audit.record(actor="agent-key", role=Role.AGENT, action="search",
+                       query={"q": "lea@example.com"}, max_age=timedelta(days=30))  # fmt: skip
+    max_ = await account("max", "Max Mustermann")  # purged, named in a hold's reason
+    await tombstone("max")
+    await Hold(account_id="other", kind=HoldKind.DISPUTE, created_by="legal",
+               reason="refund for Mustermann (max@example.com)").insert()  # fmt: skip
+    ned = await account("ned")  # purged, a disclosure of his conversation left behind
+    disclosed = await chat("disclosed", account_id="ned", conversation="ned-chat")
+    captured(ned, disclosed)
+    await Message.get_pymongo_collection().delete_one({"_id": disclosed.id})
+    await Conversation.get_pymongo_collection().delete_one({"_id": disclosed.conversation_id})
+    await Export(hold_id=PydanticObjectId(), conversation_ids=[disclosed.conversation_id],
+                 created_by="test", expires_at=utcnow() + QUIET).insert()  # fmt: skip
+    await tombstone("ned")
     write(data_dir / "exports" / f"{'0' * 24}.zip", "PK")  # every scan sees this one
     recheck = Identifiers(blobs={loose.sha256})  # as a purge re-checks its pending blobs
 
@@ -167,6 +191,9 @@ async def varied_residue(database: Database, spool: Spool, data_dir: Path) -> di
         "walk-in": (walk_in, {("messages", 1, r), ("spool", 1, r)}),
         "joann": (joann, {("data folder", 1, r), ("mongod log", 1, r)}),
         "kim": (kim, {("accounts", 1, k)}),
+        "lea": (lea, {("audit_events", 1, p)}),
+        "max": (max_, {("holds and disclosures", 1, r)}),
+        "ned": (ned, {("exports", 1, r)}),
         "recheck": (recheck, {("blobs", 1, r)}),
     }  # fmt: skip
 
