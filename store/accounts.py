@@ -392,6 +392,7 @@ async def erase_person(
         await request_erasure(account_id=account_id, now=now)
     name = " ".join(n.strip() for n in names if n.strip()) or None
     await register_account(account_id=person, emails=addresses, name=name)
+    await Account.get_pymongo_collection().update_one({"_id": person}, {"$set": {"person": True}})
     await request_erasure(account_id=person, now=now)
     return PersonErasure(person=person, accounts=accounts)
 
@@ -402,6 +403,13 @@ async def restore(*, account_id: str) -> Account:
     account = await _get(account_id)
     if account.purged_at is not None:
         raise NotFound(f"account {account_id!r} was purged; there is nothing to restore")
+    if account.person:
+        # Restored, it would hold the person's addresses as a live account, and the platform
+        # could no longer register the customer's own account with them.
+        raise Conflict(
+            f"account {account_id!r} holds the content of an erasure by address; "
+            "an erasure of a person is not undone"
+        )
     await Account.get_pymongo_collection().update_one(
         {"_id": account_id},
         {

@@ -121,6 +121,9 @@ class Account(Document):
     # A purged account's addresses as keyed hashes (store.subjects): mail that comes later
     # from one of them links to the tombstone and goes at the next sweep.
     purged_addresses: list[str] = Field(default_factory=list)
+    # Made by an erasure of a person by address (store.accounts.erase_person), not by the
+    # platform: its erasure is never restored.
+    person: bool = False
 
     class Settings:
         name = "accounts"

@@ -195,3 +195,18 @@ async def test_a_person_erasure_needs_an_address(api: Api) -> None:
     assert "emails" in await response.text()
     forbidden = await api.post("/api/v1/erasures", Role.AGENT, json={"emails": ["a@b.c"]})
     assert forbidden.status == 403
+
+
+async def test_an_erasure_of_a_person_is_not_undone_by_a_restore(api: Api) -> None:
+    """Restored, the person's account would hold their address as a live account, and the
+    platform could not register the customer's own account with it (the state machine
+    found that path)."""
+    erased = await (await api.post("/api/v1/erasures", Role.COMPLIANCE,
+                                   json={"emails": ["una@example.net"]})).json()  # fmt: skip
+    person = erased["person_account_id"]
+    response = await api.delete(f"/api/v1/accounts/{person}/deletion", Role.PLATFORM)
+    assert response.status == 409
+    assert "not undone" in (await response.json())["detail"]
+    registered = await api.put("/api/v1/accounts/una", Role.PLATFORM,
+                               json={"emails": ["una@example.net"]})  # fmt: skip
+    assert registered.status == 201

@@ -38,7 +38,14 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from exports.builder import Scope, build_export, files_of_exports, start_export
+from exports.builder import (
+    Scope,
+    build_export,
+    files_of_exports,
+    register_disclosure,
+    scope_of_hold,
+    start_export,
+)
 from ingest.mime import parse_email
 from retention.forecast import forecast
 from retention.holds import place_hold, release_hold
@@ -48,7 +55,13 @@ from retention.sweep import sweep
 from scheduler.jobs import Jobs
 from search.engine import Filters, Order, parse_query, search
 from search.index import SearchIndex, deleted_documents, following
-from store.accounts import mark_deleted, register_account, request_erasure, restore
+from store.accounts import (
+    erase_person,
+    mark_deleted,
+    register_account,
+    request_erasure,
+    restore,
+)
 from store.blobs import read_blob
 from store.chat import ChatBatch, NewChatMessage, file_chat
 from store.database import Database, open_database
@@ -57,6 +70,7 @@ from store.documents import (
     AccountStatus,
     Author,
     AuthorRole,
+    Conversation,
     Direction,
     Export,
     ExportStatus,
@@ -94,6 +108,7 @@ class Life:
     """One life of an account in the model: what the platform and compliance did to it."""
 
     registered: bool = False  # the platform gave it its address and name (else: named by id)
+    address: str | None = None  # when not address(account): a person erased by address
     due: datetime | None = None  # its deletion deadline (None: not deleted)
     due_step: int = 0  # the step that set it: only a later sweep must honour it
     purged_at: datetime | None = None  # when a sweep was seen to finish it
@@ -192,6 +207,22 @@ class RetentionMachine(RuleBasedStateMachine):
         self.set_due(life, self.model.now)
         life.purged_at = None  # whatever linked since is due again
 
+    @rule(who=st.sampled_from([*ACCOUNTS, "stranger"]))
+    def erase_by_address(self, who: str) -> None:
+        """An erasure of a person by address: every account that has or had it is erased
+        again, and the address's unlinked content goes under an account of its own."""
+        erasure = self.run(erase_person(emails=[address(who)], names=[], now=self.model.now))
+        for account in erasure.accounts:
+            lives = self.model.lives.setdefault(account, [Life()])
+            self.set_due(lives[-1], self.model.now)
+            lives[-1].purged_at = None
+        lives = self.model.lives.setdefault(erasure.person, [])
+        if not lives or lives[-1].purged_at is not None:
+            lives.append(Life(registered=True, address=address(who)))
+        self.set_due(lives[-1], self.model.now)
+        lives[-1].purged_at = None
+        self.observe_links()
+
     @precondition(lambda self: self.model.lives)
     @rule(data=st.data())
     def restore(self, data: st.DataObject) -> None:
@@ -201,6 +232,9 @@ class RetentionMachine(RuleBasedStateMachine):
             self.run(restore(account_id=account))
         except NotFound:
             assert life.purged_at is not None or self.is_tombstone(account)
+            return
+        except Conflict:
+            assert account.startswith("person-")  # an erasure by address is not undone
             return
         life.due = None
 
@@ -316,6 +350,24 @@ class RetentionMachine(RuleBasedStateMachine):
         self.model.holds.remove(hold_id)
         self.run(release_hold(hold_id=hold_id, released_by="legal", reason=None,
                               now=self.model.now))  # fmt: skip
+
+    @precondition(lambda self: self.model.holds)
+    @rule(data=st.data())
+    def disclose(self, data: st.DataObject) -> None:
+        """A hold's scope handed to an authority: the export belongs to whose data it holds,
+        and goes with the first of them to be purged (the invariant below)."""
+        hold_id = data.draw(st.sampled_from(self.model.holds))
+        hold, scope = self.run(scope_of_hold(hold_id))
+        if scope.account_id is not None and self.is_tombstone(scope.account_id):
+            return
+        record = self.run(start_export(scope=scope, account_id=None, hold_id=hold_id,
+                                       created_by="compliance", now=self.model.now,
+                                       max_age=timedelta(days=7)))  # fmt: skip
+        self.run(build_export(record, scope, directory=self.data_dir / "exports",
+                              now=self.model.now))  # fmt: skip
+        self.run(register_disclosure(export=record, hold=hold, authority="court",
+                                     legal_basis="order", disclosed_by="legal",
+                                     now=self.model.now))  # fmt: skip
 
     # --- time, exports, sweeps ------------------------------------------------------------
 
@@ -453,9 +505,11 @@ class RetentionMachine(RuleBasedStateMachine):
         for account, lives in self.model.lives.items():
             if lives[-1].purged_at is not None:
                 known = lives[-1].registered  # an account made by a chat naming it has no address
+                mail = lives[-1].address or address(account)
                 identifiers = Identifiers(account_id=account,
-                                          emails={address(account)} if known else set(),
-                                          names={account} if known else set())  # fmt: skip
+                                          emails={mail} if known else set(),
+                                          names={account} if known and not lives[-1].address
+                                          else set())  # fmt: skip
                 life = len(lives) - 1
                 identifiers.add(m for m in self.model.messages.values()
                                 if m.account_id == account and m.life == life)  # fmt: skip
@@ -463,6 +517,13 @@ class RetentionMachine(RuleBasedStateMachine):
                                         quiet_period=timedelta(0), data_dir=self.data_dir,
                                         captured_at=lives[-1].purged_at))  # fmt: skip
                 assert residue.verdict is not Verdict.REMAINS, (account, residue.lines())
+                # "clean" on its certificate: nothing of it anywhere, nothing pending.
+                record = self.run(PurgeRecord.find(
+                    {"subjects": subject_hmac(self.policy.secret_key, account)}
+                ).sort("-started_at").first_or_none())  # fmt: skip
+                said = record.residue if record is not None else None
+                if said is not None and said.get("verdict") == Verdict.CLEAN.value:
+                    assert residue.verdict is Verdict.CLEAN, (account, residue.lines())
 
     @invariant()
     def every_stored_message_is_in_exactly_one_row_of_the_forecast(self) -> None:
@@ -474,6 +535,20 @@ class RetentionMachine(RuleBasedStateMachine):
         under_deadline = {"purge_due_at": {"$type": "date"}}
         assert sum(i.messages for i in items if i.account_id) == self.run(
             Message.find(under_deadline).count())  # fmt: skip
+
+    @invariant()
+    def no_export_outlives_a_subject_it_holds(self) -> None:
+        """An export (subject access or disclosure) goes with the first of its accounts or
+        conversations to be purged."""
+        for export in self.run(Export.find_all().to_list()):
+            for account_id in export.account_ids:
+                account = self.run(Account.get(account_id))
+                purged = account.purged_at if account is not None else None
+                assert purged is None or purged <= export.created_at, (export.id, account_id)
+            if export.conversation_ids:
+                there = self.run(Conversation.find(
+                    {"_id": {"$in": export.conversation_ids}}).count())  # fmt: skip
+                assert there == len(export.conversation_ids), f"export {export.id} outlived one"
 
     @invariant()
     def count_steps(self) -> None:
