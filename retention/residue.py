@@ -30,7 +30,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from exports.builder import unowned_export_files
 from retention.holds import TRAIL_TEXT, held_scopes, trail_naming
-from search.index import index_path, presence_of_each
+from search.index import STALE_AFTER, index_path, presence_of_each
 from store.audit import Subject, free_text, naming_query
 from store.blobs import referenced
 from store.documents import (
@@ -43,6 +43,7 @@ from store.documents import (
     Export,
     Hold,
     Message,
+    SearchIndexEntry,
     SpoolEntry,
     iso,
 )
@@ -222,6 +223,7 @@ async def scan_many(
     if data_dir is not None:
         await _files(scans, data_dir=data_dir)
         await _search_index(scans, data_dir=data_dir)
+    await _search_indexes(scans, now=now, captured_at=captured_at or now)
     return [residue for _, residue in scans]
 
 
@@ -822,6 +824,29 @@ async def _search_index(scans: _Scans, *, data_dir: Path) -> None:
         residue.found("search index files", sum(p.deleted for p in each),
                       "purged messages deleted from search, in files compacted at the next "
                       "housekeeping", Kind.PENDING)  # fmt: skip
+
+
+async def _search_indexes(scans: _Scans, *, now: datetime, captured_at: datetime) -> None:
+    """Every process's search index (``search_indexes``), wherever it runs: one whose files
+    held deleted documents at its last word since the purge may still hold the purged ones
+    (pending: it compacts within one purge interval); one not heard of for longer than
+    ``STALE_AFTER`` is listed as gone (it is rebuilt before it serves again). Before, a purge
+    record accounted for the index of the process that ran it only."""
+    entries = await SearchIndexEntry.get_pymongo_collection().find({}).to_list()
+    live = [e for e in entries if now - _aware(e["heartbeat_at"]) <= STALE_AFTER]
+    gone = [e for e in entries if e not in live]
+    behind = [e for e in live if e.get("compacted_at") is None
+              or _aware(e["compacted_at"]) < captured_at]  # fmt: skip
+    for _, residue in scans:
+        for e in behind:
+            residue.found(f"search index of {e['host']}:{e['path']}", 1, "not compacted since "
+                          "the purge (each process compacts its own within one purge "
+                          "interval)", Kind.PENDING)  # fmt: skip
+        for e in gone:
+            residue.found(f"search index of {e['host']}:{e['path']}", 1, "not heard of since "
+                          f"{iso(_aware(e['heartbeat_at']))}: rebuilt from MongoDB before it "
+                          "serves again; delete its folder if that serve is gone for good",
+                          Kind.PENDING)  # fmt: skip
 
 
 def describe(residue: Residue) -> str:

@@ -19,7 +19,7 @@ from retention import lease
 from retention.housekeeping import remove_orphans, retire_search_terms
 from retention.rules import RetentionPolicy
 from retention.sweep import SweepReport, sweep
-from search.index import SearchIndex
+from search.index import SearchIndex, forget_gone_indexes
 from store.audit import forget_free_text, index_audit_mentions
 from store.database import Database
 from store.documents import utcnow
@@ -143,6 +143,7 @@ class Jobs:
                 )
             indexed = await index_audit_mentions()
             aged = await forget_free_text(before=now - self.policy.audit_text_max_age)
+            await forget_gone_indexes(now=now)
             retired = await retire_search_terms()
             compacted = repaired = 0
             if self.index is not None and self.index.ready:

@@ -22,11 +22,13 @@ import json
 import logging
 import os
 import shutil
+import socket
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ from prometheus_client import Counter, Gauge
 from pymongo.errors import OperationFailure, PyMongoError
 
 from search import query as q
-from store.documents import Direction, Message
+from store.documents import Direction, Message, SearchIndexEntry
 
 log = logging.getLogger("archive.search")
 
@@ -51,6 +53,13 @@ REBUILD_BATCH = 2000
 STREAM_AWAIT_MS = 100
 TOKEN_SAVE_SECONDS = 60.0
 STOP_SECONDS = 5.0
+HEARTBEAT_SECONDS = 30.0
+# An index not heard of for longer is "gone": the residue scan lists it, and it is rebuilt
+# from MongoDB before it serves again (its files may hold what was purged meanwhile).
+STALE_AFTER = timedelta(minutes=30)
+# One not heard of for this long is dropped from the registry (its serve is gone for good);
+# should it come back, it is rebuilt all the same.
+FORGET_AFTER = timedelta(days=7)
 SORT_SHIFT = 20  # sort key = sent_at in ms << 20 | the low 20 bits of the ObjectId counter
 
 INDEX_DOCUMENTS = Gauge("archive_search_documents", "Messages in this process's search index")
@@ -324,6 +333,8 @@ class State:
     database: str = ""
     token: dict[str, Any] | None = None
     built_at: str | None = None
+    # The index's own id, by which it registers (``SearchIndexEntry``); new with the index.
+    index_id: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> State | None:
@@ -440,6 +451,14 @@ class SearchIndex:
     stopping: bool = field(default=False, init=False)  # set on the way out: follow no more
     # Why the index cannot be written now (a failure of the writer, as a full disk), or None.
     degraded: str | None = field(default=None, init=False)
+    # Its own compaction, scheduler or not: files that hold deleted documents are rewritten
+    # at most this long (seconds) after the last rewrite (ARCHIVE_PURGE_INTERVAL); None: only
+    # when asked (``request("compact")``).
+    compact_every: float | None = None
+    # How often it says in MongoDB that it lives, and whether its files hold deletes.
+    heartbeat_every: float = HEARTBEAT_SECONDS
+    _beat_at: float = field(default=float("-inf"), init=False)
+    _compacted_at: float = field(default=float("-inf"), init=False)
 
     def __post_init__(self) -> None:
         self.path = self.directory / self.database
@@ -474,6 +493,9 @@ class SearchIndex:
                 f"the search index in {self.path} is in use by another process: give each "
                 "serve its own ARCHIVE_DATA_DIR"
             ) from exc
+        if state.index_id is None:
+            state.index_id = uuid.uuid4().hex
+            state.save(self.path / "state.json")
         self.state = state
         self._count()
 
@@ -533,9 +555,14 @@ class SearchIndex:
         from, then apply the change stream; reconnect after database errors. Nothing stops
         it but cancellation: any other failure is logged and retried."""
         backoff = 0.5
+        stale_checked = False
         while not self.stopping:
             try:
                 collection = Message.get_pymongo_collection()
+                if not stale_checked:
+                    stale_checked = True
+                    if await self._gone_too_long():
+                        self.state.token = None
                 if self.state.token is None:
                     await self._rebuild(collection, why="new")
                 async with await collection.watch(
@@ -602,6 +629,8 @@ class SearchIndex:
             if invalidated:  # the collection was dropped or renamed: start over
                 self.state.token = None
                 return
+            if await self._maintain(collection):
+                return  # compacted (rebuilt): follow on from the rebuild's own token
             if change is None:
                 self.caught_up = started
                 INDEX_LAG.set(0)
@@ -657,6 +686,57 @@ class SearchIndex:
         assert self.index is not None
         self.index.reload()
         INDEX_DOCUMENTS.set(self.index.searcher().num_docs)
+
+    # -- accounted for: the registry and its own compaction ---------------------------------
+
+    async def _maintain(self, collection: Any) -> bool:
+        """Every ``heartbeat_every``: compact if the files hold deleted documents and the last
+        compaction is ``compact_every`` ago, then say so in the registry. True if it rebuilt."""
+        if self.clock() - self._beat_at < self.heartbeat_every:
+            return False
+        self._beat_at = self.clock()
+        deleted = await asyncio.to_thread(deleted_documents, self.path)
+        rebuilt = False
+        if (
+            deleted
+            and self.compact_every is not None
+            and (self.clock() - self._compacted_at >= self.compact_every)
+        ):
+            await self._rebuild(collection, why="compact")
+            deleted, rebuilt = 0, True
+        if not deleted:
+            self._compacted_at = self.clock()
+        await self._register(clean=not deleted)
+        return rebuilt
+
+    async def _register(self, *, clean: bool) -> None:
+        now = datetime.now(UTC)
+        fields: dict[str, Any] = {"host": socket.gethostname(), "path": str(self.path),
+                                  "heartbeat_at": now}  # fmt: skip
+        if clean:
+            fields["compacted_at"] = now
+        await SearchIndexEntry.get_pymongo_collection().update_one(
+            {"_id": self.state.index_id}, {"$set": fields, "$setOnInsert": {"started_at": now}},
+            upsert=True,
+        )  # fmt: skip
+
+    async def _gone_too_long(self) -> bool:
+        """Whether this index was not heard of for longer than ``STALE_AFTER``: what was
+        purged meanwhile may still be in its files, so it is rebuilt before it serves."""
+        entry = await SearchIndexEntry.get_pymongo_collection().find_one(
+            {"_id": self.state.index_id}, {"heartbeat_at": 1}
+        )
+        if entry is None:
+            # Never registered (new), or forgotten after FORGET_AFTER: an index that served
+            # before is rebuilt (as is, once, one from before the registry).
+            return self.state.token is not None
+        seen = entry["heartbeat_at"]
+        seen = seen if seen.tzinfo else seen.replace(tzinfo=UTC)
+        if datetime.now(UTC) - seen <= STALE_AFTER:
+            return False
+        log.warning("search index: not heard of since %s; rebuilding it before it serves",
+                    seen.isoformat())  # fmt: skip
+        return True
 
     # -- rebuilding, compacting, reconciling -------------------------------------------------
 
@@ -798,6 +878,17 @@ async def rebuild_here(index: SearchIndex, *, progress: Callable[[int, int], Non
         return await index._rebuild(Message.get_pymongo_collection(), why="reindex")
     finally:
         await asyncio.to_thread(index.close)
+
+
+async def forget_gone_indexes(*, now: datetime) -> int:
+    """Drop from the registry the indexes not heard of for ``FORGET_AFTER`` (housekeeping)."""
+    gone = await SearchIndexEntry.get_pymongo_collection().delete_many(
+        {"heartbeat_at": {"$lt": now - FORGET_AFTER}}
+    )
+    if gone.deleted_count:
+        log.warning("search index: %d indexes not heard of for %d days dropped from the "
+                    "registry", gone.deleted_count, FORGET_AFTER.days)  # fmt: skip
+    return int(gone.deleted_count)
 
 
 @contextlib.asynccontextmanager

@@ -105,7 +105,7 @@ async def database_from(
                           stop=stop)
         )  # fmt: skip
         # Late mail of a purged customer is recognised by its addresses' keyed hashes.
-        subjects.use_key(settings.resolved_secret_key())
+        subjects.use_key(settings.resolved_secret_key)
         yield database
 
 
@@ -370,7 +370,13 @@ async def serve(settings: Settings, roles: Roles, *, stop: asyncio.Event | None 
             if roles.http:
                 # The index follows MongoDB from before HTTP answers until after it stops.
                 index = await stack.enter_async_context(
-                    following(SearchIndex(search_dir(settings), settings.db_name))
+                    following(
+                        SearchIndex(
+                            search_dir(settings),
+                            settings.db_name,
+                            compact_every=settings.purge_interval.total_seconds(),
+                        )
+                    )
                 )
                 app = build_app(settings, database, ingest=ingest, index=index)
                 with _port("ARCHIVE_HTTP_PORT", settings.http_host, settings.http_port):

@@ -684,7 +684,26 @@ class Disclosure(Document):
         indexes = [IndexModel([("disclosed_at", DESCENDING)], name="disclosed_at")]
 
 
+class SearchIndexEntry(Document):
+    """One process's search index (``search.index``), as the residue scan accounts for it:
+    every index is a copy of the messages, and a purge is complete only once each has dropped
+    the purged documents from its files. No personal data: where it is and when it was seen."""
+
+    id: str  # type: ignore[assignment]  # the index's own id (kept in its state.json)
+    host: str
+    path: str
+    started_at: datetime = Field(default_factory=utcnow)
+    heartbeat_at: datetime = Field(default_factory=utcnow)
+    # The last time its files held no deleted document: every purge before then is gone
+    # from them physically.
+    compacted_at: datetime | None = None
+
+    class Settings:
+        name = "search_indexes"
+
+
 ALL_DOCUMENTS: list[type[Document]] = [
+    SearchIndexEntry,
     Account,
     Conversation,
     Message,

@@ -14,26 +14,30 @@ Changing the secret key forgets every tombstone's addresses.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-_key: bytes | None = None
+_key: Callable[[], bytes] | None = None
 
 
-def use_key(key: bytes) -> None:
-    """The key the addresses are hashed with (the archive's ARCHIVE_SECRET_KEY)."""
+def use_key(key: bytes | Callable[[], bytes]) -> None:
+    """The key the addresses are hashed with (the archive's ARCHIVE_SECRET_KEY), or how to
+    get it when first needed (in development that writes the generated key: a command that
+    hashes nothing must leave no file behind)."""
     global _key
-    _key = key
+    _key = functools.cache(key) if callable(key) else (lambda: key)
 
 
 def address_hashes(addresses: Iterable[str]) -> list[str]:
     """The keyed hashes of ``addresses`` (lowercased), sorted; none without a key."""
-    if _key is None:
+    addresses = [a for a in addresses if a.strip()]
+    if _key is None or not addresses:
         return []
-    key = _key
+    key = _key()
     return sorted({hmac.new(key, a.strip().lower().encode(), hashlib.sha256).hexdigest()
-                   for a in addresses if a.strip()})  # fmt: skip
+                   for a in addresses})  # fmt: skip
 
 
 def person_id(addresses: Iterable[str]) -> str:

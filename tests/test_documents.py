@@ -109,6 +109,7 @@ EXPECTED_INDEXES = {
     "audit_events": {"ttl", "at", "actor", "action", "account", "mentions", "free_text_at"},
     "exports": {"expires_at", "account", "created", "subject_accounts", "subject_conversations"},
     "disclosures": {"disclosed_at"},
+    "search_indexes": set(),
     "spool": {"owner", "lease_until", "raw_sha256", "chat_claims", "chat_claims_id"},
 }  # fmt: skip
 
