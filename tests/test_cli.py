@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,9 @@ import pytest
 from service.cli import build_parser
 from store.accounts import register_account
 from store.database import open_database
+from store.documents import utcnow
 from store.embedded import EmbeddedMongo
+from tests.factories import chat
 
 
 @pytest.fixture
@@ -73,6 +77,28 @@ async def test_purge_dry_run_and_a_sweep(env: dict[str, str]) -> None:
     assert (code, out.strip()) == (0, "nothing is due or scheduled for purging")
     code, out, _ = await cli(env, "purge")
     assert code == 0 and out.startswith("purged 0 messages")
+
+
+@pytest.mark.slow
+async def test_purge_dry_run_gives_every_stored_message_a_row(env: dict[str, str]) -> None:
+    """Before: 12 messages stored, one line ("max_age - 3"), 9 with no date anywhere."""
+    now = utcnow()
+    async with open_database(env["ARCHIVE_MONGODB_URI"], name=env["ARCHIVE_DB_NAME"]):
+        await register_account(account_id="bo", emails=["bo@example.com"], name="Bo")
+        for days in (0, 1, 2, 40, 41, 42, 70, 71, 72):
+            await chat(f"day {days}", account_id="bo", conversation=f"bo-{days}",
+                       at=now - timedelta(days=days))  # fmt: skip
+        for n in range(3):
+            await chat("very old", conversation=f"old-{n}",
+                       at=now - timedelta(days=1095 + n))  # fmt: skip
+    code, out, err = await cli(env, "purge", "--dry-run")
+    assert code == 0, err
+    header, *rows = out.strip().splitlines()
+    assert header.split()[:4] == ["DUE", "RULE", "ACCOUNT", "MESSAGES"]
+    counts = [re.search(r"\s(\d+)\s+(\d+)\s+\S+$", row) for row in rows]
+    assert all(counts), rows
+    assert sum(int(c[1]) for c in counts if c) == 12, rows
+    assert len(rows) >= 3  # the overdue ones, and the months the others reach the maximum age
 
 
 @pytest.mark.slow
