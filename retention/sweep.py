@@ -206,9 +206,37 @@ async def _finish_pending(policy: RetentionPolicy, report: SweepReport, now: dat
         report.conversations += await deletion.settle_pending_conversations(
             dict.fromkeys(record.pending_conversations, record), now
         )
+    await _recheck_indexes(policy=policy, now=now)
 
 
 _BLOB_PLACES = {"blobs", "blob_chunks"}
+_INDEX_PLACE = "search index"
+# Closed certificates still pending on a search index, rechecked per sweep.
+RECHECKED_PER_SWEEP = 1000
+
+
+async def _recheck_indexes(*, policy: RetentionPolicy, now: datetime) -> None:
+    """A closed certificate that was pending on search indexes (this process's files, or
+    another process's index not compacted yet) gets those lines from the registry as it is
+    now: every index reports whether its files hold deleted documents, so once each has
+    compacted since the purge, the certificate no longer says "pending" of them."""
+    query = {"residue.verdict": Verdict.PENDING.value, "pending_blobs": [],
+             "done_at": {"$type": "date"}}  # fmt: skip
+    found = PurgeRecord.find(query).limit(RECHECKED_PER_SWEEP)
+    async for record in found:
+        assert record.residue is not None and record.done_at is not None
+        kept = [f for f in record.residue["findings"] if not f["place"].startswith(_INDEX_PLACE)]
+        if len(kept) == len(record.residue["findings"]):
+            continue  # pending on something else
+        fresh = await scan(Identifiers(), now=now, quiet_period=policy.blob_quiet_period,
+                           captured_at=record.done_at)  # fmt: skip
+        findings = kept + [f for f in fresh.as_record()["findings"]
+                           if f["place"].startswith(_INDEX_PLACE)]  # fmt: skip
+        verdict = verdict_of(Kind(f["kind"]) for f in findings)
+        await PurgeRecord.get_pymongo_collection().update_one({"_id": record.id}, {"$set": {
+            "residue.findings": findings, "residue.verdict": verdict.value,
+            "residue.clean": verdict is Verdict.CLEAN, "residue.rechecked_at": now,
+        }})  # fmt: skip
 
 
 async def _recheck_blobs(

@@ -553,6 +553,12 @@ class PurgeRecord(Document):
                 name="pending_conversations",
                 partialFilterExpression={"pending_conversations": {"$type": "objectId"}},
             ),
+            # Certificates still "pending" (a search index not compacted yet): rechecked.
+            IndexModel(
+                [("residue.verdict", ASCENDING)],
+                name="pending_verdict",
+                partialFilterExpression={"residue.verdict": "pending"},
+            ),
         ]
 
 

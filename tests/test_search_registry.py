@@ -15,7 +15,7 @@ from retention.sweep import sweep
 from search.index import STALE_AFTER, SearchIndex, deleted_documents, following, presence
 from store.accounts import register_account, request_erasure
 from store.database import Database
-from store.documents import SearchIndexEntry, utcnow
+from store.documents import PurgeRecord, SearchIndexEntry, utcnow
 from tests.factories import chat
 from tests.helpers import eventually
 
@@ -69,6 +69,11 @@ async def test_a_purge_is_pending_until_every_live_index_has_compacted_it(
             return not index_findings(scan.lines())
 
         await eventually(accounted, timeout=10)
+        [record] = await PurgeRecord.find_all().to_list()
+        assert record.residue is not None and record.residue["verdict"] == "pending"
+        await sweep(database, now=utcnow(), policy=POLICY)  # the next sweep rechecks it
+    [record] = await PurgeRecord.find_all().to_list()
+    assert record.residue is not None and record.residue["verdict"] == "clean", record.residue
     assert presence(other.path, [str(said.id)]).deleted == 0
 
 
