@@ -518,9 +518,11 @@ class RetentionMachine(RuleBasedStateMachine):
                                         captured_at=lives[-1].purged_at))  # fmt: skip
                 assert residue.verdict is not Verdict.REMAINS, (account, residue.lines())
                 # "clean" on its certificate: nothing of it anywhere, nothing pending.
+                # The last closed (a purge that found nothing more to delete takes up its
+                # record again: it may have started before a later one).
                 record = self.run(PurgeRecord.find(
                     {"subjects": subject_hmac(self.policy.secret_key, account)}
-                ).sort("-started_at").first_or_none())  # fmt: skip
+                ).sort("-done_at").first_or_none())  # fmt: skip
                 said = record.residue if record is not None else None
                 if said is not None and said.get("verdict") == Verdict.CLEAN.value:
                     assert residue.verdict is Verdict.CLEAN, (account, residue.lines())
