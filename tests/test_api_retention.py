@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from beanie import PydanticObjectId
+
 from retention.sweep import sweep
+from scheduler.jobs import Jobs
 from service.serve import retention_policy
 from store.database import Database
-from store.documents import Account, AuditEvent, Message, Role, utcnow
+from store.documents import Account, AuditEvent, Hold, Message, Role, utcnow
 from tests.conftest import Api
 from tests.factories import chat, email
 from tests.helpers import iso
@@ -210,3 +213,44 @@ async def test_an_erasure_of_a_person_is_not_undone_by_a_restore(api: Api) -> No
     registered = await api.put("/api/v1/accounts/una", Role.PLATFORM,
                                json={"emails": ["una@example.net"]})  # fmt: skip
     assert registered.status == 201
+
+
+async def test_what_compliance_searched_for_is_forgotten_after_30_days(
+    api: Api, database: Database
+) -> None:
+    """Before: the audit events kept the query texts (a street, a surname, content words)
+    for 13 months, whatever was purged: redaction fired only on an id, an address or a
+    whole name."""
+    await email(account_id="acct-1", body="I live at Quuxstreet 12, Zelda")
+    for q in ("Quuxstreet", "Zelda", "quuxworth OR zanzibarquux"):
+        assert (await api.get(f"/api/v1/search?q={q}", Role.COMPLIANCE)).status == 200
+    policy = retention_policy(api.settings)
+    later = utcnow() + policy.audit_text_max_age + timedelta(minutes=1)
+    jobs = Jobs(database=database, policy=policy, interval=timedelta(minutes=10),
+                clock=lambda: later)  # fmt: skip
+    await jobs.housekeeping()
+    events = await AuditEvent.find({"action": "search"}).to_list()
+    assert len(events) == 3
+    for event in events:
+        assert event.query["q"] == "[redacted]" and event.mentions == []
+        assert event.role is Role.COMPLIANCE  # who, what and when stay
+
+
+async def test_hold_reasons_forget_the_customer_when_the_account_is_purged(
+    api: Api, database: Database
+) -> None:
+    await api.put("/api/v1/accounts/acct-z", Role.PLATFORM, json={
+        "emails": ["hugo.holdquux@example.net"], "name": "Hugo Holdquux"})  # fmt: skip
+    await email(account_id="acct-z")
+    hold = await (await api.post("/api/v1/holds", Role.COMPLIANCE, json={
+        "account_id": "acct-z", "kind": "dispute",
+        "reason": "chargeback by Hugo Holdquux hugo.holdquux@example.net"})).json()  # fmt: skip
+    await api.post(f"/api/v1/holds/{hold['id']}/release", Role.COMPLIANCE,
+                   json={"reason": "Holdquux paid"})  # fmt: skip
+    await api.post("/api/v1/accounts/acct-z/erasure", Role.COMPLIANCE)
+    await sweep(database, now=utcnow(), policy=retention_policy(api.settings))
+    listed = await (await api.get("/api/v1/holds?active=false", Role.COMPLIANCE)).json()
+    [shown] = [h for h in listed["holds"] if h["id"] == hold["id"]]
+    assert shown["reason"] == "chargeback by [redacted] [redacted] [redacted]"
+    stored = await Hold.get(PydanticObjectId(hold["id"]))
+    assert stored is not None and stored.release_reason == "[redacted] paid"
