@@ -290,7 +290,7 @@ def _retention_paths(components: Json) -> Json:
             "delete": _operation(
                 "Restore: cancel the deletion before the purge",
                 {"200": {"description": "Restored", "content": _json(account)}},
-                problems=(404, *AUTHED)),
+                problems=(404, 409, *AUTHED)),
         },
         "/api/v1/accounts/{account_id}/erasure": {"post": _operation(
             "Erasure request: the account's content is due now (holds apply)",

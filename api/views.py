@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from retention.forecast import ForecastItem
 from retention.residue import Kind, Verdict, verdict_of
@@ -239,7 +240,9 @@ def person_erasure(e: PersonErasure) -> Json:
         "person_account_id": e.person,
         "account_ids": e.accounts,
         # Its certificate, once a sweep has run: the purge records of each id.
-        "purge_records": [f"/api/v1/purge-records?account_id={i}" for i in [e.person, *e.accounts]],
+        "purge_records": [
+            f"/api/v1/purge-records?account_id={quote(i, safe='')}" for i in [e.person, *e.accounts]
+        ],
     }
 
 

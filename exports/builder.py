@@ -377,7 +377,10 @@ async def subjects_of(scope: Scope) -> tuple[list[str], list[PydanticObjectId]]:
         return [scope.account_id], []
     assert scope.conversation_id is not None
     conversation = await Conversation.get(scope.conversation_id)
-    account = conversation.account_id if conversation is not None else None
+    if conversation is None:
+        # Purged (its hold ended): an export of it would hold nothing, and outlive it.
+        raise NotFound(f"conversation {scope.conversation_id} was purged; nothing of it is left")
+    account = conversation.account_id
     return ([account] if account else []), [scope.conversation_id]
 
 

@@ -148,30 +148,52 @@ TRAIL_TEXT = {Hold: ("reason", "case_ref", "release_reason"),
               Disclosure: ("case_ref", "authority", "legal_basis")}  # fmt: skip
 
 
-def trail_naming(doc: dict[str, Any], fields: Sequence[str], subject: Subject) -> dict[str, str]:
-    """The fields of ``doc`` whose text names ``subject``, redacted."""
+def trail_naming(
+    doc: dict[str, Any], fields: Sequence[str], subject: Subject, *, about: bool = False
+) -> dict[str, str]:
+    """The fields of ``doc`` whose text names ``subject``, redacted (``about``: the record is
+    the subject's, a hold on its account or a disclosure of one)."""
     changed = {}
     for name in fields:
         text = doc.get(name)
-        if isinstance(text, str) and (redacted := subject.redacted_in(text)) != text:
+        if isinstance(text, str) and (redacted := subject.redacted_in(text, about=about)) != text:
             changed[name] = redacted
     return changed
 
 
-async def redact_trail(subjects: Sequence[Subject]) -> int:
-    """Redact, in every hold and disclosure, the subjects' addresses, ids and each word of
-    their names (``Subject.redacted_in``); returns how many records changed. Both collections
+TrailRecord = tuple[Sequence[str], dict[str, Any], str | None]
+
+
+async def trail_records() -> list[TrailRecord]:
+    """Every hold and disclosure: its free-text fields, the record, and the account whose it
+    is (a hold on an account, a disclosure of such a hold; None otherwise). Both collections
     are small (a few per case) and read whole: a reason names a customer in no indexed way."""
+    holds = await Hold.get_pymongo_collection().find(
+        {}, {**dict.fromkeys(TRAIL_TEXT[Hold], 1), "account_id": 1}).to_list()  # fmt: skip
+    owner = {h["_id"]: h.get("account_id") for h in holds}
+    disclosures = await Disclosure.get_pymongo_collection().find(
+        {}, {**dict.fromkeys(TRAIL_TEXT[Disclosure], 1), "hold_id": 1}).to_list()  # fmt: skip
+    found: list[TrailRecord] = [(TRAIL_TEXT[Hold], h, h.get("account_id")) for h in holds]
+    found += [(TRAIL_TEXT[Disclosure], d, owner.get(d.get("hold_id"))) for d in disclosures]
+    return found
+
+
+async def redact_trail(subjects: Sequence[Subject]) -> int:
+    """Redact, in every hold and disclosure, the subjects' addresses and ids, and the words of
+    their names where the record is theirs or names them (``Subject.redacted_in``); returns
+    how many records changed."""
+    updates: dict[Any, list[UpdateOne]] = {Hold: [], Disclosure: []}
+    for fields, doc, account in await trail_records():
+        redacted: dict[str, str] = {}
+        for subject in subjects:
+            redacted |= trail_naming({**doc, **redacted}, fields, subject,
+                                     about=account == subject.account_id)  # fmt: skip
+        if redacted:
+            model = Hold if fields == TRAIL_TEXT[Hold] else Disclosure
+            updates[model].append(UpdateOne({"_id": doc["_id"]}, {"$set": redacted}))
     changed = 0
-    for model, fields in TRAIL_TEXT.items():
-        collection = model.get_pymongo_collection()
-        updates = []
-        async for doc in collection.find({}, dict.fromkeys(fields, 1)):
-            redacted: dict[str, str] = {}
-            for subject in subjects:
-                redacted |= trail_naming({**doc, **redacted}, fields, subject)
-            if redacted:
-                updates.append(UpdateOne({"_id": doc["_id"]}, {"$set": redacted}))
-        if updates:
-            changed += (await collection.bulk_write(updates, ordered=False)).modified_count
+    for model, writes in updates.items():
+        if writes:
+            result = await model.get_pymongo_collection().bulk_write(writes, ordered=False)
+            changed += result.modified_count
     return changed

@@ -76,8 +76,11 @@ async def open_records(
 
 
 def _deleted_nothing(record: PurgeRecord) -> bool:
+    """A closed record of a try that deleted nothing because a hold kept what was due (not a
+    finished purge of an empty account: that certificate stands)."""
     counts = record.counts
-    return (record.done_at is not None and not record.pending_blobs
+    kept = (record.residue or {}).get("verdict") == "kept"
+    return (kept and record.done_at is not None and not record.pending_blobs
             and not record.pending_conversations
             and counts.messages == counts.conversations == counts.blobs == 0)  # fmt: skip
 
@@ -114,7 +117,8 @@ async def verify_purge(
     account = await Account.get(account_id)
     identifiers = Identifiers(account_id=account_id, emails={e.lower() for e in emails},
                               names=set(names))  # fmt: skip
-    for record in await purge_records(secret_key=policy.secret_key, account_id=account_id):
+    records = await purge_records(secret_key=policy.secret_key, account_id=account_id)
+    for record in records:
         identifiers.blobs.update(record.pending_blobs)
         identifiers.conversation_ids.update(record.pending_conversations)
     if account is not None:
@@ -122,5 +126,8 @@ async def verify_purge(
         identifiers.names |= {account.name} if account.name else set()
     # Mail that only shares an address and arrived after the purge is not the purged content.
     captured = account.purged_at if account is not None and account.purged_at else now
+    # Every search index must have applied the last of its purges' deletions.
+    ended = max((r.done_at for r in records if r.done_at is not None), default=None)
     return await scan(identifiers, now=now, quiet_period=policy.blob_quiet_period,
-                      data_dir=policy.data_dir, captured_at=captured)  # fmt: skip
+                      data_dir=policy.data_dir, captured_at=captured,
+                      indexes_since=ended)  # fmt: skip

@@ -29,7 +29,7 @@ from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
 
 from exports.builder import unowned_export_files
-from retention.holds import TRAIL_TEXT, held_scopes, trail_naming
+from retention.holds import held_scopes, trail_naming, trail_records
 from search.index import STALE_AFTER, index_path, presence_of_each
 from store.audit import Subject, free_text, naming_query
 from store.blobs import referenced
@@ -190,11 +190,15 @@ async def scan(
     quiet_period: timedelta,
     data_dir: Path | None = None,
     captured_at: datetime | None = None,
+    indexes_since: datetime | None = None,
 ) -> Residue:
     """Everything that remains of ``identifiers``, and why. Content created after
-    ``captured_at`` (default: now) that only shares an address is not the purged content."""
+    ``captured_at`` (default: now) that only shares an address is not the purged content.
+    With ``indexes_since`` (when the purge's deletions ended), every process's search index
+    must have applied MongoDB's changes up to then with none left in its files."""
     [residue] = await scan_many([identifiers], now=now, quiet_period=quiet_period,
-                                data_dir=data_dir, captured_at=captured_at)  # fmt: skip
+                                data_dir=data_dir, captured_at=captured_at,
+                                indexes_since=indexes_since)  # fmt: skip
     return residue
 
 
@@ -205,6 +209,7 @@ async def scan_many(
     quiet_period: timedelta,
     data_dir: Path | None = None,
     captured_at: datetime | None = None,
+    indexes_since: datetime | None = None,
 ) -> list[Residue]:
     """``scan`` of each of ``identifiers``, in their order, each exactly as if scanned alone
     (they may share an address), for the cost of one: a purge closes hundreds of accounts
@@ -223,7 +228,8 @@ async def scan_many(
     if data_dir is not None:
         await _files(scans, data_dir=data_dir)
         await _search_index(scans, data_dir=data_dir)
-    await _search_indexes(scans, now=now, captured_at=captured_at or now)
+    if indexes_since is not None:
+        await _search_indexes(scans, now=now, since=indexes_since)
     return [residue for _, residue in scans]
 
 
@@ -530,10 +536,10 @@ async def _exports(scans: _Scans, *, now: datetime) -> None:
         query = {"conversation_ids": {"$in": part}}
         found += await Export.get_pymongo_collection().find(query, _EXPORT_SUBJECTS).to_list()
     exports = {e["_id"]: e for e in found}.values()
-    purged, held = await _accounts_purged_or_held(ids, now=now)
+    standing = await _standing(ids, now=now)
     for i, residue in scans:
         holding = sum(1 for e in exports if _holds(e, i))
-        alive = _alive(i, residue, purged, held)
+        alive = _alive(i, residue, standing)
         if alive is not None:
             residue.found("exports", holding, "export records (and their files) holding the "
                           "account, which is not purged: they go at its purge", alive)  # fmt: skip
@@ -542,15 +548,16 @@ async def _exports(scans: _Scans, *, now: datetime) -> None:
                           "account")  # fmt: skip
 
 
-def _alive(
-    identifiers: Identifiers, residue: Residue, purged: dict[str, datetime], held: set[str]
-) -> Kind | None:
-    """How what an account not purged yet still has counts (held, or pending its purge);
-    None for a purged account, or a scan without one (what remains is residue)."""
+def _alive(identifiers: Identifiers, residue: Residue, standing: _Standing) -> Kind | None:
+    """How what an account not purged still has counts: held, kept (it lives: a new life),
+    or pending its purge; None for a purged account, or a scan without one (what remains is
+    residue)."""
     account = identifiers.account_id
-    if account is None or account in purged:
+    if account is None or account in standing.purged:
         return None
-    return Kind.HELD if account in held or residue.count(Kind.HELD) else Kind.PENDING
+    if account in standing.held or residue.count(Kind.HELD):
+        return Kind.HELD
+    return Kind.KEPT if account in standing.active else Kind.PENDING
 
 
 _EXPORT_SUBJECTS = {"account_id": 1, "account_ids": 1, "conversation_ids": 1}
@@ -580,14 +587,14 @@ async def _audit(scans: _Scans, *, now: datetime, captured_at: datetime) -> None
                               projection={"query": 1, "at": 1})  # fmt: skip
     ids = sorted({i.account_id for i, _ in asked if i.account_id})
     by_id = await _counts(collection, "target.account_id", ids)
-    purged, held = await _accounts_purged_or_held(ids, now=now)
+    standing = await _standing(ids, now=now)
     for (i, residue), subject, events in zip(asked, subjects, found, strict=True):
         naming = [e for e in events if _names(subject, e)]
-        if (alive := _alive(i, residue, purged, held)) is not None:
+        if (alive := _alive(i, residue, standing)) is not None:
             residue.found("audit_events", len(naming), "free text naming the account, which is "
                           "not purged: redacted at its purge", alive)  # fmt: skip
         else:
-            since = purged.get(i.account_id or "", captured_at)
+            since = standing.purged.get(i.account_id or "", captured_at)
             after = sum(1 for e in naming if _aware(e["at"]) > since)
             residue.found("audit_events", len(naming) - after, "free text (search terms, "
                           "filters) naming the account")  # fmt: skip
@@ -600,17 +607,29 @@ async def _audit(scans: _Scans, *, now: datetime, captured_at: datetime) -> None
                           Kind.KEPT)  # fmt: skip
 
 
-async def _accounts_purged_or_held(
-    ids: Sequence[str], *, now: datetime
-) -> tuple[dict[str, datetime], set[str]]:
-    """Of these accounts: when each purged one was purged, and which an active hold covers."""
+@dataclass(frozen=True)
+class _Standing:
+    """Of some accounts: when each purged one was purged, which an active hold covers, and
+    which live (active: a purge of an earlier life is all that was purged of them)."""
+
+    purged: dict[str, datetime]
+    held: set[str]
+    active: set[str]
+
+
+async def _standing(ids: Sequence[str], *, now: datetime) -> _Standing:
     purged: dict[str, datetime] = {}
+    active: set[str] = set()
     for part in _slices(ids):
-        query = {"_id": {"$in": part}, "purged_at": {"$type": "date"}}
-        async for a in Account.get_pymongo_collection().find(query, {"purged_at": 1}):
-            purged[a["_id"]] = _aware(a["purged_at"])
+        found = Account.get_pymongo_collection().find({"_id": {"$in": part}},
+                                                      {"purged_at": 1, "status": 1})  # fmt: skip
+        async for a in found:
+            if a.get("purged_at") is not None:
+                purged[a["_id"]] = _aware(a["purged_at"])
+            elif a.get("status") == AccountStatus.ACTIVE.value:
+                active.add(a["_id"])
     accounts, _ = await held_scopes(account_ids=list(ids), conversation_ids=[], now=now)
-    return purged, set(accounts)
+    return _Standing(purged, set(accounts), active)
 
 
 def _aware(at: datetime) -> datetime:
@@ -624,18 +643,15 @@ async def _trail(scans: _Scans, *, now: datetime) -> None:
     asked = [(i, r) for i, r in scans if i.account_id is not None or i.emails or i.names]
     if not asked:
         return
-    records = [
-        (fields, doc)
-        for model, fields in TRAIL_TEXT.items()
-        async for doc in model.get_pymongo_collection().find({}, dict.fromkeys(fields, 1))
-    ]
-    ids = sorted({i.account_id for i, _ in asked if i.account_id})
-    purged, held = await _accounts_purged_or_held(ids, now=now)
+    records = await trail_records()
+    standing = await _standing(sorted({i.account_id for i, _ in asked if i.account_id}), now=now)
     for i, residue in asked:
         subject = Subject(account_id=i.account_id or "", emails=i.emails,
                           name=" ".join(sorted(i.names)) or None)  # fmt: skip
-        naming = sum(1 for fields, doc in records if trail_naming(doc, fields, subject))
-        if (alive := _alive(i, residue, purged, held)) is not None:
+        naming = sum(1 for fields, doc, account in records
+                     if trail_naming(doc, fields, subject, about=account == i.account_id
+                                     and account is not None))  # fmt: skip
+        if (alive := _alive(i, residue, standing)) is not None:
             residue.found("holds and disclosures", naming, "reasons or references naming the "
                           "account, which is not purged: redacted at its purge", alive)  # fmt: skip
         else:
@@ -826,7 +842,7 @@ async def _search_index(scans: _Scans, *, data_dir: Path) -> None:
                       "housekeeping", Kind.PENDING)  # fmt: skip
 
 
-async def _search_indexes(scans: _Scans, *, now: datetime, captured_at: datetime) -> None:
+async def _search_indexes(scans: _Scans, *, now: datetime, since: datetime) -> None:
     """Every process's search index (``search_indexes``), wherever it runs: one whose files
     held deleted documents at its last word since the purge may still hold the purged ones
     (pending: it compacts within one purge interval); one not heard of for longer than
@@ -836,7 +852,7 @@ async def _search_indexes(scans: _Scans, *, now: datetime, captured_at: datetime
     live = [e for e in entries if now - _aware(e["heartbeat_at"]) <= STALE_AFTER]
     gone = [e for e in entries if e not in live]
     behind = [e for e in live if e.get("compacted_at") is None
-              or _aware(e["compacted_at"]) < captured_at]  # fmt: skip
+              or _aware(e["compacted_at"]) < since]  # fmt: skip
     for _, residue in scans:
         for e in behind:
             residue.found(f"search index of {e['host']}:{e['path']}", 1, "not compacted since "

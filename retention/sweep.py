@@ -49,6 +49,7 @@ from store.documents import (
     PurgeRecord,
     PurgeRule,
     SpoolEntry,
+    utcnow,
 )
 from store.subjects import address_hashes
 
@@ -222,14 +223,15 @@ async def _recheck_indexes(*, policy: RetentionPolicy, now: datetime) -> None:
     compacted since the purge, the certificate no longer says "pending" of them."""
     query = {"residue.verdict": Verdict.PENDING.value, "pending_blobs": [],
              "done_at": {"$type": "date"}}  # fmt: skip
-    found = PurgeRecord.find(query).limit(RECHECKED_PER_SWEEP)
+    # The least recently checked first: those that stay pending never hold the others back.
+    found = PurgeRecord.find(query).sort("+residue.rechecked_at").limit(RECHECKED_PER_SWEEP)
     async for record in found:
         assert record.residue is not None and record.done_at is not None
         kept = [f for f in record.residue["findings"] if not f["place"].startswith(_INDEX_PLACE)]
         if len(kept) == len(record.residue["findings"]):
             continue  # pending on something else
         fresh = await scan(Identifiers(), now=now, quiet_period=policy.blob_quiet_period,
-                           captured_at=record.done_at)  # fmt: skip
+                           indexes_since=record.done_at)  # fmt: skip
         findings = kept + [f for f in fresh.as_record()["findings"]
                            if f["place"].startswith(_INDEX_PLACE)]  # fmt: skip
         verdict = verdict_of(Kind(f["kind"]) for f in findings)
@@ -252,7 +254,7 @@ async def _recheck_blobs(
     fresh = await scan(Identifiers(blobs=set(blobs)), now=now,
                        quiet_period=policy.blob_quiet_period)  # fmt: skip
     findings = [f for f in record.residue["findings"] if f["place"] not in _BLOB_PLACES]
-    findings += fresh.as_record()["findings"]
+    findings += [f for f in fresh.as_record()["findings"] if f["place"] in _BLOB_PLACES]
     unexplained = sum(f["count"] for f in findings if f["kind"] == Kind.RESIDUE.value)
     verdict = verdict_of(Kind(f["kind"]) for f in findings)
     await PurgeRecord.get_pymongo_collection().update_one(settled, {"$set": {
@@ -461,9 +463,11 @@ async def _close_records(run: _Run, closing: list[tuple[PurgeRecord, Identifiers
     """Each record ends with when it ended and what the residue scan found right after (one
     scan of the group's places for all of them)."""
     await run.index_synced()
+    # Every process's index must have applied the deletions, which ended before this.
     residues = await scan_many([identifiers for _, identifiers in closing], now=run.now,
                                quiet_period=run.policy.blob_quiet_period,
-                               data_dir=run.policy.data_dir)  # fmt: skip
+                               data_dir=run.policy.data_dir,
+                               indexes_since=utcnow())  # fmt: skip
     done_at = run.clock()
     await PurgeRecord.get_pymongo_collection().bulk_write([
         UpdateOne({"_id": record.id},

@@ -497,6 +497,7 @@ class SearchIndex:
             state.index_id = uuid.uuid4().hex
             state.save(self.path / "state.json")
         self.state = state
+        self._compacted_at = self.clock()  # its first compaction one interval after it opens
         self._count()
 
     def close(self) -> None:
@@ -560,9 +561,9 @@ class SearchIndex:
             try:
                 collection = Message.get_pymongo_collection()
                 if not stale_checked:
-                    stale_checked = True
                     if await self._gone_too_long():
                         self.state.token = None
+                    stale_checked = True  # once it answered: a database error asks again
                 if self.state.token is None:
                     await self._rebuild(collection, why="new")
                 async with await collection.watch(
@@ -713,8 +714,10 @@ class SearchIndex:
         now = datetime.now(UTC)
         fields: dict[str, Any] = {"host": socket.gethostname(), "path": str(self.path),
                                   "heartbeat_at": now}  # fmt: skip
-        if clean:
-            fields["compacted_at"] = now
+        if clean and self.caught_up > float("-inf"):
+            # Not the time of this write: the moment up to which every change of MongoDB is
+            # applied (and none left a deleted document) — a purge after it may not be.
+            fields["compacted_at"] = now - timedelta(seconds=self.clock() - self.caught_up)
         await SearchIndexEntry.get_pymongo_collection().update_one(
             {"_id": self.state.index_id}, {"$set": fields, "$setOnInsert": {"started_at": now}},
             upsert=True,
@@ -792,6 +795,9 @@ class SearchIndex:
             done += len(batch)
             if self._progress is not None:
                 self._progress(done, total)
+            if self.clock() - self._beat_at >= self.heartbeat_every:  # alive while it rebuilds
+                self._beat_at = self.clock()
+                await self._register(clean=False)
             if done % 100_000 < len(batch):
                 log.info("search index: rebuilt %d of about %d messages", done, total)
         await self._locked(self._finish_rebuild)

@@ -65,7 +65,9 @@ def best_account(candidates: Sequence[Account], emails: Iterable[str]) -> Accoun
     wanted = {normalise_email(e) for e in emails}
     hashed = set(address_hashes(wanted))
     having = [a for a in candidates if wanted.intersection(a.emails)]
-    had = [a for a in candidates if hashed.intersection(a.purged_addresses)]
+    had = [
+        a for a in candidates if a.purged_at is not None and hashed.intersection(a.purged_addresses)
+    ]
     ranked = [a for a in having if a.status is AccountStatus.ACTIVE] or having or had
     return ranked[0] if ranked else None
 
@@ -116,6 +118,7 @@ async def register_account(*, account_id: str, emails: Iterable[str], name: str 
             "emails": addresses, "name": name, "updated_at": now,
             "status": AccountStatus.ACTIVE.value, "deleted_at": None, "purge_due_at": None,
             "erasure_requested_at": None, "purged_at": None, "life_started_at": now,
+            "purged_addresses": [],
             "life": {"$add": [{"$ifNull": ["$life", 1]}, 1]},
             "links": {"$add": [{"$ifNull": ["$links", 0]}, 1]},
         }}],
@@ -383,7 +386,11 @@ async def erase_person(
         {
             "$or": [
                 {"emails": {"$in": addresses}},
-                {"purged_addresses": {"$in": address_hashes(addresses)}},
+                # A purged account's: one that lives again had its hashes cleared.
+                {
+                    "purged_addresses": {"$in": address_hashes(addresses)},
+                    "purged_at": {"$type": "date"},
+                },
             ]
         }
     )

@@ -42,7 +42,6 @@ STRUCTURED_PARAMETERS = frozenset(
     }
 )
 _ADDRESS = re.compile(r"[^\s@<>()\[\]\"',;:]+@[^\s@<>()\[\]\"',;:]+")
-_TOKEN = re.compile(r"\S+")
 _BATCH = 500
 
 
@@ -130,32 +129,45 @@ class Subject:
     """What names one account in free text: its id, its emails, the words of its name."""
 
     def __init__(self, *, account_id: str, emails: Iterable[str], name: str | None) -> None:
+        self.account_id = account_id
         exact = {account_id.lower(), *(e.strip().lower() for e in emails)}
         self.exact = {term for term in exact if term}
+        # Each of them where it stands: not inside a longer address, id or word.
+        either = "|".join(re.escape(t) for t in sorted(self.exact, key=len, reverse=True))
+        self._exact_pattern = (re.compile(rf"(?<![\w.+-])(?:{either})(?![\w@-])", re.IGNORECASE)
+                               if either else None)  # fmt: skip
         self.name_words = sorted(set(words_of(name or "")))
 
     def named_in(self, value: str) -> bool:
         terms = mention_terms(value)
         return bool(terms & self.exact) or (bool(self.name_words) and terms >= set(self.name_words))
 
-    def redacted_in(self, text: str) -> str:
-        """``text`` with each of the subject's addresses and ids, and each word of its name
-        (any one of them, in any case or accent, two letters or more), replaced by
-        ``REDACTED``: the rule for the free text of the legal trail (hold reasons, case
-        references, disclosures), which is kept after the purge."""
+    def redacted_in(self, text: str, *, about: bool = False) -> str:
+        """``text`` with the subject's addresses and ids replaced by ``REDACTED`` wherever
+        they stand (``customer=ann@x.org``, ``mailto:``, ``acct:42/orders``), and, if the
+        text names the subject (by one of those, or by every word of its name), each word of
+        its name too (two letters or more, any case or accent): the rule for the free text
+        of the legal trail (hold reasons, case references, disclosures), which is kept after
+        the purge. A text that names someone else who shares a first name is left alone;
+        ``about``: the text is the subject's by where it stands (a hold on its account)."""
+        found = False
 
         def exact(match: re.Match[str]) -> str:
-            token = match.group(0)
-            core = token.strip("()[]<>\"'.,;:!?")
-            return token.replace(core, REDACTED, 1) if core.lower() in self.exact else token
+            nonlocal found
+            found = True
+            return REDACTED
+
+        if self._exact_pattern is not None:
+            text = self._exact_pattern.sub(exact, text)
+        names = set(self.name_words)
+        if not names or not (about or found or set(words_of(text)) >= names):
+            return text
 
         def word(match: re.Match[str]) -> str:
-            found = match.group(0)
-            return REDACTED if len(found) > 1 and normalise(found) in names else found
+            value = match.group(0)
+            return REDACTED if len(value) > 1 and normalise(value) in names else value
 
-        names = set(self.name_words)
-        text = _TOKEN.sub(exact, text)
-        return WORD.sub(word, text) if names else text
+        return WORD.sub(word, text)
 
 
 def naming_query(subject: Subject) -> dict[str, Any]:

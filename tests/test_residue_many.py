@@ -158,7 +158,7 @@ async def varied_residue(database: Database, spool: Spool, data_dir: Path) -> di
     write(data_dir / "mongo" / "mongod.log.2026-11-24T10-00-00", '"joann@example.com"')
     kim = await account("kim", "Kim")  # a tombstone, as a purge leaves it
     await tombstone("kim")
-    lea = await account("lea", "Lea Lind")  # not purged: her trail waits for her purge
+    lea = await account("lea", "Lea Lind")  # active: her trail is her live account's
     await audit.record(actor="agent-key", role=Role.AGENT, action="search",
                        query={"q": "lea@example.com"}, max_age=timedelta(days=30))  # fmt: skip
     max_ = await account("max", "Max Mustermann")  # purged, named in a hold's reason
@@ -191,7 +191,7 @@ async def varied_residue(database: Database, spool: Spool, data_dir: Path) -> di
         "walk-in": (walk_in, {("messages", 1, r), ("spool", 1, r)}),
         "joann": (joann, {("data folder", 1, r), ("mongod log", 1, r)}),
         "kim": (kim, {("accounts", 1, k)}),
-        "lea": (lea, {("audit_events", 1, p)}),
+        "lea": (lea, {("audit_events", 1, k)}),
         "max": (max_, {("holds and disclosures", 1, r)}),
         "ned": (ned, {("exports", 1, r)}),
         "recheck": (recheck, {("blobs", 1, r)}),

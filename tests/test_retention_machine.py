@@ -360,9 +360,14 @@ class RetentionMachine(RuleBasedStateMachine):
         hold, scope = self.run(scope_of_hold(hold_id))
         if scope.account_id is not None and self.is_tombstone(scope.account_id):
             return
-        record = self.run(start_export(scope=scope, account_id=None, hold_id=hold_id,
-                                       created_by="compliance", now=self.model.now,
-                                       max_age=timedelta(days=7)))  # fmt: skip
+        try:
+            record = self.run(start_export(scope=scope, account_id=None, hold_id=hold_id,
+                                           created_by="compliance", now=self.model.now,
+                                           max_age=timedelta(days=7)))  # fmt: skip
+        except NotFound:  # its conversation was purged (the hold had ended): refused
+            assert scope.conversation_id is not None
+            assert self.run(Conversation.get(scope.conversation_id)) is None
+            return
         self.run(build_export(record, scope, directory=self.data_dir / "exports",
                               now=self.model.now))  # fmt: skip
         self.run(register_disclosure(export=record, hold=hold, authority="court",
