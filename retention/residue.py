@@ -826,7 +826,11 @@ async def _search_index(scans: _Scans, *, data_dir: Path) -> None:
     the whole batch."""
     database = Message.get_pymongo_collection().database.name
     path = index_path(data_dir, database)
-    ids = sorted({str(m) for i, _ in scans for m in i.message_ids})
+    # A message still stored (held, or not due) is the messages probe's to judge: search
+    # finding it is no purge's residue.
+    stored = await _by_id(Message.get_pymongo_collection(),
+                          {m for i, _ in scans for m in i.message_ids}, {"_id": 1})  # fmt: skip
+    ids = sorted({str(m) for i, _ in scans for m in i.message_ids if m not in stored})
     deadline = time.monotonic() + INDEX_CATCH_UP_SECONDS
     found = await asyncio.to_thread(presence_of_each, path, ids)
     while any(p.searchable for p in found.values()) and time.monotonic() < deadline:
